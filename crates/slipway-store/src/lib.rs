@@ -1,0 +1,563 @@
+//! Slipway's persistent state: accounts and API keys, apps, slugs, releases and formation.
+//!
+//! [`Store`] wraps an SQLite database in WAL mode under the data dir. Every write that has to be
+//! atomic (a new release number, a formation batch) runs in one transaction. Rows come back as the
+//! plain `*Row` structs below; the API turns them into Heroku's wire shapes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use slipway_types::ConfigVars;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub owner_email: String,
+    /// Buildpack URLs or built-in names, in order; empty means detect.
+    pub buildpacks: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlugRow {
+    pub id: String,
+    pub app_id: String,
+    /// SHA-256 of the compressed slug; its key in the slug store.
+    pub sha256: String,
+    pub size: u64,
+    pub commit: Option<String>,
+    pub buildpack_description: Option<String>,
+    /// Process type → command.
+    pub process_types: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleaseRow {
+    pub id: String,
+    pub app_id: String,
+    pub version: i64,
+    pub slug_id: Option<String>,
+    pub config: ConfigVars,
+    pub description: String,
+    pub status: String,
+    pub user_email: String,
+    pub user_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a new release is made of.
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    pub slug_id: Option<String>,
+    pub config: ConfigVars,
+    pub description: String,
+    pub user_email: String,
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct FormationRow {
+    pub id: String,
+    pub app_id: String,
+    pub process_type: String,
+    pub quantity: u32,
+    pub size: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The default dyno size of a new process type.
+pub const DEFAULT_SIZE: &str = "basic";
+
+/// Handle to the state database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn ts(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
+    let s: String = row.try_get(col)?;
+    DateTime::parse_from_rfc3339(&s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Maps of strings always serialise.
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1)).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- accounts -------------------------------------------------------------------------
+
+    fn account_row(row: &SqliteRow) -> Result<AccountRow> {
+        Ok(AccountRow {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        })
+    }
+
+    /// Number of accounts; zero on a fresh data dir.
+    pub async fn account_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts").fetch_one(&self.pool).await?)
+    }
+
+    pub async fn create_account(&self, email: &str, name: Option<&str>) -> Result<AccountRow> {
+        let t = now().to_rfc3339();
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO accounts (id, email, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(email)
+            .bind(name)
+            .bind(&t)
+            .bind(&t)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("account {email}")) } else { e.into() })?;
+        self.account(&id).await?.ok_or_else(|| StoreError::Corrupt("account vanished".into()))
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(Self::account_row).transpose()
+    }
+
+    pub async fn account_by_email(&self, email: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE email = ?").bind(email).fetch_optional(&self.pool).await?;
+        row.as_ref().map(Self::account_row).transpose()
+    }
+
+    /// Records an API key by its hash.
+    pub async fn add_api_key(&self, account_id: &str, key_hash: &str, description: &str) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys (key_hash, account_id, description, created_at) VALUES (?, ?, ?, ?)")
+            .bind(key_hash)
+            .bind(account_id)
+            .bind(description)
+            .bind(now().to_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query(
+            "SELECT a.* FROM accounts a JOIN api_keys k ON k.account_id = a.id WHERE k.key_hash = ?",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::account_row).transpose()
+    }
+
+    // ---- apps -----------------------------------------------------------------------------
+
+    fn app_row(row: &SqliteRow) -> Result<AppRow> {
+        Ok(AppRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            owner_id: row.try_get("owner_id")?,
+            owner_email: row.try_get("owner_email")?,
+            buildpacks: json(row, "buildpacks")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        })
+    }
+
+    const APP_SELECT: &'static str =
+        "SELECT apps.*, accounts.email AS owner_email FROM apps JOIN accounts ON accounts.id = apps.owner_id";
+
+    /// Creates an app and its v1 "Initial release" with no slug and no config.
+    pub async fn create_app(&self, name: &str, owner: &AccountRow) -> Result<AppRow> {
+        let t = now().to_rfc3339();
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO apps (id, name, owner_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(name)
+            .bind(&owner.id)
+            .bind(&t)
+            .bind(&t)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("app {name}")) } else { e.into() })?;
+        sqlx::query(
+            "INSERT INTO releases (id, app_id, version, slug_id, config, description, status, user_email, user_id, created_at, updated_at) \
+             VALUES (?, ?, 1, NULL, '{}', 'Initial release', 'succeeded', ?, ?, ?, ?)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&id)
+        .bind(&owner.email)
+        .bind(&owner.id)
+        .bind(&t)
+        .bind(&t)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.app(&id).await?.ok_or_else(|| StoreError::Corrupt("app vanished".into()))
+    }
+
+    /// Finds an app by id or by name.
+    pub async fn app(&self, name_or_id: &str) -> Result<Option<AppRow>> {
+        let sql = format!("{} WHERE apps.id = ? OR apps.name = ?", Self::APP_SELECT);
+        let row = sqlx::query(&sql).bind(name_or_id).bind(name_or_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(Self::app_row).transpose()
+    }
+
+    /// All apps, by name.
+    pub async fn apps(&self) -> Result<Vec<AppRow>> {
+        let sql = format!("{} ORDER BY apps.name", Self::APP_SELECT);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::app_row).collect()
+    }
+
+    pub async fn delete_app(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["formation", "releases", "slugs"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE app_id = ?")).bind(id).execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM apps WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_buildpacks(&self, app_id: &str, buildpacks: &[String]) -> Result<()> {
+        sqlx::query("UPDATE apps SET buildpacks = ?, updated_at = ? WHERE id = ?")
+            .bind(to_json(&buildpacks))
+            .bind(now().to_rfc3339())
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- slugs ----------------------------------------------------------------------------
+
+    fn slug_row(row: &SqliteRow) -> Result<SlugRow> {
+        Ok(SlugRow {
+            id: row.try_get("id")?,
+            app_id: row.try_get("app_id")?,
+            sha256: row.try_get("sha256")?,
+            size: row.try_get::<i64, _>("size")? as u64,
+            commit: row.try_get("commit_sha")?,
+            buildpack_description: row.try_get("buildpack_description")?,
+            process_types: json(row, "process_types")?,
+            created_at: ts(row, "created_at")?,
+        })
+    }
+
+    pub async fn create_slug(
+        &self,
+        app_id: &str,
+        sha256: &str,
+        size: u64,
+        commit: Option<&str>,
+        buildpack_description: Option<&str>,
+        process_types: &BTreeMap<String, String>,
+    ) -> Result<SlugRow> {
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO slugs (id, app_id, sha256, size, commit_sha, buildpack_description, process_types, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(app_id)
+        .bind(sha256)
+        .bind(size as i64)
+        .bind(commit)
+        .bind(buildpack_description)
+        .bind(to_json(process_types))
+        .bind(now().to_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        self.slug(&id).await?.ok_or_else(|| StoreError::Corrupt("slug vanished".into()))
+    }
+
+    pub async fn slug(&self, id: &str) -> Result<Option<SlugRow>> {
+        let row = sqlx::query("SELECT * FROM slugs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(Self::slug_row).transpose()
+    }
+
+    // ---- releases -------------------------------------------------------------------------
+
+    fn release_row(row: &SqliteRow) -> Result<ReleaseRow> {
+        Ok(ReleaseRow {
+            id: row.try_get("id")?,
+            app_id: row.try_get("app_id")?,
+            version: row.try_get("version")?,
+            slug_id: row.try_get("slug_id")?,
+            config: json(row, "config")?,
+            description: row.try_get("description")?,
+            status: row.try_get("status")?,
+            user_email: row.try_get("user_email")?,
+            user_id: row.try_get("user_id")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        })
+    }
+
+    /// Adds the next numbered release, atomically.
+    pub async fn create_release(&self, app_id: &str, new: NewRelease) -> Result<ReleaseRow> {
+        let t = now().to_rfc3339();
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.pool.begin().await?;
+        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO releases (id, app_id, version, slug_id, config, description, status, user_email, user_id, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(app_id)
+        .bind(version)
+        .bind(&new.slug_id)
+        .bind(to_json(&new.config))
+        .bind(&new.description)
+        .bind(&new.user_email)
+        .bind(&new.user_id)
+        .bind(&t)
+        .bind(&t)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE apps SET updated_at = ? WHERE id = ?").bind(&t).bind(app_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.release(app_id, &id).await?.ok_or_else(|| StoreError::Corrupt("release vanished".into()))
+    }
+
+    /// All releases of an app, oldest first.
+    pub async fn releases(&self, app_id: &str) -> Result<Vec<ReleaseRow>> {
+        let rows = sqlx::query("SELECT * FROM releases WHERE app_id = ? ORDER BY version")
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::release_row).collect()
+    }
+
+    /// A release by id or by version number (`3` or `v3`).
+    pub async fn release(&self, app_id: &str, id_or_version: &str) -> Result<Option<ReleaseRow>> {
+        let version = id_or_version.trim_start_matches('v').parse::<i64>().ok();
+        let row = sqlx::query("SELECT * FROM releases WHERE app_id = ? AND (id = ? OR version = ?)")
+            .bind(app_id)
+            .bind(id_or_version)
+            .bind(version.unwrap_or(-1))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::release_row).transpose()
+    }
+
+    /// The newest succeeded release; every app has one from creation on.
+    pub async fn current_release(&self, app_id: &str) -> Result<Option<ReleaseRow>> {
+        let row = sqlx::query(
+            "SELECT * FROM releases WHERE app_id = ? AND status = 'succeeded' ORDER BY version DESC LIMIT 1",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::release_row).transpose()
+    }
+
+    // ---- formation ------------------------------------------------------------------------
+
+    fn formation_row(row: &SqliteRow) -> Result<FormationRow> {
+        Ok(FormationRow {
+            id: row.try_get("id")?,
+            app_id: row.try_get("app_id")?,
+            process_type: row.try_get("process_type")?,
+            quantity: row.try_get::<i64, _>("quantity")?.max(0) as u32,
+            size: row.try_get("size")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        })
+    }
+
+    /// The stored formation of an app, by process type.
+    pub async fn formation(&self, app_id: &str) -> Result<Vec<FormationRow>> {
+        let rows = sqlx::query("SELECT * FROM formation WHERE app_id = ? ORDER BY process_type")
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::formation_row).collect()
+    }
+
+    /// Makes sure every process type has a formation entry. New types start at zero, except
+    /// `web`, which starts at one, as on Heroku's first deploy.
+    pub async fn ensure_formation(&self, app_id: &str, types: impl IntoIterator<Item = &str>) -> Result<()> {
+        let t = now().to_rfc3339();
+        for ty in types {
+            sqlx::query(
+                "INSERT INTO formation (id, app_id, process_type, quantity, size, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, process_type) DO NOTHING",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(app_id)
+            .bind(ty)
+            .bind(if ty == "web" { 1 } else { 0 })
+            .bind(DEFAULT_SIZE)
+            .bind(&t)
+            .bind(&t)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets quantities and sizes of several process types in one transaction.
+    pub async fn update_formation(&self, app_id: &str, updates: &[(String, u32, Option<String>)]) -> Result<()> {
+        let t = now().to_rfc3339();
+        let mut tx = self.pool.begin().await?;
+        for (ty, quantity, size) in updates {
+            sqlx::query(
+                "INSERT INTO formation (id, app_id, process_type, quantity, size, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (app_id, process_type) DO UPDATE SET quantity = excluded.quantity, \
+                 size = COALESCE(?, formation.size), updated_at = excluded.updated_at",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(app_id)
+            .bind(ty)
+            .bind(*quantity as i64)
+            .bind(size.as_deref().unwrap_or(DEFAULT_SIZE))
+            .bind(&t)
+            .bind(&t)
+            .bind(size.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn releases_are_numbered_and_survive_reopen() {
+        let (dir, s) = store().await;
+        let owner = s.create_account("owner@example.com", None).await.unwrap();
+        let app = s.create_app("demo", &owner).await.unwrap();
+        assert!(matches!(s.create_app("demo", &owner).await, Err(StoreError::Conflict(_))));
+        let mut config = ConfigVars::new();
+        config.insert("A".into(), "1".into());
+        let r = s
+            .create_release(
+                &app.id,
+                NewRelease {
+                    slug_id: None,
+                    config: config.clone(),
+                    description: "Set A config vars".into(),
+                    user_email: owner.email.clone(),
+                    user_id: owner.id.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.version, 2);
+        drop(s);
+        let s = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let cur = s.current_release(&app.id).await.unwrap().unwrap();
+        assert_eq!(cur.version, 2);
+        assert_eq!(cur.config, config);
+        assert_eq!(s.release(&app.id, "v1").await.unwrap().unwrap().description, "Initial release");
+        assert_eq!(s.app("demo").await.unwrap().unwrap().id, app.id);
+        assert_eq!(s.app(&app.id).await.unwrap().unwrap().name, "demo");
+    }
+
+    #[tokio::test]
+    async fn formation_defaults_and_updates() {
+        let (_dir, s) = store().await;
+        let owner = s.create_account("owner@example.com", None).await.unwrap();
+        let app = s.create_app("demo", &owner).await.unwrap();
+        s.ensure_formation(&app.id, ["web", "worker"]).await.unwrap();
+        let f = s.formation(&app.id).await.unwrap();
+        assert_eq!((f[0].process_type.as_str(), f[0].quantity), ("web", 1));
+        assert_eq!((f[1].process_type.as_str(), f[1].quantity), ("worker", 0));
+        s.update_formation(&app.id, &[("web".into(), 3, Some("standard-2x".into()))]).await.unwrap();
+        s.ensure_formation(&app.id, ["web"]).await.unwrap();
+        let f = s.formation(&app.id).await.unwrap();
+        assert_eq!((f[0].quantity, f[0].size.as_str()), (3, "standard-2x"));
+    }
+}

@@ -1,0 +1,195 @@
+//! Platform API v3 resource shapes, as Heroku serialises them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Config vars: a flat `{KEY: value}` map.
+pub type ConfigVars = BTreeMap<String, String>;
+
+/// Heroku's error body: `{"id": "not_found", "message": "Couldn't find that app."}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub id: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+/// `{id, name}` reference used for stacks and regions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamedRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// `{id, email}` reference to an account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: String,
+    pub email: String,
+}
+
+/// `GET /account`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub verified: bool,
+    #[serde(default)]
+    pub two_factor_authentication: bool,
+}
+
+/// An app, as `GET /apps/{app}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub owner: UserRef,
+    pub region: NamedRef,
+    pub stack: NamedRef,
+    pub build_stack: NamedRef,
+    pub web_url: String,
+    pub git_url: String,
+    #[serde(default)]
+    pub maintenance: bool,
+    #[serde(default)]
+    pub acm: bool,
+    #[serde(default)]
+    pub archived_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub buildpack_provided_description: Option<String>,
+    #[serde(default)]
+    pub internal_routing: Option<bool>,
+    #[serde(default)]
+    pub organization: Option<serde_json::Value>,
+    #[serde(default)]
+    pub team: Option<serde_json::Value>,
+    #[serde(default)]
+    pub space: Option<serde_json::Value>,
+    #[serde(default)]
+    pub repo_size: Option<u64>,
+    #[serde(default)]
+    pub slug_size: Option<u64>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub released_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `{id, version}` reference to a release.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseRef {
+    pub id: String,
+    pub version: i64,
+}
+
+/// `{id}` reference to a slug.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdRef {
+    pub id: String,
+}
+
+/// `{id, name}` reference to an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A release: a slug plus config vars, numbered per app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Release {
+    pub id: String,
+    pub version: i64,
+    pub description: String,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: String,
+    pub current: bool,
+    pub eligible_for_rollback: bool,
+    pub app: AppRef,
+    pub user: UserRef,
+    #[serde(default)]
+    pub slug: Option<IdRef>,
+    #[serde(default)]
+    pub addon_plan_names: Vec<String>,
+    #[serde(default)]
+    pub output_stream_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One process type's entry in the formation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Formation {
+    pub id: String,
+    pub app: AppRef,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub quantity: u32,
+    pub size: String,
+    pub command: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A running (or starting, or crashed) dyno.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dyno {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub size: String,
+    /// `starting`, `up`, `crashed`, `down` or `idle`.
+    pub state: String,
+    pub command: String,
+    pub app: AppRef,
+    pub release: ReleaseRef,
+    #[serde(default)]
+    pub attach_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /apps/{app}/log-sessions` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSession {
+    pub id: String,
+    pub logplex_url: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /apps/{app}/log-sessions` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogSessionRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dyno: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<bool>,
+}
+
+/// One buildpack installation, as `GET /apps/{app}/buildpack-installations` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildpackInstallation {
+    pub ordinal: u32,
+    pub buildpack: BuildpackRef,
+}
+
+/// `{url, name}` of a buildpack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildpackRef {
+    pub url: String,
+    pub name: String,
+}
