@@ -1,1 +1,152 @@
-//! slipway-api
+//! The Platform API v3 and git-over-HTTP endpoint, and the wiring between components.
+//!
+//! [`router`] builds the axum app. Handlers authenticate with [`auth::Auth`], read and write the
+//! [`Store`], ask the [`Manager`] to reconcile dynos, and answer in Heroku's wire format
+//! (`slipway_types`), with every error turned into `{"id","message"}` by [`error::ApiError`].
+//! `git push` arrives at `/<app>.git/...`, is served by the real `git http-backend`, and the
+//! repository's pre-receive hook streams the pushed tree back to `/internal/builds/...`, where the
+//! [`Builder`] turns it into a slug and a new release.
+
+pub mod auth;
+pub mod error;
+mod git;
+mod handlers;
+mod logsession;
+pub mod range;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use slipway_build::Builder;
+use slipway_logs::LogRouter;
+use slipway_manager::Manager;
+use slipway_router::RouteTable;
+use slipway_store::Store;
+
+pub use git::install_hook_script;
+
+/// Settings the API needs from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Apps are served at `<app>.<base_domain>`.
+    pub base_domain: String,
+    /// Port of the router's HTTP listener, for `web_url`.
+    pub router_port: u16,
+    /// Where the apps' bare git repositories live.
+    pub repos_dir: PathBuf,
+    /// Base URL the git hook uses to reach this server (loopback).
+    pub internal_url: String,
+    /// Path of the `slipway` binary, run by the git hook.
+    pub slipway_exe: PathBuf,
+    /// Stack name reported for apps and exported to builds.
+    pub stack: String,
+}
+
+/// A push waiting for its build: created when `git-receive-pack` starts.
+#[derive(Debug, Clone)]
+struct PendingPush {
+    app_id: String,
+    account_id: String,
+}
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub logs: LogRouter,
+    pub manager: Manager,
+    pub builder: Arc<Builder>,
+    pub routes: RouteTable,
+    pub config: Arc<ApiConfig>,
+    pushes: Arc<Mutex<HashMap<String, PendingPush>>>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        logs: LogRouter,
+        manager: Manager,
+        builder: Arc<Builder>,
+        routes: RouteTable,
+        config: ApiConfig,
+    ) -> Self {
+        AppState {
+            store,
+            logs,
+            manager,
+            builder,
+            routes,
+            config: Arc::new(config),
+            pushes: Arc::default(),
+        }
+    }
+}
+
+/// Every response carries a `Request-Id`, as Heroku's do.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::debug_span!("api", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("request-id", v);
+    }
+    resp
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> axum::Router {
+    use handlers::*;
+    axum::Router::new()
+        .route("/account", get(account))
+        .route("/users/~", get(account))
+        .route("/account/rate-limits", get(rate_limits))
+        .route("/apps", get(list_apps).post(create_app))
+        .route("/users/~/apps", get(list_apps))
+        .route("/apps/{app}", get(app_info).delete(delete_app))
+        .route(
+            "/apps/{app}/config-vars",
+            get(get_config).patch(patch_config),
+        )
+        .route("/apps/{app}/releases", get(list_releases).post(rollback))
+        .route("/apps/{app}/releases/{release}", get(release_info))
+        .route(
+            "/apps/{app}/releases/{release}/config-vars",
+            get(release_config),
+        )
+        .route(
+            "/apps/{app}/formation",
+            get(list_formation).patch(batch_formation),
+        )
+        .route(
+            "/apps/{app}/formation/{ptype}",
+            get(formation_info).patch(update_formation),
+        )
+        .route(
+            "/apps/{app}/formations/{ptype}",
+            axum::routing::delete(restart_type),
+        )
+        .route("/apps/{app}/dynos", get(list_dynos).delete(restart_all))
+        .route(
+            "/apps/{app}/dynos/{dyno}",
+            get(dyno_info).delete(restart_dyno),
+        )
+        .route(
+            "/apps/{app}/buildpack-installations",
+            get(list_buildpacks).put(set_buildpacks),
+        )
+        .route("/apps/{app}/log-sessions", post(logsession::create))
+        .route("/log-sessions/{token}", get(logsession::stream))
+        .route("/internal/builds/{token}", post(git::internal_build))
+        .route("/{repo}/info/refs", get(git::git_http))
+        .route("/{repo}/git-receive-pack", post(git::git_http))
+        .route("/{repo}/git-upload-pack", post(git::git_http))
+        .fallback(handlers::not_found)
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}

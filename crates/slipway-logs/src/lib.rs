@@ -1,1 +1,371 @@
-//! slipway-logs
+//! The log router: every app's log stream in Heroku's line format.
+//!
+//! Producers (dyno output, the dyno manager, the router, the API) call [`LogRouter::emit`] with an
+//! app id, a [`Source`] and a dyno name. Each app keeps the last [`HISTORY_LINES`] lines in a ring
+//! buffer and fans new lines out to live tails over a broadcast channel. Log sessions
+//! ([`LogRouter::create_session`]) hand out unguessable, expiring tokens that name an app and a
+//! filter; the API serves a session's stream at its `logplex_url`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// Lines kept per app, as Heroku's Logplex does.
+pub const HISTORY_LINES: usize = 1500;
+/// Longer messages are split into several lines.
+pub const MAX_LINE_BYTES: usize = 10_000;
+/// How long a log session's URL stays valid.
+pub const SESSION_TTL: Duration = Duration::from_secs(3600);
+
+/// Who wrote a line: the app's own processes or the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    App,
+    Heroku,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::App => "app",
+            Source::Heroku => "heroku",
+        }
+    }
+}
+
+/// One log line.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// Position in the app's stream; used as the SSE event id.
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    pub source: Source,
+    /// `web.1`, `router`, `api`, `run.1234`, ...
+    pub dyno: String,
+    pub message: String,
+}
+
+impl fmt::Display for LogLine {
+    /// `2026-11-26T05:15:59.123456+00:00 app[web.1]: message`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}[{}]: {}",
+            self.time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
+            self.source.as_str(),
+            self.dyno,
+            self.message
+        )
+    }
+}
+
+/// Which lines a reader wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `web` matches every web dyno, `web.1` only that one.
+    pub dyno: Option<String>,
+    pub source: Option<Source>,
+}
+
+impl Filter {
+    pub fn matches(&self, line: &LogLine) -> bool {
+        if let Some(s) = self.source {
+            if s != line.source {
+                return false;
+            }
+        }
+        match &self.dyno {
+            None => true,
+            Some(d) if d.contains('.') => &line.dyno == d,
+            Some(d) => line.dyno == *d || line.dyno.split('.').next() == Some(d.as_str()),
+        }
+    }
+}
+
+/// Parses `app` / `heroku` as given to `logs --source`.
+pub fn parse_source(s: &str) -> Option<Source> {
+    match s {
+        "app" => Some(Source::App),
+        "heroku" => Some(Source::Heroku),
+        _ => None,
+    }
+}
+
+struct AppLog {
+    next_seq: u64,
+    lines: VecDeque<LogLine>,
+    tx: broadcast::Sender<LogLine>,
+}
+
+impl AppLog {
+    fn new() -> Self {
+        AppLog {
+            next_seq: 1,
+            lines: VecDeque::with_capacity(64),
+            tx: broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// What a log session was created for.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub app_id: String,
+    pub filter: Filter,
+    pub lines: usize,
+    pub tail: bool,
+    expires: Instant,
+}
+
+/// All apps' logs and the open log sessions; cheap to clone.
+#[derive(Clone, Default)]
+pub struct LogRouter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    apps: Mutex<HashMap<String, AppLog>>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl LogRouter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a message to an app's log, split into lines of at most [`MAX_LINE_BYTES`].
+    pub fn emit(&self, app_id: &str, source: Source, dyno: &str, message: &str) {
+        let time = Utc::now();
+        let mut apps = self.inner.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let log = apps.entry(app_id.to_string()).or_insert_with(AppLog::new);
+        for part in split_message(message) {
+            let line = LogLine {
+                seq: log.next_seq,
+                time,
+                source,
+                dyno: dyno.to_string(),
+                message: part.to_string(),
+            };
+            log.next_seq += 1;
+            if log.lines.len() == HISTORY_LINES {
+                log.lines.pop_front();
+            }
+            log.lines.push_back(line.clone());
+            // No receivers is fine.
+            let _ = log.tx.send(line);
+        }
+    }
+
+    /// The last `n` matching lines, oldest first, and a receiver for lines that come after them.
+    pub fn snapshot(
+        &self,
+        app_id: &str,
+        filter: &Filter,
+        n: usize,
+    ) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+        let mut apps = self.inner.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let log = apps.entry(app_id.to_string()).or_insert_with(AppLog::new);
+        let mut lines: Vec<LogLine> = log
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| filter.matches(l))
+            .take(n)
+            .cloned()
+            .collect();
+        lines.reverse();
+        (lines, log.tx.subscribe())
+    }
+
+    /// Lines after `seq` (for resuming a stream with `Last-Event-ID`), and a receiver for later ones.
+    pub fn since(
+        &self,
+        app_id: &str,
+        filter: &Filter,
+        seq: u64,
+    ) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+        let mut apps = self.inner.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let log = apps.entry(app_id.to_string()).or_insert_with(AppLog::new);
+        let lines = log
+            .lines
+            .iter()
+            .filter(|l| l.seq > seq && filter.matches(l))
+            .cloned()
+            .collect();
+        (lines, log.tx.subscribe())
+    }
+
+    /// Forgets an app's log (when the app is destroyed).
+    pub fn remove_app(&self, app_id: &str) {
+        self.inner
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(app_id);
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| s.app_id != app_id);
+    }
+
+    /// Opens a log session and returns its token (48 hex chars from the OS's random source).
+    pub fn create_session(&self, app_id: &str, filter: Filter, lines: usize, tail: bool) -> String {
+        let token: [u8; 24] = rand::random();
+        let token = hex::encode(token);
+        let now = Instant::now();
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(
+            token.clone(),
+            Session {
+                app_id: app_id.to_string(),
+                filter,
+                lines: lines.min(HISTORY_LINES),
+                tail,
+                expires: now + SESSION_TTL,
+            },
+        );
+        token
+    }
+
+    /// The session for a token, if it exists and has not expired.
+    pub fn session(&self, token: &str) -> Option<Session> {
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sessions
+            .get(token)
+            .filter(|s| s.expires > Instant::now())
+            .cloned()
+    }
+}
+
+/// Splits a message into pieces of at most [`MAX_LINE_BYTES`] bytes, on char boundaries.
+fn split_message(message: &str) -> Vec<&str> {
+    let message = message.trim_end_matches(['\n', '\r']);
+    if message.len() <= MAX_LINE_BYTES {
+        return vec![message];
+    }
+    let mut parts = Vec::new();
+    let mut rest = message;
+    while rest.len() > MAX_LINE_BYTES {
+        let mut cut = MAX_LINE_BYTES;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    parts.push(rest);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_format_matches_heroku() {
+        let line = LogLine {
+            seq: 1,
+            time: DateTime::parse_from_rfc3339("2026-11-26T05:15:59.123456Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            source: Source::Heroku,
+            dyno: "router".into(),
+            message: "at=info".into(),
+        };
+        assert_eq!(
+            line.to_string(),
+            "2026-11-26T05:15:59.123456+00:00 heroku[router]: at=info"
+        );
+    }
+
+    #[test]
+    fn keeps_last_1500_and_filters() {
+        let r = LogRouter::new();
+        for i in 0..2000 {
+            r.emit(
+                "a",
+                Source::App,
+                if i % 2 == 0 { "web.1" } else { "worker.1" },
+                &format!("line {i}"),
+            );
+        }
+        r.emit(
+            "a",
+            Source::Heroku,
+            "web.2",
+            "State changed from starting to up",
+        );
+        let (all, _) = r.snapshot("a", &Filter::default(), 5000);
+        assert_eq!(all.len(), HISTORY_LINES);
+        assert_eq!(
+            all.last().unwrap().message,
+            "State changed from starting to up"
+        );
+        let web = Filter {
+            dyno: Some("web".into()),
+            source: None,
+        };
+        let (lines, _) = r.snapshot("a", &web, 3);
+        assert_eq!(
+            lines.iter().map(|l| l.dyno.as_str()).collect::<Vec<_>>(),
+            ["web.1", "web.1", "web.2"]
+        );
+        let web1_app = Filter {
+            dyno: Some("web.1".into()),
+            source: Some(Source::App),
+        };
+        let (lines, _) = r.snapshot("a", &web1_app, 1500);
+        assert!(lines
+            .iter()
+            .all(|l| l.dyno == "web.1" && l.source == Source::App));
+        let (after, _) = r.since("a", &Filter::default(), all[all.len() - 2].seq);
+        assert_eq!(after.len(), 1);
+    }
+
+    #[test]
+    fn long_lines_are_split() {
+        let r = LogRouter::new();
+        r.emit("a", Source::App, "web.1", &"é".repeat(6000));
+        let (lines, _) = r.snapshot("a", &Filter::default(), 10);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.message.len() <= MAX_LINE_BYTES));
+        assert_eq!(
+            lines
+                .iter()
+                .map(|l| l.message.chars().count())
+                .sum::<usize>(),
+            6000
+        );
+    }
+
+    #[tokio::test]
+    async fn tails_receive_new_lines_and_sessions_expire() {
+        let r = LogRouter::new();
+        let (_, mut rx) = r.snapshot("a", &Filter::default(), 10);
+        r.emit("a", Source::App, "web.1", "hello");
+        assert_eq!(rx.recv().await.unwrap().message, "hello");
+        let token = r.create_session("a", Filter::default(), 100, true);
+        assert_eq!(token.len(), 48);
+        assert!(r.session(&token).is_some());
+        assert!(r.session("nope").is_none());
+        tokio::time::pause();
+        tokio::time::advance(SESSION_TTL + Duration::from_secs(1)).await;
+        assert!(r.session(&token).is_none());
+    }
+}

@@ -1,1 +1,601 @@
-//! slipway-manager
+//! The dyno manager: makes the running dynos match each app's formation and current release.
+//!
+//! [`Manager::reconcile`] reads an app's current release, slug and formation from the store and
+//! compares them with the dynos it runs: dynos of an old release, or beyond the scaled quantity,
+//! are stopped (SIGTERM, then SIGKILL after the grace period); missing ones are started through the
+//! [`DynoRuntime`]. Each dyno has a supervisor task that boots it, marks web dynos `up` once they
+//! listen on `$PORT`, restarts it after a crash with a growing delay, and reports every change to
+//! the app's log in Heroku's words. The up web dynos of each app are pushed to a [`RouteSink`]
+//! (the router) whenever they change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use slipway_build::SlugStore;
+use slipway_logs::{LogRouter, Source};
+use slipway_runtime::{DynoRuntime, DynoSpec, OutputSink, RunningDyno};
+use slipway_store::Store;
+use slipway_types::{Backend, RouteSink};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Errors from the dyno manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Store(#[from] slipway_store::StoreError),
+    #[error("could not unpack the slug: {0}")]
+    Slug(#[from] slipway_build::BuildError),
+}
+
+/// Settings of the dyno manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Where slugs are unpacked, once per slug.
+    pub slug_root: PathBuf,
+    /// How long a web dyno has to listen on `$PORT` (Heroku: 60 s).
+    pub boot_timeout: Duration,
+    /// Grace between SIGTERM and SIGKILL (Heroku: 30 s).
+    pub stop_timeout: Duration,
+}
+
+/// A dyno's state, as `ps` and the API show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DynoState {
+    Starting,
+    Up,
+    Crashed,
+    Down,
+}
+
+impl DynoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DynoState::Starting => "starting",
+            DynoState::Up => "up",
+            DynoState::Crashed => "crashed",
+            DynoState::Down => "down",
+        }
+    }
+}
+
+/// What the manager knows about one dyno.
+#[derive(Debug, Clone)]
+pub struct DynoStatus {
+    pub id: String,
+    pub name: String,
+    pub process_type: String,
+    pub size: String,
+    pub command: String,
+    pub state: DynoState,
+    pub release_id: String,
+    pub release_version: i64,
+    pub created_at: DateTime<Utc>,
+    /// When the state last changed.
+    pub updated_at: DateTime<Utc>,
+    pub addr: Option<SocketAddr>,
+}
+
+/// Which dynos `ps:restart` restarts.
+#[derive(Debug, Clone)]
+pub enum RestartTarget {
+    All,
+    Type(String),
+    Dyno(String),
+}
+
+struct Slot {
+    status: Arc<Mutex<DynoStatus>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct AppDynos {
+    app_name: String,
+    slots: BTreeMap<String, Slot>,
+}
+
+struct Inner {
+    store: Store,
+    logs: LogRouter,
+    slugs: SlugStore,
+    runtime: Arc<dyn DynoRuntime>,
+    routes: Arc<dyn RouteSink>,
+    config: ManagerConfig,
+    apps: Mutex<HashMap<String, AppDynos>>,
+    app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    unpack_lock: tokio::sync::Mutex<()>,
+}
+
+/// The dyno manager; cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Manager {
+    pub fn new(
+        store: Store,
+        logs: LogRouter,
+        slugs: SlugStore,
+        runtime: Arc<dyn DynoRuntime>,
+        routes: Arc<dyn RouteSink>,
+        config: ManagerConfig,
+    ) -> Self {
+        Manager {
+            inner: Arc::new(Inner {
+                store,
+                logs,
+                slugs,
+                runtime,
+                routes,
+                config,
+                apps: Mutex::default(),
+                app_locks: Mutex::default(),
+                unpack_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The name of the runtime dynos run on.
+    pub fn runtime_name(&self) -> &'static str {
+        self.inner.runtime.name()
+    }
+
+    fn app_lock(&self, app_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.app_locks)
+            .entry(app_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Reconciles every app in the store; used at start.
+    pub async fn reconcile_all(&self) -> Result<(), ManagerError> {
+        for app in self.inner.store.apps().await? {
+            if let Err(error) = self.reconcile(&app.id).await {
+                warn!(app = %app.name, %error, "Reconcile failed.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reconciles an app in the background (API calls return before dynos move).
+    pub fn schedule(&self, app_id: &str) {
+        let this = self.clone();
+        let app_id = app_id.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = this.reconcile(&app_id).await {
+                warn!(app_id = %app_id, %error, "Reconcile failed.");
+            }
+        });
+    }
+
+    /// Makes an app's dynos match its current release and formation.
+    pub async fn reconcile(&self, app_id: &str) -> Result<(), ManagerError> {
+        let lock = self.app_lock(app_id);
+        let _guard = lock.lock().await;
+        self.reconcile_locked(app_id).await
+    }
+
+    async fn reconcile_locked(&self, app_id: &str) -> Result<(), ManagerError> {
+        let store = &self.inner.store;
+        let Some(app) = store.app(app_id).await? else {
+            self.stop_where(app_id, |_| true).await;
+            return Ok(());
+        };
+        let release = store.current_release(&app.id).await?;
+        let slug = match release.as_ref().and_then(|r| r.slug_id.clone()) {
+            Some(id) => store.slug(&id).await?,
+            None => None,
+        };
+        // (name, type, command, size)
+        let mut desired: Vec<(String, String, String, String)> = Vec::new();
+        if let Some(slug) = &slug {
+            for f in store.formation(&app.id).await? {
+                if let Some(command) = slug.process_types.get(&f.process_type) {
+                    for i in 1..=f.quantity {
+                        desired.push((
+                            format!("{}.{i}", f.process_type),
+                            f.process_type.clone(),
+                            command.clone(),
+                            f.size.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        let (Some(release), Some(slug)) = (release, slug) else {
+            self.stop_where(app_id, |_| true).await;
+            return Ok(());
+        };
+        // Stop dynos that are not wanted or are on another release, size or command.
+        self.stop_where(app_id, |s| {
+            !desired.iter().any(|(name, _, command, size)| {
+                &s.name == name
+                    && s.release_id == release.id
+                    && &s.command == command
+                    && &s.size == size
+            })
+        })
+        .await;
+        if desired.is_empty() {
+            self.publish(app_id);
+            return Ok(());
+        }
+        let slug_dir = self.unpacked(&slug.sha256).await?;
+        let mut apps = lock(&self.inner.apps);
+        let entry = apps.entry(app_id.to_string()).or_default();
+        entry.app_name = app.name.clone();
+        for (name, process_type, command, size) in desired {
+            if entry.slots.contains_key(&name) {
+                continue;
+            }
+            let now = Utc::now();
+            let status = Arc::new(Mutex::new(DynoStatus {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.clone(),
+                process_type,
+                size,
+                command: command.clone(),
+                state: DynoState::Starting,
+                release_id: release.id.clone(),
+                release_version: release.version,
+                created_at: now,
+                updated_at: now,
+                addr: None,
+            }));
+            let mut env = release.config.clone();
+            env.insert("DYNO".into(), name.clone());
+            let spec = DynoSpec {
+                name: name.clone(),
+                command,
+                slug_dir: slug_dir.clone(),
+                env,
+            };
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(supervise(
+                self.clone(),
+                app_id.to_string(),
+                spec,
+                status.clone(),
+                stop_rx,
+            ));
+            entry.slots.insert(
+                name,
+                Slot {
+                    status,
+                    stop: stop_tx,
+                    task,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the dynos of an app that match `pred` and waits until they are down.
+    async fn stop_where(&self, app_id: &str, pred: impl Fn(&DynoStatus) -> bool) {
+        let stopping: Vec<Slot> = {
+            let mut apps = lock(&self.inner.apps);
+            let Some(entry) = apps.get_mut(app_id) else {
+                return;
+            };
+            let names: Vec<String> = entry
+                .slots
+                .iter()
+                .filter(|(_, s)| pred(&lock(&s.status)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| entry.slots.remove(&n))
+                .collect()
+        };
+        if stopping.is_empty() {
+            return;
+        }
+        // Take them out of the routing table before they get SIGTERM.
+        self.publish(app_id);
+        for slot in &stopping {
+            let _ = slot.stop.send(true);
+        }
+        futures_util::future::join_all(stopping.into_iter().map(|s| s.task)).await;
+    }
+
+    /// Restarts dynos: stops them, then starts them again on the current release.
+    pub async fn restart(&self, app_id: &str, target: RestartTarget) -> Result<(), ManagerError> {
+        let lock = self.app_lock(app_id);
+        let _guard = lock.lock().await;
+        self.stop_where(app_id, |s| match &target {
+            RestartTarget::All => true,
+            RestartTarget::Type(t) => &s.process_type == t,
+            RestartTarget::Dyno(n) => &s.name == n,
+        })
+        .await;
+        self.reconcile_locked(app_id).await
+    }
+
+    /// Stops every dyno of an app that is being destroyed and forgets it.
+    pub async fn remove_app(&self, app_id: &str, app_name: &str) {
+        let lock = self.app_lock(app_id);
+        let _guard = lock.lock().await;
+        self.stop_where(app_id, |_| true).await;
+        lock_remove(&self.inner.apps, app_id);
+        self.inner.routes.remove_app(app_name);
+    }
+
+    /// Stops every dyno of every app (server shutdown).
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = lock(&self.inner.apps).keys().cloned().collect();
+        futures_util::future::join_all(ids.iter().map(|id| self.stop_where(id, |_| true))).await;
+    }
+
+    /// The dynos of an app, by name.
+    pub fn dynos(&self, app_id: &str) -> Vec<DynoStatus> {
+        let apps = lock(&self.inner.apps);
+        apps.get(app_id)
+            .map(|a| a.slots.values().map(|s| lock(&s.status).clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Pushes the app's up web dynos to the router.
+    fn publish(&self, app_id: &str) {
+        let (name, backends) = {
+            let apps = lock(&self.inner.apps);
+            let Some(entry) = apps.get(app_id) else {
+                return;
+            };
+            let backends = entry
+                .slots
+                .values()
+                .filter_map(|s| {
+                    let st = lock(&s.status);
+                    match (st.process_type.as_str(), st.state, st.addr) {
+                        ("web", DynoState::Up, Some(addr)) => Some(Backend {
+                            dyno: st.name.clone(),
+                            addr,
+                        }),
+                        _ => None,
+                    }
+                })
+                .collect::<Vec<_>>();
+            (entry.app_name.clone(), backends)
+        };
+        self.inner.routes.set_backends(app_id, &name, backends);
+    }
+
+    /// The directory a slug is unpacked in, unpacking it the first time.
+    async fn unpacked(&self, sha256: &str) -> Result<PathBuf, ManagerError> {
+        let dir = self.inner.config.slug_root.join(sha256);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let _guard = self.inner.unpack_lock.lock().await;
+        if !dir.is_dir() {
+            self.inner.slugs.unpack(sha256, &dir).await?;
+        }
+        Ok(dir)
+    }
+
+    fn log(&self, app_id: &str, dyno: &str, message: &str) {
+        self.inner.logs.emit(app_id, Source::Heroku, dyno, message);
+    }
+}
+
+fn lock_remove(apps: &Mutex<HashMap<String, AppDynos>>, app_id: &str) {
+    lock(apps).remove(app_id);
+}
+
+/// Delay before restarting a dyno after its `crashes`-th crash in a row: the first restart is
+/// immediate, later ones wait longer and longer, up to 20 minutes.
+pub fn restart_delay(crashes: u32) -> Duration {
+    if crashes <= 1 {
+        return Duration::ZERO;
+    }
+    let secs = 10u64.saturating_mul(1u64 << (crashes - 2).min(20));
+    Duration::from_secs(secs.min(20 * 60))
+}
+
+enum Outcome {
+    Exited(i32),
+    Stop,
+    BootTimeout,
+}
+
+async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    // A dropped sender also means stop.
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Polls until something accepts connections on `addr`.
+async fn wait_listening(addr: SocketAddr) {
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn set_state(m: &Manager, app_id: &str, status: &Arc<Mutex<DynoStatus>>, state: DynoState) {
+    let (name, old) = {
+        let mut st = lock(status);
+        let old = st.state;
+        st.state = state;
+        st.updated_at = Utc::now();
+        (st.name.clone(), old)
+    };
+    if old != state {
+        m.log(
+            app_id,
+            &name,
+            &format!("State changed from {} to {}", old.as_str(), state.as_str()),
+        );
+    }
+    m.publish(app_id);
+}
+
+/// Runs one dyno for as long as it is wanted, restarting it when it exits.
+async fn supervise(
+    m: Manager,
+    app_id: String,
+    spec: DynoSpec,
+    status: Arc<Mutex<DynoStatus>>,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let name = spec.name.clone();
+    let is_web = lock(&status).process_type == "web";
+    let mut crashes = 0u32;
+    loop {
+        if *stop_rx.borrow() {
+            break;
+        }
+        if lock(&status).state != DynoState::Starting {
+            set_state(&m, &app_id, &status, DynoState::Starting);
+        }
+        m.log(
+            &app_id,
+            &name,
+            &format!("Starting process with command `{}`", spec.command),
+        );
+        let logs = m.inner.logs.clone();
+        let (sink_app, sink_dyno) = (app_id.clone(), name.clone());
+        let sink: OutputSink =
+            Arc::new(move |line: &str| logs.emit(&sink_app, Source::App, &sink_dyno, line));
+        let started = tokio::time::Instant::now();
+        let mut dyno: RunningDyno = match m.inner.runtime.start(spec.clone(), sink) {
+            Ok(d) => d,
+            Err(error) => {
+                warn!(app_id = %app_id, dyno = %name, %error, "Dyno failed to start.");
+                m.log(
+                    &app_id,
+                    &name,
+                    &format!("Error R99 (Platform error) -> {error}"),
+                );
+                set_state(&m, &app_id, &status, DynoState::Crashed);
+                crashes += 1;
+                if wait_or_stop(restart_delay(crashes.max(2)), &mut stop_rx).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        lock(&status).addr = Some(dyno.addr);
+        let booted = if is_web {
+            tokio::select! {
+                r = tokio::time::timeout(m.inner.config.boot_timeout, wait_listening(dyno.addr)) => {
+                    if r.is_ok() { None } else { Some(Outcome::BootTimeout) }
+                }
+                code = dyno.wait() => Some(Outcome::Exited(code)),
+                _ = stop_requested(&mut stop_rx) => Some(Outcome::Stop),
+            }
+        } else {
+            None
+        };
+        let outcome = match booted {
+            Some(o) => o,
+            None => {
+                set_state(&m, &app_id, &status, DynoState::Up);
+                info!(app_id = %app_id, dyno = %name, "Dyno up.");
+                tokio::select! {
+                    code = dyno.wait() => Outcome::Exited(code),
+                    _ = stop_requested(&mut stop_rx) => Outcome::Stop,
+                }
+            }
+        };
+        match outcome {
+            Outcome::Stop => {
+                graceful_stop(&m, &app_id, &name, &mut dyno).await;
+                set_state(&m, &app_id, &status, DynoState::Down);
+                break;
+            }
+            Outcome::BootTimeout => {
+                let secs = m.inner.config.boot_timeout.as_secs();
+                m.log(&app_id, &name, &format!(
+                    "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {secs} seconds of launch"
+                ));
+                m.log(&app_id, &name, "Stopping process with SIGKILL");
+                dyno.kill();
+                let code = dyno.wait().await;
+                m.log(
+                    &app_id,
+                    &name,
+                    &format!("Process exited with status {code}"),
+                );
+            }
+            Outcome::Exited(code) => {
+                m.log(
+                    &app_id,
+                    &name,
+                    &format!("Process exited with status {code}"),
+                );
+            }
+        }
+        set_state(&m, &app_id, &status, DynoState::Crashed);
+        // A dyno that ran for a while before exiting starts a new crash series.
+        if started.elapsed() > Duration::from_secs(600) {
+            crashes = 0;
+        }
+        crashes += 1;
+        if wait_or_stop(restart_delay(crashes), &mut stop_rx).await {
+            set_state(&m, &app_id, &status, DynoState::Down);
+            break;
+        }
+    }
+}
+
+/// Sleeps for `delay` unless a stop comes first; true if it did.
+async fn wait_or_stop(delay: Duration, stop_rx: &mut watch::Receiver<bool>) -> bool {
+    if *stop_rx.borrow() {
+        return true;
+    }
+    if delay.is_zero() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop_requested(stop_rx) => true,
+    }
+}
+
+/// SIGTERM, a grace period, then SIGKILL.
+async fn graceful_stop(m: &Manager, app_id: &str, name: &str, dyno: &mut RunningDyno) {
+    m.log(app_id, name, "Stopping all processes with SIGTERM");
+    dyno.terminate();
+    let grace = m.inner.config.stop_timeout;
+    let code = match tokio::time::timeout(grace, dyno.wait()).await {
+        Ok(code) => code,
+        Err(_) => {
+            m.log(app_id, name, &format!(
+                "Error R12 (Exit timeout) -> At least one process failed to exit within {} seconds of SIGTERM",
+                grace.as_secs()
+            ));
+            m.log(app_id, name, "Stopping all processes with SIGKILL");
+            dyno.kill();
+            dyno.wait().await
+        }
+    };
+    m.log(app_id, name, &format!("Process exited with status {code}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delays_grow_and_cap() {
+        assert_eq!(restart_delay(1), Duration::ZERO);
+        assert_eq!(restart_delay(2), Duration::from_secs(10));
+        assert_eq!(restart_delay(3), Duration::from_secs(20));
+        assert_eq!(restart_delay(50), Duration::from_secs(1200));
+    }
+}

@@ -1,1 +1,276 @@
-//! slipway-runtime
+//! Dyno runtimes: how a dyno's process is started, watched and stopped.
+//!
+//! The dyno manager talks to a [`DynoRuntime`]: it hands over a [`DynoSpec`] (command, unpacked
+//! slug, environment) and gets back a [`RunningDyno`] whose output lines go to a sink and whose
+//! exit status arrives on a channel. [`HostRuntime`] runs each dyno as a supervised host process
+//! in its own process group, with its own `$PORT` on 127.0.0.1; container runtimes implement the
+//! same trait.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// Errors from starting a dyno.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("could not start the dyno's process: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DynoSpec {
+    /// `web.1`, `worker.2`, `run.1234`.
+    pub name: String,
+    /// The Procfile command, run through a shell.
+    pub command: String,
+    /// The unpacked slug: the dyno's working directory and `$HOME`.
+    pub slug_dir: PathBuf,
+    /// Config vars and platform variables (`DYNO`, ...). The runtime adds `PORT`.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Receives each line a dyno prints on stdout or stderr.
+pub type OutputSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A dyno that has been started.
+pub struct RunningDyno {
+    /// Where its `$PORT` can be reached.
+    pub addr: SocketAddr,
+    /// Becomes `Some(status)` when the process has exited; 128+N after signal N.
+    pub exit: watch::Receiver<Option<i32>>,
+    control: Box<dyn DynoControl>,
+}
+
+impl RunningDyno {
+    /// Asks every process of the dyno to stop (SIGTERM).
+    pub fn terminate(&self) {
+        self.control.signal(Signal::SIGTERM);
+    }
+
+    /// Stops every process of the dyno now (SIGKILL).
+    pub fn kill(&self) {
+        self.control.signal(Signal::SIGKILL);
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub async fn wait(&mut self) -> i32 {
+        loop {
+            if let Some(code) = *self.exit.borrow_and_update() {
+                return code;
+            }
+            if self.exit.changed().await.is_err() {
+                return self.exit.borrow().unwrap_or(-1);
+            }
+        }
+    }
+}
+
+/// Sends signals to all of a dyno's processes.
+trait DynoControl: Send + Sync {
+    fn signal(&self, sig: Signal);
+}
+
+/// Starts dynos.
+pub trait DynoRuntime: Send + Sync + 'static {
+    /// Starts the dyno; its output goes to `output` line by line.
+    fn start(&self, spec: DynoSpec, output: OutputSink) -> Result<RunningDyno, RuntimeError>;
+    /// A short name for logs and `ps`: `host`, `container`.
+    fn name(&self) -> &'static str;
+}
+
+/// Runs dynos as host processes, each in its own process group with its own port on 127.0.0.1.
+#[derive(Debug, Default, Clone)]
+pub struct HostRuntime;
+
+struct ProcessGroup(Pid);
+
+impl DynoControl for ProcessGroup {
+    fn signal(&self, sig: Signal) {
+        // ESRCH means it is already gone, which is what we want.
+        let _ = killpg(self.0, sig);
+    }
+}
+
+/// Picks a free TCP port on 127.0.0.1.
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The shell script that runs a Procfile command as Heroku does: `.profile.d/*.sh` and
+/// `.profile` first, then the command.
+fn launch_script(command: &str) -> String {
+    format!(
+        "for f in \"$HOME\"/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done\n\
+         [ -r \"$HOME/.profile\" ] && . \"$HOME/.profile\"\n\
+         {command}\n"
+    )
+}
+
+impl DynoRuntime for HostRuntime {
+    fn start(&self, spec: DynoSpec, output: OutputSink) -> Result<RunningDyno, RuntimeError> {
+        let port = free_port()?;
+        let shell = if std::path::Path::new("/bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        };
+        let mut cmd = Command::new(shell);
+        cmd.arg("-c")
+            .arg(launch_script(&spec.command))
+            .current_dir(&spec.slug_dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("HOME", &spec.slug_dir)
+            .envs(&spec.env)
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().map(|p| Pid::from_raw(p as i32));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_lines(out, output.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_lines(err, output));
+        }
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    status
+                        .code()
+                        .or_else(|| status.signal().map(|s| 128 + s))
+                        .unwrap_or(-1)
+                }
+                Err(_) => -1,
+            };
+            // The shell is gone; make sure nothing it left behind in the group survives.
+            if let Some(pid) = pid {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            let _ = tx.send(Some(code));
+        });
+        let control: Box<dyn DynoControl> = match pid {
+            Some(pid) => Box::new(ProcessGroup(pid)),
+            None => Box::new(ProcessGroup(Pid::from_raw(-1))),
+        };
+        Ok(RunningDyno {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            exit: rx,
+            control,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "host"
+    }
+}
+
+async fn forward_lines(stream: impl AsyncRead + Unpin, sink: OutputSink) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                sink(line.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn collect() -> (OutputSink, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        (
+            Arc::new(move |s: &str| l.lock().unwrap().push(s.to_string())),
+            lines,
+        )
+    }
+
+    fn spec(dir: &std::path::Path, command: &str) -> DynoSpec {
+        let mut env = BTreeMap::new();
+        env.insert("DYNO".into(), "web.1".into());
+        env.insert("GREETING".into(), "hi".into());
+        DynoSpec {
+            name: "web.1".into(),
+            command: command.into(),
+            slug_dir: dir.to_path_buf(),
+            env,
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_with_env_profile_and_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".profile.d")).unwrap();
+        std::fs::write(
+            dir.path().join(".profile.d/x.sh"),
+            "export FROM_PROFILE=yes\n",
+        )
+        .unwrap();
+        let (sink, lines) = collect();
+        let mut d = HostRuntime
+            .start(
+                spec(
+                    dir.path(),
+                    "echo $GREETING $DYNO $FROM_PROFILE $PORT; pwd; exit 3",
+                ),
+                sink,
+            )
+            .unwrap();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), d.wait())
+                .await
+                .unwrap(),
+            3
+        );
+        // Output tasks may lag the exit a little.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while lines.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(lines[0], format!("hi web.1 yes {}", d.addr.port()));
+        assert_eq!(lines[1], dir.path().to_string_lossy());
+    }
+
+    #[tokio::test]
+    async fn terminate_reaches_every_process_in_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _) = collect();
+        // A foreground child and a background one.
+        let mut d = HostRuntime
+            .start(spec(dir.path(), "sleep 300 & sleep 300; wait"), sink)
+            .unwrap();
+        d.terminate();
+        let code = tokio::time::timeout(Duration::from_secs(10), d.wait())
+            .await
+            .unwrap();
+        assert_eq!(code, 128 + 15);
+    }
+}

@@ -10,7 +10,9 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use slipway_types::ConfigVars;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 /// Errors from the store.
@@ -143,7 +145,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)
@@ -151,10 +156,14 @@ impl Store {
 
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1)).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -174,36 +183,59 @@ impl Store {
 
     /// Number of accounts; zero on a fresh data dir.
     pub async fn account_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn create_account(&self, email: &str, name: Option<&str>) -> Result<AccountRow> {
         let t = now().to_rfc3339();
         let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO accounts (id, email, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(email)
-            .bind(name)
-            .bind(&t)
-            .bind(&t)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("account {email}")) } else { e.into() })?;
-        self.account(&id).await?.ok_or_else(|| StoreError::Corrupt("account vanished".into()))
+        sqlx::query(
+            "INSERT INTO accounts (id, email, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(email)
+        .bind(name)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("account {email}"))
+            } else {
+                e.into()
+            }
+        })?;
+        self.account(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("account vanished".into()))
     }
 
     pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
-        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(Self::account_row).transpose()
     }
 
     pub async fn account_by_email(&self, email: &str) -> Result<Option<AccountRow>> {
-        let row = sqlx::query("SELECT * FROM accounts WHERE email = ?").bind(email).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM accounts WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(Self::account_row).transpose()
     }
 
     /// Records an API key by its hash.
-    pub async fn add_api_key(&self, account_id: &str, key_hash: &str, description: &str) -> Result<()> {
+    pub async fn add_api_key(
+        &self,
+        account_id: &str,
+        key_hash: &str,
+        description: &str,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO api_keys (key_hash, account_id, description, created_at) VALUES (?, ?, ?, ?)")
             .bind(key_hash)
             .bind(account_id)
@@ -246,15 +278,23 @@ impl Store {
         let t = now().to_rfc3339();
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO apps (id, name, owner_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(name)
-            .bind(&owner.id)
-            .bind(&t)
-            .bind(&t)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("app {name}")) } else { e.into() })?;
+        sqlx::query(
+            "INSERT INTO apps (id, name, owner_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(&owner.id)
+        .bind(&t)
+        .bind(&t)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("app {name}"))
+            } else {
+                e.into()
+            }
+        })?;
         sqlx::query(
             "INSERT INTO releases (id, app_id, version, slug_id, config, description, status, user_email, user_id, created_at, updated_at) \
              VALUES (?, ?, 1, NULL, '{}', 'Initial release', 'succeeded', ?, ?, ?, ?)",
@@ -268,13 +308,19 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.app(&id).await?.ok_or_else(|| StoreError::Corrupt("app vanished".into()))
+        self.app(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("app vanished".into()))
     }
 
     /// Finds an app by id or by name.
     pub async fn app(&self, name_or_id: &str) -> Result<Option<AppRow>> {
         let sql = format!("{} WHERE apps.id = ? OR apps.name = ?", Self::APP_SELECT);
-        let row = sqlx::query(&sql).bind(name_or_id).bind(name_or_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(name_or_id)
+            .bind(name_or_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(Self::app_row).transpose()
     }
 
@@ -288,9 +334,15 @@ impl Store {
     pub async fn delete_app(&self, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for table in ["formation", "releases", "slugs"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE app_id = ?")).bind(id).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM {table} WHERE app_id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("DELETE FROM apps WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM apps WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -344,11 +396,16 @@ impl Store {
         .bind(now().to_rfc3339())
         .execute(&self.pool)
         .await?;
-        self.slug(&id).await?.ok_or_else(|| StoreError::Corrupt("slug vanished".into()))
+        self.slug(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("slug vanished".into()))
     }
 
     pub async fn slug(&self, id: &str) -> Result<Option<SlugRow>> {
-        let row = sqlx::query("SELECT * FROM slugs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM slugs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(Self::slug_row).transpose()
     }
 
@@ -375,10 +432,12 @@ impl Store {
         let t = now().to_rfc3339();
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool.begin().await?;
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?")
-            .bind(app_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?",
+        )
+        .bind(app_id)
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO releases (id, app_id, version, slug_id, config, description, status, user_email, user_id, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?, ?, ?, ?)",
@@ -395,9 +454,15 @@ impl Store {
         .bind(&t)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE apps SET updated_at = ? WHERE id = ?").bind(&t).bind(app_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE apps SET updated_at = ? WHERE id = ?")
+            .bind(&t)
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        self.release(app_id, &id).await?.ok_or_else(|| StoreError::Corrupt("release vanished".into()))
+        self.release(app_id, &id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("release vanished".into()))
     }
 
     /// All releases of an app, oldest first.
@@ -412,12 +477,13 @@ impl Store {
     /// A release by id or by version number (`3` or `v3`).
     pub async fn release(&self, app_id: &str, id_or_version: &str) -> Result<Option<ReleaseRow>> {
         let version = id_or_version.trim_start_matches('v').parse::<i64>().ok();
-        let row = sqlx::query("SELECT * FROM releases WHERE app_id = ? AND (id = ? OR version = ?)")
-            .bind(app_id)
-            .bind(id_or_version)
-            .bind(version.unwrap_or(-1))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM releases WHERE app_id = ? AND (id = ? OR version = ?)")
+                .bind(app_id)
+                .bind(id_or_version)
+                .bind(version.unwrap_or(-1))
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(Self::release_row).transpose()
     }
 
@@ -457,7 +523,11 @@ impl Store {
 
     /// Makes sure every process type has a formation entry. New types start at zero, except
     /// `web`, which starts at one, as on Heroku's first deploy.
-    pub async fn ensure_formation(&self, app_id: &str, types: impl IntoIterator<Item = &str>) -> Result<()> {
+    pub async fn ensure_formation(
+        &self,
+        app_id: &str,
+        types: impl IntoIterator<Item = &str>,
+    ) -> Result<()> {
         let t = now().to_rfc3339();
         for ty in types {
             sqlx::query(
@@ -478,7 +548,11 @@ impl Store {
     }
 
     /// Sets quantities and sizes of several process types in one transaction.
-    pub async fn update_formation(&self, app_id: &str, updates: &[(String, u32, Option<String>)]) -> Result<()> {
+    pub async fn update_formation(
+        &self,
+        app_id: &str,
+        updates: &[(String, u32, Option<String>)],
+    ) -> Result<()> {
         let t = now().to_rfc3339();
         let mut tx = self.pool.begin().await?;
         for (ty, quantity, size) in updates {
@@ -519,7 +593,10 @@ mod tests {
         let (dir, s) = store().await;
         let owner = s.create_account("owner@example.com", None).await.unwrap();
         let app = s.create_app("demo", &owner).await.unwrap();
-        assert!(matches!(s.create_app("demo", &owner).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.create_app("demo", &owner).await,
+            Err(StoreError::Conflict(_))
+        ));
         let mut config = ConfigVars::new();
         config.insert("A".into(), "1".into());
         let r = s
@@ -541,7 +618,10 @@ mod tests {
         let cur = s.current_release(&app.id).await.unwrap().unwrap();
         assert_eq!(cur.version, 2);
         assert_eq!(cur.config, config);
-        assert_eq!(s.release(&app.id, "v1").await.unwrap().unwrap().description, "Initial release");
+        assert_eq!(
+            s.release(&app.id, "v1").await.unwrap().unwrap().description,
+            "Initial release"
+        );
         assert_eq!(s.app("demo").await.unwrap().unwrap().id, app.id);
         assert_eq!(s.app(&app.id).await.unwrap().unwrap().name, "demo");
     }
@@ -551,11 +631,15 @@ mod tests {
         let (_dir, s) = store().await;
         let owner = s.create_account("owner@example.com", None).await.unwrap();
         let app = s.create_app("demo", &owner).await.unwrap();
-        s.ensure_formation(&app.id, ["web", "worker"]).await.unwrap();
+        s.ensure_formation(&app.id, ["web", "worker"])
+            .await
+            .unwrap();
         let f = s.formation(&app.id).await.unwrap();
         assert_eq!((f[0].process_type.as_str(), f[0].quantity), ("web", 1));
         assert_eq!((f[1].process_type.as_str(), f[1].quantity), ("worker", 0));
-        s.update_formation(&app.id, &[("web".into(), 3, Some("standard-2x".into()))]).await.unwrap();
+        s.update_formation(&app.id, &[("web".into(), 3, Some("standard-2x".into()))])
+            .await
+            .unwrap();
         s.ensure_formation(&app.id, ["web"]).await.unwrap();
         let f = s.formation(&app.id).await.unwrap();
         assert_eq!((f[0].quantity, f[0].size.as_str()), (3, "standard-2x"));

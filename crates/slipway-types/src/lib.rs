@@ -6,7 +6,9 @@
 //! process types, formation quantities) live here too, so the CLI and the API reject the same input.
 
 pub mod names;
+pub mod routing;
 pub mod wire;
 
 pub use names::*;
+pub use routing::*;
 pub use wire::*;

@@ -24,7 +24,9 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
 /// can export). Keys Slipway sets for every dyno itself (`PORT`, `DYNO`) are refused.
 pub fn validate_config_key(key: &str) -> Result<(), String> {
     let mut chars = key.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !(first_ok && rest_ok) || key.len() > 256 {
         return Err(format!(
@@ -32,7 +34,9 @@ pub fn validate_config_key(key: &str) -> Result<(), String> {
         ));
     }
     if key == "PORT" || key == "DYNO" {
-        return Err(format!("{key} is set by Slipway for every dyno and cannot be changed."));
+        return Err(format!(
+            "{key} is set by Slipway for every dyno and cannot be changed."
+        ));
     }
     Ok(())
 }
@@ -41,35 +45,203 @@ pub fn validate_config_key(key: &str) -> Result<(), String> {
 pub fn validate_process_type(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(format!("Invalid process type {name:?}: use letters, digits, dashes and underscores."))
+        Err(format!(
+            "Invalid process type {name:?}: use letters, digits, dashes and underscores."
+        ))
     }
 }
 
 const ADJECTIVES: &[&str] = &[
-    "aged", "ancient", "autumn", "billowing", "bitter", "black", "blue", "bold", "broad", "calm",
-    "cold", "cool", "crimson", "curly", "damp", "dark", "dawn", "delicate", "divine", "dry", "empty",
-    "falling", "fancy", "flat", "floral", "fragrant", "frosty", "gentle", "green", "hidden", "holy",
-    "icy", "jolly", "late", "lingering", "little", "lively", "long", "lucky", "misty", "morning",
-    "muddy", "nameless", "noisy", "odd", "old", "orange", "patient", "plain", "polished", "proud",
-    "purple", "quiet", "rapid", "raspy", "red", "restless", "rough", "round", "royal", "shiny",
-    "shrill", "shy", "silent", "small", "snowy", "soft", "solitary", "sparkling", "spring", "square",
-    "steep", "still", "summer", "sweet", "throbbing", "tight", "tiny", "twilight", "wandering",
-    "weathered", "white", "wild", "winter", "wispy", "withered", "yellow", "young",
+    "aged",
+    "ancient",
+    "autumn",
+    "billowing",
+    "bitter",
+    "black",
+    "blue",
+    "bold",
+    "broad",
+    "calm",
+    "cold",
+    "cool",
+    "crimson",
+    "curly",
+    "damp",
+    "dark",
+    "dawn",
+    "delicate",
+    "divine",
+    "dry",
+    "empty",
+    "falling",
+    "fancy",
+    "flat",
+    "floral",
+    "fragrant",
+    "frosty",
+    "gentle",
+    "green",
+    "hidden",
+    "holy",
+    "icy",
+    "jolly",
+    "late",
+    "lingering",
+    "little",
+    "lively",
+    "long",
+    "lucky",
+    "misty",
+    "morning",
+    "muddy",
+    "nameless",
+    "noisy",
+    "odd",
+    "old",
+    "orange",
+    "patient",
+    "plain",
+    "polished",
+    "proud",
+    "purple",
+    "quiet",
+    "rapid",
+    "raspy",
+    "red",
+    "restless",
+    "rough",
+    "round",
+    "royal",
+    "shiny",
+    "shrill",
+    "shy",
+    "silent",
+    "small",
+    "snowy",
+    "soft",
+    "solitary",
+    "sparkling",
+    "spring",
+    "square",
+    "steep",
+    "still",
+    "summer",
+    "sweet",
+    "throbbing",
+    "tight",
+    "tiny",
+    "twilight",
+    "wandering",
+    "weathered",
+    "white",
+    "wild",
+    "winter",
+    "wispy",
+    "withered",
+    "yellow",
+    "young",
 ];
 const NOUNS: &[&str] = &[
-    "art", "band", "bar", "base", "bird", "block", "boat", "bonus", "bread", "breeze", "brook",
-    "bush", "butterfly", "cake", "cell", "cherry", "cloud", "credit", "darkness", "dawn", "dew",
-    "disk", "dream", "dust", "feather", "field", "fire", "firefly", "flower", "fog", "forest",
-    "frog", "frost", "glade", "glitter", "grass", "hall", "hat", "haze", "heart", "hill", "king",
-    "lab", "lake", "leaf", "limit", "math", "meadow", "mode", "moon", "morning", "mountain", "mouse",
-    "mud", "night", "paper", "pine", "poetry", "pond", "queen", "rain", "recipe", "resonance",
-    "rice", "river", "salad", "scene", "sea", "shadow", "shape", "silence", "sky", "smoke", "snow",
-    "snowflake", "sound", "star", "sun", "sunset", "surf", "term", "thunder", "tooth", "tree",
-    "truth", "union", "unit", "violet", "voice", "water", "waterfall", "wave", "wildflower", "wind",
+    "art",
+    "band",
+    "bar",
+    "base",
+    "bird",
+    "block",
+    "boat",
+    "bonus",
+    "bread",
+    "breeze",
+    "brook",
+    "bush",
+    "butterfly",
+    "cake",
+    "cell",
+    "cherry",
+    "cloud",
+    "credit",
+    "darkness",
+    "dawn",
+    "dew",
+    "disk",
+    "dream",
+    "dust",
+    "feather",
+    "field",
+    "fire",
+    "firefly",
+    "flower",
+    "fog",
+    "forest",
+    "frog",
+    "frost",
+    "glade",
+    "glitter",
+    "grass",
+    "hall",
+    "hat",
+    "haze",
+    "heart",
+    "hill",
+    "king",
+    "lab",
+    "lake",
+    "leaf",
+    "limit",
+    "math",
+    "meadow",
+    "mode",
+    "moon",
+    "morning",
+    "mountain",
+    "mouse",
+    "mud",
+    "night",
+    "paper",
+    "pine",
+    "poetry",
+    "pond",
+    "queen",
+    "rain",
+    "recipe",
+    "resonance",
+    "rice",
+    "river",
+    "salad",
+    "scene",
+    "sea",
+    "shadow",
+    "shape",
+    "silence",
+    "sky",
+    "smoke",
+    "snow",
+    "snowflake",
+    "sound",
+    "star",
+    "sun",
+    "sunset",
+    "surf",
+    "term",
+    "thunder",
+    "tooth",
+    "tree",
+    "truth",
+    "union",
+    "unit",
+    "violet",
+    "voice",
+    "water",
+    "waterfall",
+    "wave",
+    "wildflower",
+    "wind",
     "wood",
 ];
 
@@ -99,7 +271,9 @@ impl QuantityChange {
                 .map(QuantityChange::Absolute)
                 .ok_or_else(|| format!("Invalid quantity {n}: use a whole number of dynos.")),
             serde_json::Value::String(s) => Self::parse(s),
-            other => Err(format!("Invalid quantity {other}: use a number such as 2, or +1 / -1.")),
+            other => Err(format!(
+                "Invalid quantity {other}: use a number such as 2, or +1 / -1."
+            )),
         }
     }
 
@@ -108,11 +282,17 @@ impl QuantityChange {
         let s = s.trim();
         let err = || format!("Invalid quantity {s:?}: use a number such as 2, or +1 / -1.");
         if let Some(rest) = s.strip_prefix('+') {
-            rest.parse::<u32>().map(|n| QuantityChange::Relative(n as i64)).map_err(|_| err())
+            rest.parse::<u32>()
+                .map(|n| QuantityChange::Relative(n as i64))
+                .map_err(|_| err())
         } else if let Some(rest) = s.strip_prefix('-') {
-            rest.parse::<u32>().map(|n| QuantityChange::Relative(-(n as i64))).map_err(|_| err())
+            rest.parse::<u32>()
+                .map(|n| QuantityChange::Relative(-(n as i64)))
+                .map_err(|_| err())
         } else {
-            s.parse::<u32>().map(QuantityChange::Absolute).map_err(|_| err())
+            s.parse::<u32>()
+                .map(QuantityChange::Absolute)
+                .map_err(|_| err())
         }
     }
 

@@ -1,1 +1,17 @@
-fn main() {}
+//! `slipway`: the server (`slipway server`), the git hook it installs (`slipway hook:pre-receive`)
+//! and the command-line client (every other command).
+
+mod config;
+mod hook;
+mod server;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("server") => server::main(args),
+        Some("hook:pre-receive") => hook::main(),
+        _ => slipway_cli::run(args),
+    }
+}

@@ -1,0 +1,854 @@
+//! Platform API handlers: account, apps, config vars, releases, formation, dynos, buildpacks.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use slipway_logs::Source;
+use slipway_manager::{DynoStatus, RestartTarget};
+use slipway_store::{AccountRow, AppRow, NewRelease, ReleaseRow};
+use slipway_types::*;
+
+use crate::auth::Auth;
+use crate::error::{parse_json, ApiError, ApiResult};
+use crate::{range, AppState};
+
+/// Dyno sizes Slipway knows, named as Heroku's.
+pub const DYNO_SIZES: &[&str] = &[
+    "eco",
+    "basic",
+    "standard-1x",
+    "standard-2x",
+    "performance-m",
+    "performance-l",
+];
+/// Buildpacks that ship with Slipway.
+pub const BUILTIN_BUILDPACKS: &[&str] = &["python", "nodejs", "static", "procfile"];
+
+/// The `host:port` the client used to reach the API, for URLs in answers.
+pub struct ApiHost(pub String);
+
+impl FromRequestParts<AppState> for ApiHost {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or("127.0.0.1:5050");
+        Ok(ApiHost(host.to_string()))
+    }
+}
+
+impl AppState {
+    pub(crate) fn web_url(&self, app_name: &str) -> String {
+        let port = self.config.router_port;
+        let port = if port == 80 {
+            String::new()
+        } else {
+            format!(":{port}")
+        };
+        format!("http://{app_name}.{}{port}/", self.config.base_domain)
+    }
+
+    pub(crate) async fn app_json(&self, app: &AppRow, host: &str) -> ApiResult<App> {
+        let released_at = self
+            .store
+            .current_release(&app.id)
+            .await?
+            .map(|r| r.created_at);
+        let stack = NamedRef {
+            id: "slipway-host".into(),
+            name: self.config.stack.clone(),
+        };
+        Ok(App {
+            id: app.id.clone(),
+            name: app.name.clone(),
+            owner: UserRef {
+                id: app.owner_id.clone(),
+                email: app.owner_email.clone(),
+            },
+            region: NamedRef {
+                id: "local".into(),
+                name: "local".into(),
+            },
+            stack: stack.clone(),
+            build_stack: stack,
+            web_url: self.web_url(&app.name),
+            git_url: format!("http://{host}/{}.git", app.name),
+            maintenance: false,
+            acm: false,
+            archived_at: None,
+            buildpack_provided_description: None,
+            internal_routing: None,
+            organization: None,
+            team: None,
+            space: None,
+            repo_size: None,
+            slug_size: None,
+            created_at: app.created_at,
+            released_at,
+            updated_at: app.updated_at,
+        })
+    }
+
+    /// Loads an app the caller may use, by name or id; 404 otherwise.
+    pub(crate) async fn load_app(&self, who: &AccountRow, name_or_id: &str) -> ApiResult<AppRow> {
+        match self.store.app(name_or_id).await? {
+            Some(app) if app.owner_id == who.id => Ok(app),
+            _ => Err(ApiError::app_not_found()),
+        }
+    }
+
+    pub(crate) fn api_log(&self, app_id: &str, message: &str) {
+        self.logs.emit(app_id, Source::Heroku, "api", message);
+    }
+
+    /// Creates a release, logs it and moves the dynos to it.
+    pub(crate) async fn release(&self, app: &AppRow, new: NewRelease) -> ApiResult<ReleaseRow> {
+        let r = self.store.create_release(&app.id, new).await?;
+        self.api_log(
+            &app.id,
+            &format!("Release v{} created by {}", r.version, r.user_email),
+        );
+        self.manager.schedule(&app.id);
+        Ok(r)
+    }
+
+    async fn release_json(&self, app: &AppRow, r: &ReleaseRow, current: i64) -> Release {
+        Release {
+            id: r.id.clone(),
+            version: r.version,
+            description: r.description.clone(),
+            status: r.status.clone(),
+            current: r.version == current,
+            eligible_for_rollback: r.status == "succeeded",
+            app: AppRef {
+                id: app.id.clone(),
+                name: app.name.clone(),
+            },
+            user: UserRef {
+                id: r.user_id.clone(),
+                email: r.user_email.clone(),
+            },
+            slug: r.slug_id.clone().map(|id| IdRef { id }),
+            addon_plan_names: vec![],
+            output_stream_url: None,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+
+    async fn current_version(&self, app: &AppRow) -> ApiResult<i64> {
+        Ok(self
+            .store
+            .current_release(&app.id)
+            .await?
+            .map(|r| r.version)
+            .unwrap_or(0))
+    }
+
+    /// The process types of the current release's slug (empty before the first deploy).
+    async fn process_types(&self, app: &AppRow) -> ApiResult<BTreeMap<String, String>> {
+        let Some(release) = self.store.current_release(&app.id).await? else {
+            return Ok(BTreeMap::new());
+        };
+        let Some(slug_id) = release.slug_id else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(self
+            .store
+            .slug(&slug_id)
+            .await?
+            .map(|s| s.process_types)
+            .unwrap_or_default())
+    }
+
+    async fn formation_json(&self, app: &AppRow) -> ApiResult<Vec<Formation>> {
+        let types = self.process_types(app).await?;
+        let rows = self.store.formation(&app.id).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|f| {
+                let command = types.get(&f.process_type)?.clone();
+                Some(Formation {
+                    id: f.id,
+                    app: AppRef {
+                        id: app.id.clone(),
+                        name: app.name.clone(),
+                    },
+                    process_type: f.process_type,
+                    quantity: f.quantity,
+                    size: f.size,
+                    command,
+                    created_at: f.created_at,
+                    updated_at: f.updated_at,
+                })
+            })
+            .collect())
+    }
+
+    fn dyno_json(&self, app: &AppRow, d: DynoStatus) -> Dyno {
+        Dyno {
+            id: d.id,
+            name: d.name,
+            process_type: d.process_type,
+            size: d.size,
+            state: d.state.as_str().to_string(),
+            command: d.command,
+            app: AppRef {
+                id: app.id.clone(),
+                name: app.name.clone(),
+            },
+            release: ReleaseRef {
+                id: d.release_id,
+                version: d.release_version,
+            },
+            attach_url: None,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found(
+        "path",
+        "Not found: no such API path. See the Platform API v3 reference.",
+    )
+}
+
+// ---- account ------------------------------------------------------------------------------
+
+pub async fn account(Auth(who): Auth) -> Json<Account> {
+    Json(Account {
+        id: who.id,
+        email: who.email,
+        name: who.name,
+        created_at: who.created_at,
+        updated_at: who.updated_at,
+        verified: true,
+        two_factor_authentication: false,
+    })
+}
+
+pub async fn rate_limits(Auth(_): Auth) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "remaining": 4500 }))
+}
+
+// ---- apps ---------------------------------------------------------------------------------
+
+pub async fn list_apps(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    ApiHost(host): ApiHost,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let mut out = Vec::new();
+    for app in s
+        .store
+        .apps()
+        .await?
+        .into_iter()
+        .filter(|a| a.owner_id == who.id)
+    {
+        out.push(s.app_json(&app, &host).await?);
+    }
+    Ok(range::respond(
+        &headers,
+        "id",
+        out,
+        |a, f| match f {
+            "name" => a.name.clone(),
+            "created_at" => a.created_at.to_rfc3339(),
+            _ => a.id.clone(),
+        },
+        |_| false,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct CreateApp {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub async fn create_app(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    ApiHost(host): ApiHost,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: CreateApp = parse_json(&body)?;
+    let app = match req.name {
+        Some(name) => {
+            validate_app_name(&name).map_err(ApiError::invalid)?;
+            match s.store.create_app(&name, &who).await {
+                Err(slipway_store::StoreError::Conflict(_)) => {
+                    return Err(ApiError::invalid(format!("Name {name} is already taken")))
+                }
+                other => other?,
+            }
+        }
+        None => {
+            let mut tries = 0;
+            loop {
+                match s.store.create_app(&generate_app_name(), &who).await {
+                    Err(slipway_store::StoreError::Conflict(_)) if tries < 20 => tries += 1,
+                    other => break other?,
+                }
+            }
+        }
+    };
+    crate::git::init_repo(&s, &app.name).await?;
+    s.routes_register(&app);
+    s.api_log(&app.id, &format!("Release v1 created by {}", who.email));
+    Ok((StatusCode::CREATED, Json(s.app_json(&app, &host).await?)).into_response())
+}
+
+impl AppState {
+    /// Makes the router know an app (with no dynos yet), so its host answers 503 H14, not 404.
+    pub fn routes_register(&self, app: &AppRow) {
+        use slipway_types::RouteSink;
+        if self.routes.backends(&app.name).is_none() {
+            self.routes.set_backends(&app.id, &app.name, vec![]);
+        }
+    }
+}
+
+pub async fn app_info(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    ApiHost(host): ApiHost,
+    Path(app): Path<String>,
+) -> ApiResult<Json<App>> {
+    let app = s.load_app(&who, &app).await?;
+    Ok(Json(s.app_json(&app, &host).await?))
+}
+
+pub async fn delete_app(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    ApiHost(host): ApiHost,
+    Path(app): Path<String>,
+) -> ApiResult<Json<App>> {
+    let app = s.load_app(&who, &app).await?;
+    let json = s.app_json(&app, &host).await?;
+    s.manager.remove_app(&app.id, &app.name).await;
+    s.store.delete_app(&app.id).await?;
+    s.logs.remove_app(&app.id);
+    crate::git::remove_repo(&s, &app.name).await;
+    Ok(Json(json))
+}
+
+// ---- config vars --------------------------------------------------------------------------
+
+pub async fn get_config(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+) -> ApiResult<Json<ConfigVars>> {
+    let app = s.load_app(&who, &app).await?;
+    Ok(Json(
+        s.store
+            .current_release(&app.id)
+            .await?
+            .map(|r| r.config)
+            .unwrap_or_default(),
+    ))
+}
+
+pub async fn patch_config(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ConfigVars>> {
+    let app = s.load_app(&who, &app).await?;
+    let changes: BTreeMap<String, serde_json::Value> = parse_json(&body)?;
+    let current = s
+        .store
+        .current_release(&app.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("app has no release"))?;
+    let mut config = current.config.clone();
+    let (mut set, mut removed) = (Vec::new(), Vec::new());
+    for (key, value) in changes {
+        validate_config_key(&key).map_err(ApiError::invalid)?;
+        match value {
+            serde_json::Value::Null => {
+                if config.remove(&key).is_some() {
+                    removed.push(key);
+                }
+            }
+            serde_json::Value::String(v) => {
+                if config.get(&key) != Some(&v) {
+                    config.insert(key.clone(), v);
+                    set.push(key);
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid value for config var {key}: {other}. Values must be strings, or null to unset."
+                )))
+            }
+        }
+    }
+    if set.is_empty() && removed.is_empty() {
+        return Ok(Json(config));
+    }
+    let description = match (set.is_empty(), removed.is_empty()) {
+        (false, true) => format!("Set {} config vars", set.join(", ")),
+        (true, false) => format!("Remove {} config vars", removed.join(", ")),
+        _ => format!(
+            "Set {} and remove {} config vars",
+            set.join(", "),
+            removed.join(", ")
+        ),
+    };
+    s.api_log(&app.id, &format!("{description} by {}", who.email));
+    s.release(
+        &app,
+        NewRelease {
+            slug_id: current.slug_id,
+            config: config.clone(),
+            description,
+            user_email: who.email.clone(),
+            user_id: who.id.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(config))
+}
+
+// ---- releases -----------------------------------------------------------------------------
+
+pub async fn list_releases(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let app = s.load_app(&who, &app).await?;
+    let current = s.current_version(&app).await?;
+    let mut out = Vec::new();
+    for r in s.store.releases(&app.id).await? {
+        out.push(s.release_json(&app, &r, current).await);
+    }
+    Ok(range::respond(
+        &headers,
+        "version",
+        out,
+        |r, f| match f {
+            "id" => r.id.clone(),
+            "created_at" => r.created_at.to_rfc3339(),
+            _ => r.version.to_string(),
+        },
+        |f| f == "version",
+    ))
+}
+
+async fn find_release(s: &AppState, app: &AppRow, which: &str) -> ApiResult<ReleaseRow> {
+    s.store.release(&app.id, which).await?.ok_or_else(|| {
+        ApiError::not_found("release", format!("Couldn't find that release ({which})."))
+    })
+}
+
+pub async fn release_info(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, release)): Path<(String, String)>,
+) -> ApiResult<Json<Release>> {
+    let app = s.load_app(&who, &app).await?;
+    let r = find_release(&s, &app, &release).await?;
+    let current = s.current_version(&app).await?;
+    Ok(Json(s.release_json(&app, &r, current).await))
+}
+
+pub async fn release_config(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, release)): Path<(String, String)>,
+) -> ApiResult<Json<ConfigVars>> {
+    let app = s.load_app(&who, &app).await?;
+    Ok(Json(find_release(&s, &app, &release).await?.config))
+}
+
+#[derive(Deserialize)]
+struct RollbackBody {
+    release: serde_json::Value,
+}
+
+pub async fn rollback(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let app = s.load_app(&who, &app).await?;
+    let req: RollbackBody = parse_json(&body)?;
+    let which = match req.release {
+        serde_json::Value::String(v) => v,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(ApiError::invalid(
+                "Give the release to roll back to as an id or a version number.",
+            ))
+        }
+    };
+    let target = find_release(&s, &app, &which).await?;
+    if target.status != "succeeded" {
+        return Err(ApiError::invalid(format!(
+            "Release v{} failed and cannot be rolled back to.",
+            target.version
+        )));
+    }
+    let description = format!("Rollback to v{}", target.version);
+    s.api_log(&app.id, &format!("{description} by {}", who.email));
+    let r = s
+        .release(
+            &app,
+            NewRelease {
+                slug_id: target.slug_id.clone(),
+                config: target.config.clone(),
+                description,
+                user_email: who.email.clone(),
+                user_id: who.id.clone(),
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(s.release_json(&app, &r, r.version).await),
+    )
+        .into_response())
+}
+
+// ---- formation ----------------------------------------------------------------------------
+
+pub async fn list_formation(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let app = s.load_app(&who, &app).await?;
+    let out = s.formation_json(&app).await?;
+    Ok(range::respond(
+        &headers,
+        "type",
+        out,
+        |f, fld| {
+            if fld == "id" {
+                f.id.clone()
+            } else {
+                f.process_type.clone()
+            }
+        },
+        |_| false,
+    ))
+}
+
+pub async fn formation_info(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, ptype)): Path<(String, String)>,
+) -> ApiResult<Json<Formation>> {
+    let app = s.load_app(&who, &app).await?;
+    s.formation_json(&app)
+        .await?
+        .into_iter()
+        .find(|f| f.process_type == ptype)
+        .map(Json)
+        .ok_or_else(|| no_such_type(&ptype))
+}
+
+fn no_such_type(ptype: &str) -> ApiError {
+    ApiError::not_found(
+        "formation",
+        format!("Couldn't find that process type ({ptype})."),
+    )
+}
+
+#[derive(Deserialize)]
+struct FormationUpdate {
+    #[serde(rename = "type", default)]
+    process_type: Option<String>,
+    #[serde(default)]
+    quantity: Option<serde_json::Value>,
+    #[serde(default)]
+    size: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchUpdate {
+    updates: Vec<FormationUpdate>,
+}
+
+/// Validates and applies formation updates; returns the changed types.
+async fn apply_formation(
+    s: &AppState,
+    who: &AccountRow,
+    app: &AppRow,
+    updates: Vec<FormationUpdate>,
+) -> ApiResult<Vec<String>> {
+    let types = s.process_types(app).await?;
+    let current = s.store.formation(&app.id).await?;
+    let mut rows = Vec::new();
+    for u in updates {
+        let ptype = u
+            .process_type
+            .ok_or_else(|| ApiError::invalid("Each formation update needs a \"type\"."))?;
+        if !types.contains_key(&ptype) {
+            return Err(no_such_type(&ptype));
+        }
+        if let Some(size) = &u.size {
+            if !DYNO_SIZES.contains(&size.to_ascii_lowercase().as_str()) {
+                return Err(ApiError::invalid(format!(
+                    "Invalid dyno size {size}. Choose one of: {}.",
+                    DYNO_SIZES.join(", ")
+                )));
+            }
+        }
+        let row = current.iter().find(|f| f.process_type == ptype);
+        let quantity = match &u.quantity {
+            Some(q) => QuantityChange::from_json(q)
+                .map_err(ApiError::invalid)?
+                .apply(row.map_or(0, |r| r.quantity)),
+            None => row.map_or(0, |r| r.quantity),
+        };
+        if quantity > 100 {
+            return Err(ApiError::invalid(
+                "Cannot scale a process type above 100 dynos.",
+            ));
+        }
+        rows.push((ptype, quantity, u.size.map(|s| s.to_ascii_lowercase())));
+    }
+    s.store.update_formation(&app.id, &rows).await?;
+    let after = s.store.formation(&app.id).await?;
+    let desc: Vec<String> = rows
+        .iter()
+        .filter_map(|(t, _, _)| after.iter().find(|f| &f.process_type == t))
+        .map(|f| format!("{}@{}:{}", f.process_type, f.quantity, f.size))
+        .collect();
+    s.api_log(
+        &app.id,
+        &format!("Scaled to {} by user {}", desc.join(", "), who.email),
+    );
+    s.manager.schedule(&app.id);
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+pub async fn batch_formation(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Vec<Formation>>> {
+    let app = s.load_app(&who, &app).await?;
+    let req: BatchUpdate = parse_json(&body)?;
+    apply_formation(&s, &who, &app, req.updates).await?;
+    Ok(Json(s.formation_json(&app).await?))
+}
+
+pub async fn update_formation(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, ptype)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Formation>> {
+    let app = s.load_app(&who, &app).await?;
+    let mut u: FormationUpdate = parse_json(&body)?;
+    u.process_type = Some(ptype.clone());
+    apply_formation(&s, &who, &app, vec![u]).await?;
+    s.formation_json(&app)
+        .await?
+        .into_iter()
+        .find(|f| f.process_type == ptype)
+        .map(Json)
+        .ok_or_else(|| no_such_type(&ptype))
+}
+
+// ---- dynos --------------------------------------------------------------------------------
+
+pub async fn list_dynos(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let app = s.load_app(&who, &app).await?;
+    let out: Vec<Dyno> = s
+        .manager
+        .dynos(&app.id)
+        .into_iter()
+        .map(|d| s.dyno_json(&app, d))
+        .collect();
+    Ok(range::respond(
+        &headers,
+        "name",
+        out,
+        |d, f| {
+            if f == "id" {
+                d.id.clone()
+            } else {
+                d.name.clone()
+            }
+        },
+        |_| false,
+    ))
+}
+
+pub async fn dyno_info(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, dyno)): Path<(String, String)>,
+) -> ApiResult<Json<Dyno>> {
+    let app = s.load_app(&who, &app).await?;
+    s.manager
+        .dynos(&app.id)
+        .into_iter()
+        .find(|d| d.name == dyno || d.id == dyno)
+        .map(|d| Json(s.dyno_json(&app, d)))
+        .ok_or_else(|| ApiError::not_found("dyno", format!("Couldn't find that dyno ({dyno}).")))
+}
+
+async fn restart(
+    s: &AppState,
+    who: &AccountRow,
+    app: &AppRow,
+    target: RestartTarget,
+) -> Json<serde_json::Value> {
+    s.api_log(&app.id, &format!("Restart by user {}", who.email));
+    let (m, id) = (s.manager.clone(), app.id.clone());
+    tokio::spawn(async move {
+        if let Err(error) = m.restart(&id, target).await {
+            tracing::warn!(%error, "Restart failed.");
+        }
+    });
+    Json(serde_json::json!({}))
+}
+
+pub async fn restart_all(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let app = s.load_app(&who, &app).await?;
+    Ok(restart(&s, &who, &app, RestartTarget::All).await)
+}
+
+pub async fn restart_type(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, ptype)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let app = s.load_app(&who, &app).await?;
+    if !s.process_types(&app).await?.contains_key(&ptype) {
+        return Err(no_such_type(&ptype));
+    }
+    Ok(restart(&s, &who, &app, RestartTarget::Type(ptype)).await)
+}
+
+pub async fn restart_dyno(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, dyno)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let app = s.load_app(&who, &app).await?;
+    if !s.manager.dynos(&app.id).iter().any(|d| d.name == dyno) {
+        return Err(ApiError::not_found(
+            "dyno",
+            format!("Couldn't find that dyno ({dyno})."),
+        ));
+    }
+    Ok(restart(&s, &who, &app, RestartTarget::Dyno(dyno)).await)
+}
+
+// ---- buildpacks ---------------------------------------------------------------------------
+
+fn buildpack_json(list: &[String]) -> Vec<BuildpackInstallation> {
+    list.iter()
+        .enumerate()
+        .map(|(i, b)| BuildpackInstallation {
+            ordinal: i as u32,
+            buildpack: BuildpackRef {
+                url: b.clone(),
+                name: b.clone(),
+            },
+        })
+        .collect()
+}
+
+pub async fn list_buildpacks(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<BuildpackInstallation>>> {
+    let app = s.load_app(&who, &app).await?;
+    Ok(Json(buildpack_json(&app.buildpacks)))
+}
+
+#[derive(Deserialize)]
+struct BuildpackUpdate {
+    buildpack: String,
+}
+
+#[derive(Deserialize)]
+struct BuildpackUpdates {
+    updates: Vec<BuildpackUpdate>,
+}
+
+/// Checks a buildpack reference: a built-in name (also as `heroku/<name>`), an absolute path, or
+/// a git URL. Returns its normal form.
+pub fn normalize_buildpack(b: &str) -> Result<String, String> {
+    let b = b.trim();
+    let short = b.strip_prefix("heroku/").unwrap_or(b);
+    let short = if short == "node" || short == "nodejs" {
+        "nodejs"
+    } else {
+        short
+    };
+    if BUILTIN_BUILDPACKS.contains(&short) {
+        return Ok(short.to_string());
+    }
+    if b.starts_with('/')
+        || ["https://", "http://", "git://", "file://"]
+            .iter()
+            .any(|p| b.starts_with(p))
+    {
+        return Ok(b.to_string());
+    }
+    Err(format!(
+        "Invalid buildpack {b:?}: use a built-in one ({}), an absolute path, or a git URL.",
+        BUILTIN_BUILDPACKS.join(", ")
+    ))
+}
+
+pub async fn set_buildpacks(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Vec<BuildpackInstallation>>> {
+    let app = s.load_app(&who, &app).await?;
+    let req: BuildpackUpdates = parse_json(&body)?;
+    let list = req
+        .updates
+        .iter()
+        .map(|u| normalize_buildpack(&u.buildpack))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::invalid)?;
+    s.store.set_buildpacks(&app.id, &list).await?;
+    Ok(Json(buildpack_json(&list)))
+}

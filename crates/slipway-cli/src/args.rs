@@ -1,0 +1,501 @@
+//! Command-line grammar (clap derive, Heroku's `topic:command` names) and the parsers for
+//! `config:set KEY=value` and `ps:scale web=2:standard-2x` arguments.
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use slipway_types::{validate_config_key, validate_process_type};
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about = "Deploy and run apps on your own server, the Heroku way.",
+    arg_required_else_help = true,
+    color = clap::ColorChoice::Never,
+    after_help = "Run `slipway help COMMAND` for a command's options. `slipway server` starts the server."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Selects the app: `--app`, else `SLIPWAY_APP`, else the git remote.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AppArgs {
+    /// App to run the command against.
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
+    /// Git remote whose URL names the app [default: slipway].
+    #[arg(short = 'r', long = "remote", value_name = "REMOTE")]
+    pub remote: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonOnly {
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AppJson {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// List your apps.
+    #[command(name = "apps", visible_alias = "apps:list")]
+    Apps(JsonOnly),
+    /// Create an app (and a `slipway` git remote when run in a git repository).
+    #[command(name = "apps:create", visible_alias = "create")]
+    AppsCreate(AppsCreate),
+    /// Show an app's details.
+    #[command(name = "apps:info", visible_alias = "info")]
+    AppsInfo(AppsInfo),
+    /// Permanently destroy an app.
+    #[command(name = "apps:destroy", visible_alias = "destroy")]
+    AppsDestroy(AppsDestroy),
+    /// Show an app's config vars.
+    #[command(name = "config")]
+    Config(ConfigShow),
+    /// Print one config var's value.
+    #[command(name = "config:get")]
+    ConfigGet(ConfigGet),
+    /// Set config vars and restart the app.
+    #[command(name = "config:set", visible_alias = "config:add")]
+    ConfigSet(ConfigSet),
+    /// Unset config vars and restart the app.
+    #[command(name = "config:unset", visible_alias = "config:remove")]
+    ConfigUnset(ConfigUnset),
+    /// List an app's releases, newest first.
+    #[command(name = "releases")]
+    Releases(Releases),
+    /// Show one release (the current one by default).
+    #[command(name = "releases:info")]
+    ReleasesInfo(ReleasesInfo),
+    /// Roll back to an earlier release (by default the one before the current one).
+    #[command(name = "rollback", visible_alias = "releases:rollback")]
+    Rollback(Rollback),
+    /// List an app's dynos.
+    #[command(name = "ps")]
+    Ps(Ps),
+    /// Scale process types: `web=2`, `worker+1`, `web=2:standard-2x`.
+    #[command(name = "ps:scale", visible_alias = "scale")]
+    PsScale(PsScale),
+    /// Restart all dynos, one process type's dynos, or one dyno.
+    #[command(name = "ps:restart", visible_alias = "restart")]
+    PsRestart(PsRestart),
+    /// Show an app's logs (`--tail` to keep following them).
+    #[command(name = "logs")]
+    Logs(Logs),
+    /// List an app's buildpacks.
+    #[command(name = "buildpacks")]
+    Buildpacks(AppJson),
+    /// Set the buildpack (replacing the first, or the one at --index).
+    #[command(name = "buildpacks:set")]
+    BuildpacksSet(BuildpackChange),
+    /// Add a buildpack (last, or at --index).
+    #[command(name = "buildpacks:add")]
+    BuildpacksAdd(BuildpackChange),
+    /// Remove a buildpack, by URL or --index.
+    #[command(name = "buildpacks:remove")]
+    BuildpacksRemove(BuildpackRemove),
+    /// Remove every buildpack, so the next build detects them again.
+    #[command(name = "buildpacks:clear")]
+    BuildpacksClear(AppArgsOnly),
+    /// Save an API key in ~/.netrc after checking it.
+    #[command(name = "login", visible_alias = "auth:login")]
+    Login(Login),
+    /// Remove the saved API key from ~/.netrc.
+    #[command(name = "logout", visible_alias = "auth:logout")]
+    Logout,
+    /// Print the API key in use.
+    #[command(name = "auth:token")]
+    AuthToken,
+    /// Print the email of the account the key belongs to.
+    #[command(name = "auth:whoami", visible_alias = "whoami")]
+    AuthWhoami,
+    /// Point a git remote (default `slipway`) at an app and set up push credentials.
+    #[command(name = "git:remote")]
+    GitRemote(GitRemote),
+    /// Git credential helper: answers `get` with the API key (used by `git push`).
+    #[command(name = "git:credentials", hide = true)]
+    GitCredentials(GitCredentials),
+}
+
+#[derive(Debug, Args)]
+pub struct AppArgsOnly {
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AppsCreate {
+    /// Name of the app; the server picks one when omitted.
+    pub name: Option<String>,
+    /// Name of the git remote to create.
+    #[arg(short = 'r', long = "remote", default_value = "slipway")]
+    pub remote: String,
+    /// Do not create a git remote.
+    #[arg(long)]
+    pub no_remote: bool,
+    /// Buildpack to set on the new app.
+    #[arg(short = 'b', long = "buildpack", value_name = "URL")]
+    pub buildpack: Option<String>,
+    /// Print the raw JSON of the new app.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AppsInfo {
+    /// App name (same as --app).
+    #[arg(value_name = "APP")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AppsDestroy {
+    /// App name (same as --app).
+    #[arg(value_name = "APP")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigShow {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print `KEY=value` lines for a shell.
+    #[arg(short = 's', long)]
+    pub shell: bool,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigGet {
+    /// The config var's name.
+    pub key: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print `KEY=value` for a shell.
+    #[arg(short = 's', long)]
+    pub shell: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigSet {
+    /// `KEY=value` pairs.
+    #[arg(value_name = "KEY=VALUE", required = true)]
+    pub pairs: Vec<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigUnset {
+    /// Names of the config vars to unset.
+    #[arg(value_name = "KEY", required = true)]
+    pub keys: Vec<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct Releases {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// How many releases to show.
+    #[arg(short = 'n', long = "num", default_value_t = 15)]
+    pub num: u32,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesInfo {
+    /// Release version (`v3` or `3`); the current release when omitted.
+    pub release: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the release's config vars as `KEY=value` lines.
+    #[arg(short = 's', long)]
+    pub shell: bool,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Rollback {
+    /// Release to roll back to (`v3` or `3`).
+    pub release: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct Ps {
+    /// Only show these process types.
+    #[arg(value_name = "TYPE")]
+    pub types: Vec<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PsScale {
+    /// Changes such as `web=2`, `worker+1`, `web-1`, `web=2:standard-2x`.
+    #[arg(value_name = "TYPE=N")]
+    pub changes: Vec<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PsRestart {
+    /// A process type (`web`) or a dyno (`web.1`); all dynos when omitted.
+    #[arg(value_name = "DYNO")]
+    pub target: Option<String>,
+    /// Restart the dynos of this process type.
+    #[arg(short = 'p', long = "process-type", conflicts_with_all = ["target", "dyno_name"])]
+    pub process_type: Option<String>,
+    /// Restart this dyno.
+    #[arg(short = 'd', long = "dyno-name", conflicts_with = "target")]
+    pub dyno_name: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct Logs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Number of lines to show.
+    #[arg(short = 'n', long = "num", default_value_t = 100)]
+    pub num: u32,
+    /// Keep following new lines.
+    #[arg(short = 't', long)]
+    pub tail: bool,
+    /// Only lines from this dyno (`web.1`) or process type (`web`).
+    #[arg(short = 'd', long = "dyno", visible_alias = "dyno-name")]
+    pub dyno: Option<String>,
+    /// Only lines of this process type (same as --dyno web).
+    #[arg(
+        short = 'p',
+        long = "process-type",
+        visible_alias = "ps",
+        conflicts_with = "dyno"
+    )]
+    pub process_type: Option<String>,
+    /// Only lines from this source: `app` or `heroku`.
+    #[arg(short = 's', long)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildpackChange {
+    /// Buildpack URL or name.
+    pub buildpack: String,
+    /// 1-based position in the buildpack list.
+    #[arg(short = 'i', long)]
+    pub index: Option<usize>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildpackRemove {
+    /// Buildpack URL or name.
+    pub buildpack: Option<String>,
+    /// 1-based position of the buildpack to remove.
+    #[arg(
+        short = 'i',
+        long,
+        conflicts_with = "buildpack",
+        required_unless_present = "buildpack"
+    )]
+    pub index: Option<usize>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct Login {
+    /// The API key; read from standard input when omitted.
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GitRemote {
+    /// App the remote should point at.
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
+    /// Name of the remote to set.
+    #[arg(short = 'r', long = "remote", default_value = "slipway")]
+    pub remote: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GitCredentials {
+    /// `get`, `store` or `erase`, as git passes it.
+    pub operation: String,
+}
+
+/// Parses `KEY=value` arguments (the value may contain `=` or be empty).
+pub fn parse_config_pairs(args: &[String]) -> Result<Vec<(String, String)>> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for arg in args {
+        let Some((key, value)) = arg.split_once('=') else {
+            bail!("{arg} is invalid. Must be in the format KEY=value.");
+        };
+        if let Err(msg) = validate_config_key(key) {
+            bail!(msg);
+        }
+        pairs.retain(|(k, _)| k != key);
+        pairs.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(pairs)
+}
+
+/// One `ps:scale` change, as sent in `PATCH /apps/{app}/formation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleChange {
+    pub process_type: String,
+    /// `"2"`, `"+1"` or `"-1"`, sent as a string as Heroku's CLI does.
+    pub quantity: String,
+    pub size: Option<String>,
+}
+
+/// Parses `web=2`, `web+1`, `worker-1` and `web=2:standard-2x`.
+pub fn parse_scale_change(arg: &str) -> Result<ScaleChange> {
+    let bad = || {
+        anyhow::anyhow!(
+            "Invalid argument {arg:?}. Use TYPE=N, TYPE+N or TYPE-N, optionally with :SIZE (e.g. web=2:standard-2x)."
+        )
+    };
+    let (head, size) = match arg.split_once(':') {
+        Some((h, s)) if !s.is_empty() => (h, Some(s.to_owned())),
+        Some(_) => return Err(bad()),
+        None => (arg, None),
+    };
+    let (process_type, quantity) = if let Some((ty, n)) = head.split_once('=') {
+        (ty, n.to_owned())
+    } else {
+        let i = head.rfind(['+', '-']).ok_or_else(bad)?;
+        (&head[..i], head[i..].to_owned())
+    };
+    let digits = quantity.trim_start_matches(['+', '-']);
+    let sign_ok = quantity.len() - digits.len() <= 1;
+    if process_type.is_empty()
+        || digits.is_empty()
+        || !sign_ok
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    slipway_types::QuantityChange::parse(&quantity).map_err(|_| bad())?;
+    validate_process_type(process_type).map_err(anyhow::Error::msg)?;
+    Ok(ScaleChange {
+        process_type: process_type.to_owned(),
+        quantity,
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn config_pairs() {
+        let pairs = parse_config_pairs(&strings(&["A=1", "B=x=y", "C=", "A=2"])).unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("B".into(), "x=y".into()),
+                ("C".into(), String::new()),
+                ("A".into(), "2".into())
+            ]
+        );
+        let err = parse_config_pairs(&strings(&["FOO"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "FOO is invalid. Must be in the format KEY=value.");
+        assert!(parse_config_pairs(&strings(&["1X=2"])).is_err());
+        assert!(parse_config_pairs(&strings(&["=2"])).is_err());
+    }
+
+    #[test]
+    fn scale_changes() {
+        let c = |t: &str, q: &str, s: Option<&str>| ScaleChange {
+            process_type: t.into(),
+            quantity: q.into(),
+            size: s.map(Into::into),
+        };
+        assert_eq!(parse_scale_change("web=2").unwrap(), c("web", "2", None));
+        assert_eq!(parse_scale_change("web+1").unwrap(), c("web", "+1", None));
+        assert_eq!(
+            parse_scale_change("worker-1").unwrap(),
+            c("worker", "-1", None)
+        );
+        assert_eq!(
+            parse_scale_change("web=2:standard-2x").unwrap(),
+            c("web", "2", Some("standard-2x"))
+        );
+        assert_eq!(
+            parse_scale_change("my-worker-3").unwrap(),
+            c("my-worker", "-3", None)
+        );
+        assert_eq!(parse_scale_change("web=+1").unwrap(), c("web", "+1", None));
+        for bad in [
+            "web", "web=", "=2", "web=x", "web=2:", "web+", "we b=1", "web=--1",
+        ] {
+            assert!(parse_scale_change(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_grammar() {
+        let cli = Cli::try_parse_from(["slipway", "config:set", "A=1", "-a", "demo"]).unwrap();
+        match cli.command {
+            Cmd::ConfigSet(c) => {
+                assert_eq!(c.pairs, vec!["A=1"]);
+                assert_eq!(c.app.app.as_deref(), Some("demo"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["slipway", "scale", "web-1", "worker=2"]).unwrap();
+        assert!(matches!(cli.command, Cmd::PsScale(s) if s.changes == ["web-1", "worker=2"]));
+        assert!(Cli::try_parse_from(["slipway", "config:set"]).is_err());
+        assert!(Cli::try_parse_from(["slipway", "create", "demo", "--no-remote"]).is_ok());
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

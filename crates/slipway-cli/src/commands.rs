@@ -1,0 +1,199 @@
+//! Command implementations, one module per Heroku topic, sharing a [`Ctx`]: the environment, the
+//! output writers, the resolved API URL and the clock used for "~ 5s ago".
+
+use std::future::Future;
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Result};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::api::Api;
+use crate::args::{AppArgs, Cmd};
+use crate::env::{machine_name, Env};
+use crate::git::{app_from_git_url, Git};
+
+mod apps;
+mod auth;
+mod buildpacks;
+mod config;
+mod git_cmds;
+mod logs;
+mod ps;
+mod releases;
+
+/// The default git remote name.
+pub const DEFAULT_REMOTE: &str = "slipway";
+
+/// What every command works with.
+pub struct Ctx<'a> {
+    pub env: &'a Env,
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    /// API base URL, resolved once.
+    pub api_url: String,
+    pub now: DateTime<Utc>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(env: &'a Env, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Ctx<'a> {
+        Ctx {
+            api_url: env.api_url(),
+            env,
+            out,
+            err,
+            now: Utc::now(),
+        }
+    }
+
+    /// The API key in use, or the "not logged in" error.
+    pub fn key(&self) -> Result<String> {
+        self.env
+            .api_key(&self.api_url)?
+            .ok_or_else(|| anyhow!("Not logged in. Run slipway login, or set SLIPWAY_API_KEY."))
+    }
+
+    /// An authenticated API client.
+    pub fn api(&self) -> Result<Api> {
+        let key = self.key()?;
+        Api::new(&self.api_url, Some(&key))
+    }
+
+    /// Git in the working directory.
+    pub fn git(&self) -> Git {
+        Git::new(&self.env.cwd, self.env.home.as_deref())
+    }
+
+    /// The app a command acts on: `--app`, else `SLIPWAY_APP`, else the app named by the
+    /// `--remote` (default `slipway`) git remote, else the only app that the repository's remotes
+    /// on this Slipway point at.
+    pub fn app(&self, args: &AppArgs) -> Result<String> {
+        if let Some(app) = args.app.as_ref().or(self.env.app.as_ref()) {
+            return Ok(app.clone());
+        }
+        let git = self.git();
+        if let Some(remote) = &args.remote {
+            let url = git
+                .remote_url(remote)
+                .ok_or_else(|| anyhow!("No git remote named {remote} in this directory."))?;
+            return app_from_git_url(&url)
+                .ok_or_else(|| anyhow!("The git remote {remote} ({url}) does not name an app."));
+        }
+        if let Some(app) = git
+            .remote_url(DEFAULT_REMOTE)
+            .and_then(|u| app_from_git_url(&u))
+        {
+            return Ok(app);
+        }
+        // Like Heroku, accept any single remote that points at this server.
+        let host = machine_name(&self.api_url);
+        let mut apps: Vec<String> = git
+            .remotes()
+            .into_iter()
+            .filter(|(_, url)| host.is_some() && machine_name(url) == host)
+            .filter_map(|(_, url)| app_from_git_url(&url))
+            .collect();
+        apps.sort();
+        apps.dedup();
+        match apps.len() {
+            1 => Ok(apps.remove(0)),
+            0 => bail!(
+                "No app specified. Run this command from an app folder or specify which app to use with --app APP."
+            ),
+            _ => bail!(
+                "Multiple apps in git remotes ({}). Specify which app to use with --app APP or --remote REMOTE.",
+                apps.join(", ")
+            ),
+        }
+    }
+
+    /// The git remote named in `git push` hints.
+    pub fn remote_name(args: &AppArgs) -> &str {
+        args.remote.as_deref().unwrap_or(DEFAULT_REMOTE)
+    }
+
+    /// Prints `label... `, runs `work`, and on failure ends the line with `!`. The caller prints
+    /// `done...` on success, since what follows `done` depends on the answer.
+    pub async fn action<T>(
+        &mut self,
+        label: &str,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        write!(self.out, "{label}... ")?;
+        self.out.flush()?;
+        match work.await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                writeln!(self.out, "!")?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Prints a value as indented JSON.
+    pub fn print_json(&mut self, value: &Value) -> Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        writeln!(self.out, "{text}")?;
+        Ok(())
+    }
+
+    /// Prints a warning line on the error writer, in Heroku's style.
+    pub fn warn(&mut self, message: &str) -> Result<()> {
+        writeln!(self.err, " ▸    Warning: {message}")?;
+        Ok(())
+    }
+}
+
+/// Runs one parsed command.
+pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Apps(a) => apps::list(ctx, a.json).await,
+        Cmd::AppsCreate(a) => apps::create(ctx, a).await,
+        Cmd::AppsInfo(a) => apps::info(ctx, a).await,
+        Cmd::AppsDestroy(a) => apps::destroy(ctx, a).await,
+        Cmd::Config(a) => config::show(ctx, a).await,
+        Cmd::ConfigGet(a) => config::get(ctx, a).await,
+        Cmd::ConfigSet(a) => config::set(ctx, a).await,
+        Cmd::ConfigUnset(a) => config::unset(ctx, a).await,
+        Cmd::Releases(a) => releases::list(ctx, a).await,
+        Cmd::ReleasesInfo(a) => releases::info(ctx, a).await,
+        Cmd::Rollback(a) => releases::rollback(ctx, a).await,
+        Cmd::Ps(a) => ps::list(ctx, a).await,
+        Cmd::PsScale(a) => ps::scale(ctx, a).await,
+        Cmd::PsRestart(a) => ps::restart(ctx, a).await,
+        Cmd::Logs(a) => logs::logs(ctx, a).await,
+        Cmd::Buildpacks(a) => buildpacks::list(ctx, a).await,
+        Cmd::BuildpacksSet(a) => buildpacks::set(ctx, a).await,
+        Cmd::BuildpacksAdd(a) => buildpacks::add(ctx, a).await,
+        Cmd::BuildpacksRemove(a) => buildpacks::remove(ctx, a).await,
+        Cmd::BuildpacksClear(a) => buildpacks::clear(ctx, a.app).await,
+        Cmd::Login(a) => auth::login(ctx, a).await,
+        Cmd::Logout => auth::logout(ctx),
+        Cmd::AuthToken => auth::token(ctx),
+        Cmd::AuthWhoami => auth::whoami(ctx).await,
+        Cmd::GitRemote(a) => git_cmds::remote(ctx, a).await,
+        Cmd::GitCredentials(a) => git_cmds::credentials(ctx, a),
+    }
+}
+
+/// Parses a release argument: `v3` or `3` becomes `3`; anything else (a release id) passes as is.
+pub fn release_ref(arg: &str) -> String {
+    let trimmed = arg.trim();
+    match trimmed.strip_prefix(['v', 'V']) {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n.to_owned(),
+        _ => trimmed.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_refs() {
+        assert_eq!(release_ref("v3"), "3");
+        assert_eq!(release_ref("12"), "12");
+        assert_eq!(release_ref("abc-uuid"), "abc-uuid");
+        assert_eq!(release_ref("v"), "v");
+    }
+}

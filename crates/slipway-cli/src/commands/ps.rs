@@ -1,0 +1,176 @@
+//! `ps`, `ps:scale`, `ps:restart`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use reqwest::Method;
+use serde_json::{json, Value};
+use slipway_types::{Dyno, Formation};
+
+use super::Ctx;
+use crate::api::{decode_all, seg};
+use crate::args::{parse_scale_change, Ps, PsRestart, PsScale, ScaleChange};
+use crate::format::{dyno_sort_key, header, time_ago};
+
+/// `ps [TYPE...]`: dynos grouped by process type, size and command; one-off dynos first.
+pub async fn list(ctx: &mut Ctx<'_>, a: Ps) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let mut items = api
+        .list(&format!("/apps/{}/dynos", seg(&app)), None, true)
+        .await?;
+    if !a.types.is_empty() {
+        items.retain(|d| {
+            d.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| a.types.iter().any(|w| w == t))
+        });
+    }
+    if a.json {
+        return ctx.print_json(&Value::Array(items));
+    }
+    let mut dynos: Vec<Dyno> = decode_all(items, "a dyno")?;
+    if dynos.is_empty() {
+        if a.types.is_empty() {
+            writeln!(ctx.out, "No dynos on {app}.")?;
+        } else {
+            writeln!(ctx.out, "No {} dynos on {app}.", a.types.join(", "))?;
+        }
+        return Ok(());
+    }
+    dynos.sort_by_key(|d| dyno_sort_key(&d.name));
+    let (one_off, processes): (Vec<Dyno>, Vec<Dyno>) =
+        dynos.into_iter().partition(|d| d.process_type == "run");
+    let mut sections: Vec<String> = Vec::new();
+    if !one_off.is_empty() {
+        let mut s = header(&format!("run: one-off processes ({})", one_off.len()));
+        for d in &one_off {
+            s.push_str(&format!(
+                "{} ({}): {} {}: {}\n",
+                d.name,
+                d.size,
+                d.state,
+                time_ago(d.updated_at, ctx.now),
+                d.command
+            ));
+        }
+        sections.push(s);
+    }
+    let mut groups: BTreeMap<(String, String, String), Vec<&Dyno>> = BTreeMap::new();
+    for d in &processes {
+        let key = (d.process_type.clone(), d.size.clone(), d.command.clone());
+        groups.entry(key).or_default().push(d);
+    }
+    for ((ty, size, command), ds) in &groups {
+        let mut s = header(&format!("{ty} ({size}): {command} ({})", ds.len()));
+        for d in ds {
+            s.push_str(&format!(
+                "{}: {} {}\n",
+                d.name,
+                d.state,
+                time_ago(d.updated_at, ctx.now)
+            ));
+        }
+        sections.push(s);
+    }
+    write!(ctx.out, "{}", sections.join("\n"))?;
+    Ok(())
+}
+
+fn formation_list(value: Value) -> Result<Vec<Formation>> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        single => vec![single],
+    };
+    decode_all(items, "a formation")
+}
+
+/// `ps:scale [TYPE=N...]`: without changes, prints the formation as `web=1:basic worker=0:basic`.
+pub async fn scale(ctx: &mut Ctx<'_>, a: PsScale) -> Result<()> {
+    let changes: Vec<ScaleChange> = a
+        .changes
+        .iter()
+        .map(|c| parse_scale_change(c))
+        .collect::<Result<_>>()?;
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let path = format!("/apps/{}/formation", seg(&app));
+    if changes.is_empty() {
+        let mut formation: Vec<Formation> =
+            decode_all(api.list(&path, None, true).await?, "a formation")?;
+        if formation.is_empty() {
+            bail!("No process types on {app}. Upload a Procfile to add process types.");
+        }
+        formation.sort_by(|x, y| x.process_type.cmp(&y.process_type));
+        let text: Vec<String> = formation
+            .iter()
+            .map(|f| format!("{}={}:{}", f.process_type, f.quantity, f.size))
+            .collect();
+        writeln!(ctx.out, "{}", text.join(" "))?;
+        return Ok(());
+    }
+    let updates: Vec<Value> = changes
+        .iter()
+        .map(|c| {
+            let mut u = json!({ "type": c.process_type, "quantity": c.quantity });
+            if let Some(size) = &c.size {
+                u["size"] = json!(size);
+            }
+            u
+        })
+        .collect();
+    let body = json!({ "updates": updates });
+    let value = ctx
+        .action("Scaling dynos", api.call(Method::PATCH, &path, Some(&body)))
+        .await?;
+    let formation = formation_list(value)?;
+    let mut parts: Vec<String> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for c in &changes {
+        if seen.contains(&c.process_type.as_str()) {
+            continue;
+        }
+        seen.push(&c.process_type);
+        if let Some(f) = formation.iter().find(|f| f.process_type == c.process_type) {
+            parts.push(format!("{} at {}:{}", f.process_type, f.quantity, f.size));
+        }
+    }
+    if parts.is_empty() {
+        writeln!(ctx.out, "done")?;
+    } else {
+        writeln!(ctx.out, "done, now running {}", parts.join(", "))?;
+    }
+    Ok(())
+}
+
+/// `ps:restart [web|web.1]`: every dyno, one process type's dynos, or one dyno.
+pub async fn restart(ctx: &mut Ctx<'_>, a: PsRestart) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let (dyno, process_type) = match (a.dyno_name, a.process_type, a.target) {
+        (Some(d), _, _) => (Some(d), None),
+        (None, Some(p), _) => (None, Some(p)),
+        (None, None, Some(t)) if t.contains('.') => (Some(t), None),
+        (None, None, t) => (None, t),
+    };
+    let app_seg = seg(&app);
+    let (path, label) = match (dyno, process_type) {
+        (Some(d), _) => (
+            format!("/apps/{app_seg}/dynos/{}", seg(&d)),
+            format!("Restarting {d} dyno on {app}"),
+        ),
+        (None, Some(t)) => (
+            format!("/apps/{app_seg}/formations/{}", seg(&t)),
+            format!("Restarting {t} dynos on {app}"),
+        ),
+        (None, None) => (
+            format!("/apps/{app_seg}/dynos"),
+            format!("Restarting dynos on {app}"),
+        ),
+    };
+    ctx.action(&label, api.call(Method::DELETE, &path, None))
+        .await?;
+    writeln!(ctx.out, "done")?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Heroku-style output: `=== ` section headers, aligned `Key: value` blocks, header-less tables,
+//! `2026/11/26 05:19:49 +0000 (~ 5s ago)` times and shell quoting.
+
+use chrono::{DateTime, Utc};
+
+/// A section header followed by a blank line, as Heroku's CLI prints it.
+pub fn header(title: &str) -> String {
+    format!("=== {title}\n\n")
+}
+
+/// Rows padded into columns separated by two spaces; the last column is not padded.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; cols];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = widths[i] - cell.chars().count();
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `KEY: value` lines with the values aligned one column past the longest key.
+pub fn key_values(pairs: &[(String, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in pairs {
+        let pad = width - k.chars().count();
+        let line = format!("{k}:{} {v}", " ".repeat(pad));
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `2026/11/26 05:19:49 +0000 (~ 5s ago)`; times more than 25 hours old get no "ago" part, as in
+/// Heroku's `ps`. Times are shown in UTC.
+pub fn time_ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let stamp = t.format("%Y/%m/%d %H:%M:%S %z");
+    let secs = (now - t).num_seconds().max(0);
+    if secs < 60 {
+        format!("{stamp} (~ {secs}s ago)")
+    } else if secs < 60 * 60 {
+        format!("{stamp} (~ {}m ago)", secs / 60)
+    } else if secs < 25 * 60 * 60 {
+        format!("{stamp} (~ {}h ago)", secs / 3600)
+    } else {
+        stamp.to_string()
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Byte counts as `512 B`, `12 KB`, `3.4 MB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 10.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `web.10` sorts after `web.9`: compares the type, then the number after the dot.
+pub fn dyno_sort_key(name: &str) -> (String, u64, String) {
+    match name.rsplit_once('.') {
+        Some((ty, n)) => match n.parse::<u64>() {
+            Ok(n) => (ty.to_owned(), n, String::new()),
+            Err(_) => (ty.to_owned(), u64::MAX, n.to_owned()),
+        },
+        None => (name.to_owned(), 0, String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            vec!["v10".into(), "Deploy abc".into(), "me@x".into()],
+            vec![
+                "v9".into(),
+                "Set FOO config vars".into(),
+                "someone@x".into(),
+            ],
+        ];
+        assert_eq!(
+            table(&rows),
+            "v10  Deploy abc           me@x\nv9   Set FOO config vars  someone@x\n"
+        );
+        assert_eq!(table(&[]), "");
+    }
+
+    #[test]
+    fn key_values_align() {
+        let pairs = vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("LONG_KEY".to_owned(), "x y".to_owned()),
+            ("EMPTY".to_owned(), String::new()),
+        ];
+        assert_eq!(key_values(&pairs), "A:        1\nLONG_KEY: x y\nEMPTY:\n");
+    }
+
+    #[test]
+    fn times() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 6, 1, 0).unwrap();
+        let at = |h, m, s| Utc.with_ymd_and_hms(2026, 11, 26, h, m, s).unwrap();
+        assert_eq!(
+            time_ago(at(6, 0, 55), now),
+            "2026/11/26 06:00:55 +0000 (~ 5s ago)"
+        );
+        assert_eq!(
+            time_ago(at(6, 0, 0), now),
+            "2026/11/26 06:00:00 +0000 (~ 1m ago)"
+        );
+        assert_eq!(
+            time_ago(at(4, 0, 0), now),
+            "2026/11/26 04:00:00 +0000 (~ 2h ago)"
+        );
+        let old = Utc.with_ymd_and_hms(2026, 11, 20, 6, 0, 0).unwrap();
+        assert_eq!(time_ago(old, now), "2026/11/20 06:00:00 +0000");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("abc/def:1"), "abc/def:1");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn sizes_and_dyno_order() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(3 * 1024 * 1024 + 400_000), "3.4 MB");
+        assert_eq!(human_size(20 * 1024), "20 KB");
+        let mut names = vec!["web.10", "web.9", "worker.1", "web.1"];
+        names.sort_by_key(|n| dyno_sort_key(n));
+        assert_eq!(names, vec!["web.1", "web.9", "web.10", "worker.1"]);
+    }
+}

@@ -1,0 +1,214 @@
+//! The server's settings: one typed struct fed by flags, `SLIPWAY_*` env vars and a TOML file.
+//!
+//! Precedence: flag, then env var, then file, then the default. A bad value names its key and
+//! stops the start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+/// `slipway server` flags. Each has a `SLIPWAY_*` env var and a TOML key of the same name.
+#[derive(Debug, Parser)]
+#[command(
+    name = "slipway server",
+    about = "Run Slipway: API, git, builder, dyno manager, router and logs"
+)]
+pub struct ServerArgs {
+    /// TOML file with settings (keys as the flags, with underscores).
+    #[arg(long, env = "SLIPWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where state, repositories, slugs and caches live.
+    #[arg(long, env = "SLIPWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Platform API and git endpoint.
+    #[arg(long, env = "SLIPWAY_API_LISTEN")]
+    pub api_listen: Option<String>,
+    /// Address of the HTTP router.
+    #[arg(long, env = "SLIPWAY_ROUTER_LISTEN")]
+    pub router_listen: Option<String>,
+    /// Apps are served at <app>.<base-domain>.
+    #[arg(long, env = "SLIPWAY_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+    /// Email of the owner account created on first start.
+    #[arg(long, env = "SLIPWAY_OWNER_EMAIL")]
+    pub owner_email: Option<String>,
+    /// How long a web dyno has to bind $PORT, e.g. 60s.
+    #[arg(long, env = "SLIPWAY_BOOT_TIMEOUT")]
+    pub boot_timeout: Option<String>,
+    /// Grace between SIGTERM and SIGKILL when stopping a dyno, e.g. 30s.
+    #[arg(long, env = "SLIPWAY_STOP_TIMEOUT")]
+    pub stop_timeout: Option<String>,
+}
+
+/// The same settings as they may appear in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    api_listen: Option<String>,
+    router_listen: Option<String>,
+    base_domain: Option<String>,
+    owner_email: Option<String>,
+    boot_timeout: Option<String>,
+    stop_timeout: Option<String>,
+}
+
+/// The server's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State, repos, slugs, caches. Default `/var/lib/slipway` as root, else `~/.local/share/slipway`.
+    pub data_dir: PathBuf,
+    /// Default `127.0.0.1:5050`.
+    pub api_listen: SocketAddr,
+    /// Default `0.0.0.0:8080`.
+    pub router_listen: SocketAddr,
+    /// Default `localhost`.
+    pub base_domain: String,
+    /// Default `owner@slipway.local`.
+    pub owner_email: String,
+    /// Default 60 s (Heroku's).
+    pub boot_timeout: Duration,
+    /// Default 30 s (Heroku's).
+    pub stop_timeout: Duration,
+}
+
+/// The default data dir, shared with the CLI's key discovery.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/slipway");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("slipway");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/slipway")
+}
+
+fn addr(key: &str, v: &str) -> anyhow::Result<SocketAddr> {
+    v.parse()
+        .with_context(|| format!("{key} = {v:?} is not an address such as 127.0.0.1:5050"))
+}
+
+fn duration(key: &str, v: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(v)
+        .with_context(|| format!("{key} = {v:?} is not a duration such as 30s or 2m"))
+}
+
+impl Config {
+    pub fn resolve(args: ServerArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let api = args
+            .api_listen
+            .or(file.api_listen)
+            .unwrap_or_else(|| "127.0.0.1:5050".into());
+        let router = args
+            .router_listen
+            .or(file.router_listen)
+            .unwrap_or_else(|| "0.0.0.0:8080".into());
+        let base_domain = args
+            .base_domain
+            .or(file.base_domain)
+            .unwrap_or_else(|| "localhost".into());
+        if base_domain.is_empty()
+            || base_domain.starts_with('.')
+            || base_domain.contains(['/', ':', ' '])
+        {
+            bail!("base_domain = {base_domain:?} is not a domain name such as localhost or apps.example.com");
+        }
+        let owner_email = args
+            .owner_email
+            .or(file.owner_email)
+            .unwrap_or_else(|| "owner@slipway.local".into());
+        if !owner_email.contains('@') {
+            bail!("owner_email = {owner_email:?} is not an email address");
+        }
+        Ok(Config {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(default_data_dir),
+            api_listen: addr("api_listen", &api)?,
+            router_listen: addr("router_listen", &router)?,
+            base_domain: base_domain.to_ascii_lowercase(),
+            owner_email,
+            boot_timeout: duration(
+                "boot_timeout",
+                &args
+                    .boot_timeout
+                    .or(file.boot_timeout)
+                    .unwrap_or_else(|| "60s".into()),
+            )?,
+            stop_timeout: duration(
+                "stop_timeout",
+                &args
+                    .stop_timeout
+                    .or(file.stop_timeout)
+                    .unwrap_or_else(|| "30s".into()),
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> ServerArgs {
+        let mut v = vec!["server"];
+        v.extend_from_slice(list);
+        ServerArgs::parse_from(v)
+    }
+
+    #[test]
+    fn flags_override_file_and_defaults_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slipway.toml");
+        std::fs::write(
+            &file,
+            "base_domain = \"apps.test\"\napi_listen = \"127.0.0.1:6000\"\nstop_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(args(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--api-listen",
+            "127.0.0.1:7000",
+            "--data-dir",
+            "/tmp/x",
+        ]))
+        .unwrap();
+        assert_eq!(c.api_listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(c.base_domain, "apps.test");
+        assert_eq!(c.stop_timeout, Duration::from_secs(5));
+        assert_eq!(c.boot_timeout, Duration::from_secs(60));
+        assert_eq!(c.router_listen, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e =
+            Config::resolve(args(&["--api-listen", "nope", "--data-dir", "/tmp/x"])).unwrap_err();
+        assert!(format!("{e:#}").contains("api_listen"));
+        let e =
+            Config::resolve(args(&["--stop-timeout", "soon", "--data-dir", "/tmp/x"])).unwrap_err();
+        assert!(format!("{e:#}").contains("stop_timeout"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slipway.toml");
+        std::fs::write(&file, "colour = \"blue\"\n").unwrap();
+        assert!(Config::resolve(args(&["--config", file.to_str().unwrap()])).is_err());
+    }
+}

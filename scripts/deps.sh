@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the system packages Slipway needs on Debian 12, and a Rust toolchain if there is none.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in git ca-certificates curl gcc libc6-dev pkg-config make python3 python3-pip; do
+  have_pkg "$pkg" || need+=("$pkg")
+done
+# Node.js may come from Debian or from NodeSource (which bundles npm); either will do.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "slipway: missing packages: ${need[*]}; run this script as root, or install them with apt-get." >&2
+    exit 1
+  fi
+  echo "-----> Installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "-----> Installing the Rust toolchain (rustup)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
