@@ -219,7 +219,7 @@ async fn a_failed_build_rejects_the_push() {
     );
 
     // A malformed Procfile is rejected too, naming the problem.
-    std::fs::write(dir.join("Procfile"), "web python3 -m http.server\n").unwrap();
+    std::fs::write(dir.join("Procfile"), "web=python3 -m http.server\n").unwrap();
     s.commit_all(&dir, "bad procfile");
     let (ok, output) = push(&s, &dir);
     assert!(!ok, "{output}");
@@ -317,6 +317,14 @@ async fn crashed_dynos_restart_and_routing_errors_are_herokus() {
         .any(|d| d["name"] == "worker.1"));
 
     // ps:restart web.1 stops it with SIGTERM and starts it again.
+    eventually(60, "web.1 up", || async {
+        let v: Value = serde_json::from_str(&s.ok(&dir, &["ps", "--json"])).ok()?;
+        v.as_array()?
+            .iter()
+            .any(|d| d["name"] == "web.1" && d["state"] == "up")
+            .then_some(())
+    })
+    .await;
     let out = s.ok(&dir, &["ps:restart", "web.1"]);
     assert!(out.contains("done"), "{out}");
     eventually(30, "web.1 restarted", || async {
