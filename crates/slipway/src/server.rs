@@ -27,9 +27,12 @@ const STACK: &str = "slipway-host";
 pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
     let args = match ServerArgs::try_parse_from(args.into_iter().skip(1)) {
