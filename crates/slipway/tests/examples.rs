@@ -197,3 +197,133 @@ async fn buildpacks_and_formation() {
     })
     .await;
 }
+
+/// Writes a minimal wheel (`greeting-1.0-py3-none-any.whl`) with Python's zipfile, so pip can
+/// install it with no network.
+fn make_wheel(dir: &std::path::Path) {
+    let script = r#"
+import base64, hashlib, sys, zipfile
+files = {
+    "greeting/__init__.py": "WORD = 'hello from a wheel'\n",
+    "greeting-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: greeting\nVersion: 1.0\n",
+    "greeting-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for name, body in files.items():
+        z.writestr(name, body)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(body)}")
+    record.append("greeting-1.0.dist-info/RECORD,,")
+    z.writestr("greeting-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+"#;
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("greeting-1.0-py3-none-any.whl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dependencies_are_installed_into_the_slug() {
+    let s = TestServer::start();
+    // Python: pip installs a wheel from requirements.txt; the dyno imports it.
+    let py = s.home().join("py-deps");
+    make_wheel(&py.join("wheels"));
+    let app_py = "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\nimport greeting\n\
+class H(BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = greeting.WORD.encode()\n        self.send_response(200)\n        \
+self.send_header('Content-Length', str(len(b)))\n        self.end_headers()\n        self.wfile.write(b)\n\
+HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n";
+    s.repo(
+        &py,
+        &[
+            (
+                "requirements.txt",
+                "./wheels/greeting-1.0-py3-none-any.whl\n",
+            ),
+            ("Procfile", "web: python3 app.py\n"),
+            ("app.py", app_py),
+        ],
+    );
+    s.ok(&py, &["apps:create", "py-deps"]);
+    let out = s.git(&py, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serves(&s, "py-deps", "hello from a wheel").await;
+
+    // Node.js: npm installs a local package; `npm start` runs the app, which requires it.
+    let node = s.home().join("node-deps");
+    s.repo(
+        &node,
+        &[
+            ("greet/package.json", r#"{"name": "greet", "version": "1.0.0", "main": "index.js"}"#),
+            ("greet/index.js", "module.exports = 'hello from an npm package';\n"),
+            (
+                "package.json",
+                r#"{"name": "node-deps", "version": "1.0.0", "private": true,
+                   "dependencies": {"greet": "file:./greet"}, "scripts": {"start": "node server.js"}}"#,
+            ),
+            (
+                "server.js",
+                "require('http').createServer((q, r) => r.end(require('greet'))).listen(process.env.PORT);\n",
+            ),
+        ],
+    );
+    s.ok(&node, &["apps:create", "node-deps"]);
+    let out = s.git(&node, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serves(&s, "node-deps", "hello from an npm package").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn master_deploys_other_branches_do_not_and_apps_come_back_after_a_restart() {
+    let s = TestServer::start_with(&[]);
+    let dir = example(&s, "procfile-app");
+    s.ok(&dir, &["apps:create", "branches"]);
+    // Another branch: accepted, nothing built.
+    let out = s.git(&dir, &["push", "slipway", "main:feature"]);
+    let output = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{output}");
+    assert!(output.contains("only main or master deploys"), "{output}");
+    let releases: Value = s
+        .api_get("/apps/branches/releases")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(releases.as_array().unwrap().len(), 1);
+    // master deploys.
+    let out = s.git(&dir, &["push", "slipway", "main:master"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serves(&s, "branches", "Hello from web.1").await;
+    let info = s.ok(&dir, &["releases:info", "v2"]);
+    assert!(
+        info.contains("Release v2") && info.contains("Deploy "),
+        "{info}"
+    );
+
+    // A server restart on the same data dir starts the app's dynos again.
+    let dir_keep = s.stop();
+    let s = TestServer::start_in(dir_keep, &[]);
+    serves(&s, "branches", "Hello from web.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_from_env_vars() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in_env(dir, &[], &[("SLIPWAY_BASE_DOMAIN", "apps.test")]);
+    let r = s
+        .http()
+        .post(format!("{}/apps", s.api_url()))
+        .bearer_auth(&s.key)
+        .json(&serde_json::json!({"name": "envy"}))
+        .send()
+        .await
+        .unwrap();
+    let app: Value = r.json().await.unwrap();
+    assert_eq!(
+        app["web_url"],
+        format!("http://envy.apps.test:{}/", s.router.port())
+    );
+}

@@ -33,6 +33,14 @@ impl TestServer {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> TestServer {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    pub fn start_in_env(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let data = dir.path().join("data");
         let mut child = Command::new(BIN)
             .arg("server")
@@ -50,6 +58,7 @@ impl TestServer {
             .env("SLIPWAY_LOG", "info")
             .env("NO_COLOR", "1")
             .env("HOME", dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
