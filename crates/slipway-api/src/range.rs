@@ -91,7 +91,7 @@ pub fn respond<T: Serialize>(
             (0, s.to_string())
         }
     };
-    items.sort_by(|a, b| cmp_val(&key(a, &field)).cmp(&cmp_val(&key(b, &field))));
+    items.sort_by_key(|a| cmp_val(&key(a, &field)));
     if range.desc {
         items.reverse();
     }

@@ -680,21 +680,3 @@ async fn invalid_references_and_app_ids_are_refused() {
     );
     h.assert_tmp_empty();
 }
-
-/// The server runs builds on spawned tasks and shares one builder, so both must allow it.
-#[allow(dead_code)]
-fn builds_can_run_on_spawned_tasks(
-    builder: std::sync::Arc<Builder>,
-    tx: tokio::sync::mpsc::UnboundedSender<String>,
-) {
-    fn is_send_sync<T: Send + Sync>(_: &T) {}
-    fn is_send<T: Send>(_: &T) {}
-    is_send_sync(&builder);
-    is_send_sync(&builder.slug_store().clone());
-    let future = async move {
-        let tar: &[u8] = b"";
-        builder.build(request("x", &[]), tar, tx).await
-    };
-    is_send(&future);
-    let _ = tokio::spawn(future);
-}
