@@ -766,7 +766,20 @@ pub async fn restart_dyno(
     Path((app, dyno)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let app = s.load_app(&who, &app).await?;
-    if !s.manager.dynos(&app.id).iter().any(|d| d.name == dyno) {
+    // A dyno that is being replaced (after a deploy or config change) is still a valid name.
+    let running = s.manager.dynos(&app.id).iter().any(|d| d.name == dyno);
+    let in_formation = match dyno.rsplit_once('.') {
+        Some((ptype, n)) => match n.parse::<u32>() {
+            Ok(n) if n >= 1 => s
+                .formation_json(&app)
+                .await?
+                .iter()
+                .any(|f| f.process_type == ptype && f.quantity >= n),
+            _ => false,
+        },
+        None => false,
+    };
+    if !running && !in_formation {
         return Err(ApiError::not_found(
             "dyno",
             format!("Couldn't find that dyno ({dyno})."),

@@ -174,6 +174,14 @@ async fn push_builds_releases_and_serves_through_the_router() {
     );
     let out = s.ok(&app_dir, &["rollback", "v2"]);
     assert!(out.contains("v4"), "{out}");
+    // Dynos being replaced can still be restarted by name; unknown names cannot.
+    s.ok(&app_dir, &["ps:restart", "web.2"]);
+    let out = s.cli(&app_dir, &["ps:restart", "web.9"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("Couldn't find that dyno (web.9)"),
+        "{}",
+        text(&out.stderr)
+    );
     eventually(60, "rollback restores the old config", || async {
         let r: Value = client
             .get(s.app_url("demo", "/"))
