@@ -6,6 +6,9 @@
 //! in its own process group, with its own `$PORT` on 127.0.0.1; container runtimes implement the
 //! same trait.
 
+pub mod cgroup;
+pub mod net;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;

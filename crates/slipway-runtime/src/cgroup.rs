@@ -1,0 +1,1 @@
+//! cgroup driver (v1, hybrid, v2). Being written.

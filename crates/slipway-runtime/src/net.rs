@@ -1,0 +1,1 @@
+//! Dyno networking (bridge, netns pool, nftables). Being written.
