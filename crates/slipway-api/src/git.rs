@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use slipway_build::BuildRequest;
-use slipway_store::NewRelease;
+use slipway_store::{NewRelease, ReleaseConfig, ReleaseSlug};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::warn;
@@ -263,8 +263,7 @@ pub async fn internal_build(
         .pushes
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&token)
-        .cloned()
+        .remove(&token)
         .ok_or_else(ApiError::unauthorized)?;
     let commit = q.get("commit").cloned().unwrap_or_default();
     if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -366,8 +365,8 @@ async fn run_build(
             .release(
                 &app,
                 NewRelease {
-                    slug_id: Some(slug.id),
-                    config,
+                    slug: ReleaseSlug::Exactly(Some(slug.id)),
+                    config: ReleaseConfig::Inherit,
                     description: format!("Deploy {short}"),
                     user_email: who.email.clone(),
                     user_id: who.id.clone(),

@@ -11,24 +11,14 @@ use axum::Json;
 use serde::Deserialize;
 use slipway_logs::Source;
 use slipway_manager::{DynoStatus, RestartTarget};
-use slipway_store::{AccountRow, AppRow, NewRelease, ReleaseRow};
+use slipway_store::{AccountRow, AppRow, NewRelease, ReleaseConfig, ReleaseRow, ReleaseSlug};
 use slipway_types::*;
 
 use crate::auth::Auth;
 use crate::error::{parse_json, ApiError, ApiResult};
 use crate::{range, AppState};
 
-/// Dyno sizes Slipway knows, named as Heroku's.
-pub const DYNO_SIZES: &[&str] = &[
-    "eco",
-    "basic",
-    "standard-1x",
-    "standard-2x",
-    "performance-m",
-    "performance-l",
-];
-/// Buildpacks that ship with Slipway.
-pub const BUILTIN_BUILDPACKS: &[&str] = &["python", "nodejs", "static", "procfile"];
+use slipway_build::BUILTIN_BUILDPACKS;
 
 /// The `host:port` the client used to reach the API, for URLs in answers.
 pub struct ApiHost(pub String);
@@ -221,6 +211,14 @@ impl AppState {
     }
 }
 
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed on this path. See the Platform API v3 reference.",
+    )
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found(
         "path",
@@ -344,8 +342,9 @@ pub async fn delete_app(
 ) -> ApiResult<Json<App>> {
     let app = s.load_app(&who, &app).await?;
     let json = s.app_json(&app, &host).await?;
-    s.manager.remove_app(&app.id, &app.name).await;
+    // The row goes first, so a reconcile that runs meanwhile finds no app to start dynos for.
     s.store.delete_app(&app.id).await?;
+    s.manager.remove_app(&app.id, &app.name).await;
     s.logs.remove_app(&app.id);
     crate::git::remove_repo(&s, &app.name).await;
     Ok(Json(json))
@@ -381,20 +380,27 @@ pub async fn patch_config(
         .current_release(&app.id)
         .await?
         .ok_or_else(|| ApiError::internal("app has no release"))?;
-    let mut config = current.config.clone();
+    let config = current.config;
     let (mut set, mut removed) = (Vec::new(), Vec::new());
+    let mut patch = BTreeMap::new();
     for (key, value) in changes {
         validate_config_key(&key).map_err(ApiError::invalid)?;
         match value {
             serde_json::Value::Null => {
-                if config.remove(&key).is_some() {
-                    removed.push(key);
+                if config.contains_key(&key) {
+                    removed.push(key.clone());
+                    patch.insert(key, None);
                 }
+            }
+            serde_json::Value::String(v) if v.contains('\0') => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid value for config var {key}: values cannot contain NUL characters."
+                )))
             }
             serde_json::Value::String(v) => {
                 if config.get(&key) != Some(&v) {
-                    config.insert(key.clone(), v);
-                    set.push(key);
+                    set.push(key.clone());
+                    patch.insert(key, Some(v));
                 }
             }
             other => {
@@ -417,18 +423,19 @@ pub async fn patch_config(
         ),
     };
     s.api_log(&app.id, &format!("{description} by {}", who.email));
-    s.release(
-        &app,
-        NewRelease {
-            slug_id: current.slug_id,
-            config: config.clone(),
-            description,
-            user_email: who.email.clone(),
-            user_id: who.id.clone(),
-        },
-    )
-    .await?;
-    Ok(Json(config))
+    let r = s
+        .release(
+            &app,
+            NewRelease {
+                slug: ReleaseSlug::Inherit,
+                config: ReleaseConfig::Patch(patch),
+                description,
+                user_email: who.email.clone(),
+                user_id: who.id.clone(),
+            },
+        )
+        .await?;
+    Ok(Json(r.config))
 }
 
 // ---- releases -----------------------------------------------------------------------------
@@ -519,8 +526,8 @@ pub async fn rollback(
         .release(
             &app,
             NewRelease {
-                slug_id: target.slug_id.clone(),
-                config: target.config.clone(),
+                slug: ReleaseSlug::Exactly(target.slug_id.clone()),
+                config: ReleaseConfig::Exactly(target.config.clone()),
                 description,
                 user_email: who.email.clone(),
                 user_id: who.id.clone(),
@@ -613,10 +620,11 @@ async fn apply_formation(
             return Err(no_such_type(&ptype));
         }
         if let Some(size) = &u.size {
-            if !DYNO_SIZES.contains(&size.to_ascii_lowercase().as_str()) {
+            if dyno_size(size).is_none() {
+                let names: Vec<&str> = DYNO_SIZES.iter().map(|s| s.name).collect();
                 return Err(ApiError::invalid(format!(
                     "Invalid dyno size {size}. Choose one of: {}.",
-                    DYNO_SIZES.join(", ")
+                    names.join(", ")
                 )));
             }
         }

@@ -29,7 +29,7 @@ use slipway_manager::Manager;
 use slipway_router::RouteTable;
 use slipway_store::Store;
 
-pub use git::install_hook_script;
+pub use git::{install_hook_script, STATUS_MARKER};
 
 /// Settings the API needs from the server's configuration.
 #[derive(Debug, Clone)]
@@ -88,10 +88,17 @@ impl AppState {
     }
 }
 
-/// Every response carries a `Request-Id`, as Heroku's do.
+/// Every response carries a `Request-Id`, as Heroku's do. The span names the matched route
+/// (`/log-sessions/{token}`), never the raw path, so tokens stay out of the server's log.
 async fn request_id(req: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::debug_span!("api", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let span =
+        tracing::debug_span!("api", request_id = %id, method = %req.method(), route = %route);
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("request-id", v);
@@ -147,6 +154,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/{repo}/git-receive-pack", post(git::git_http))
         .route("/{repo}/git-upload-pack", post(git::git_http))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }

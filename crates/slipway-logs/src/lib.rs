@@ -144,7 +144,13 @@ impl LogRouter {
         let time = Utc::now();
         let mut apps = self.inner.apps.lock().unwrap_or_else(|e| e.into_inner());
         let log = apps.entry(app_id.to_string()).or_insert_with(AppLog::new);
-        for part in split_message(message) {
+        // One line per line of the message: a newline inside would break SSE framing.
+        let parts: Vec<&str> = if message.is_empty() {
+            vec![""]
+        } else {
+            message.lines().flat_map(split_message).collect()
+        };
+        for part in parts {
             let line = LogLine {
                 seq: log.next_seq,
                 time,
@@ -336,6 +342,16 @@ mod tests {
             .all(|l| l.dyno == "web.1" && l.source == Source::App));
         let (after, _) = r.since("a", &Filter::default(), all[all.len() - 2].seq);
         assert_eq!(after.len(), 1);
+    }
+
+    #[test]
+    fn multi_line_messages_become_lines() {
+        let r = LogRouter::new();
+        r.emit("a", Source::Heroku, "api", "Build failed:\nline two\r\n");
+        r.emit("a", Source::App, "web.1", "");
+        let (lines, _) = r.snapshot("a", &Filter::default(), 10);
+        let msgs: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(msgs, ["Build failed:", "line two", ""]);
     }
 
     #[test]

@@ -111,6 +111,8 @@ struct Inner {
     apps: Mutex<HashMap<String, AppDynos>>,
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     unpack_lock: tokio::sync::Mutex<()>,
+    /// Set by [`Manager::shutdown`]: no dyno starts after it.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// The dyno manager; cheap to clone.
@@ -143,6 +145,7 @@ impl Manager {
                 apps: Mutex::default(),
                 app_locks: Mutex::default(),
                 unpack_lock: tokio::sync::Mutex::new(()),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -218,6 +221,12 @@ impl Manager {
             self.stop_where(app_id, |_| true).await;
             return Ok(());
         };
+        // Unpack the new slug before anything stops, so the gap between old and new is short.
+        let slug_dir = if desired.is_empty() {
+            None
+        } else {
+            Some(self.unpacked(&slug.sha256).await?)
+        };
         // Stop dynos that are not wanted or are on another release, size or command.
         self.stop_where(app_id, |s| {
             !desired.iter().any(|(name, _, command, size)| {
@@ -228,11 +237,17 @@ impl Manager {
             })
         })
         .await;
-        if desired.is_empty() {
+        let Some(slug_dir) = slug_dir else {
             self.publish(app_id);
             return Ok(());
+        };
+        if self
+            .inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
         }
-        let slug_dir = self.unpacked(&slug.sha256).await?;
         let mut apps = lock(&self.inner.apps);
         let entry = apps.entry(app_id.to_string()).or_default();
         entry.app_name = app.name.clone();
@@ -335,8 +350,16 @@ impl Manager {
 
     /// Stops every dyno of every app (server shutdown).
     pub async fn shutdown(&self) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<String> = lock(&self.inner.apps).keys().cloned().collect();
-        futures_util::future::join_all(ids.iter().map(|id| self.stop_where(id, |_| true))).await;
+        futures_util::future::join_all(ids.iter().map(|id| async move {
+            let lock = self.app_lock(id);
+            let _guard = lock.lock().await;
+            self.stop_where(id, |_| true).await
+        }))
+        .await;
     }
 
     /// The dynos of an app, by name.
@@ -347,30 +370,30 @@ impl Manager {
             .unwrap_or_default()
     }
 
-    /// Pushes the app's up web dynos to the router.
+    /// Pushes the app's up web dynos to the router. The table is written under the same lock the
+    /// states are read under, so an older view never overwrites a newer one.
     fn publish(&self, app_id: &str) {
-        let (name, backends) = {
-            let apps = lock(&self.inner.apps);
-            let Some(entry) = apps.get(app_id) else {
-                return;
-            };
-            let backends = entry
-                .slots
-                .values()
-                .filter_map(|s| {
-                    let st = lock(&s.status);
-                    match (st.process_type.as_str(), st.state, st.addr) {
-                        ("web", DynoState::Up, Some(addr)) => Some(Backend {
-                            dyno: st.name.clone(),
-                            addr,
-                        }),
-                        _ => None,
-                    }
-                })
-                .collect::<Vec<_>>();
-            (entry.app_name.clone(), backends)
+        let apps = lock(&self.inner.apps);
+        let Some(entry) = apps.get(app_id) else {
+            return;
         };
-        self.inner.routes.set_backends(app_id, &name, backends);
+        let backends = entry
+            .slots
+            .values()
+            .filter_map(|s| {
+                let st = lock(&s.status);
+                match (st.process_type.as_str(), st.state, st.addr) {
+                    ("web", DynoState::Up, Some(addr)) => Some(Backend {
+                        dyno: st.name.clone(),
+                        addr,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect::<Vec<_>>();
+        self.inner
+            .routes
+            .set_backends(app_id, &entry.app_name, backends);
     }
 
     /// The directory a slug is unpacked in, unpacking it the first time.

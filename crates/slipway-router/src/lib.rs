@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rand::seq::SliceRandom;
 use slipway_logs::{LogRouter, Source};
 use slipway_types::{Backend, RouteSink};
@@ -34,6 +34,21 @@ use tracing::debug;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type RespBody = BoxBody<Bytes, BoxError>;
+
+/// Time a client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Hop-by-hop headers: they describe one connection and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 /// Time allowed to the first response byte (Heroku's H12 after 30 s).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,8 +191,9 @@ pub async fn serve(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
             if let Err(error) = conn.await {
                 debug!(%error, "Router connection ended with an error.");
             }
@@ -293,6 +309,9 @@ impl Router {
         };
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
+        for h in HOP_BY_HOP {
+            headers.remove(*h);
+        }
         let set = |h: &mut http::HeaderMap, name: &'static str, value: String| {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(HeaderName::from_static(name), v);
@@ -364,7 +383,7 @@ impl LogFields {
             self.path.replace('"', "%22"),
             self.host,
             self.request_id,
-            self.fwd,
+            self.fwd.replace(['"', '\\'], ""),
             self.dyno,
             ms(self.connect_ms),
             ms(self.service_ms),

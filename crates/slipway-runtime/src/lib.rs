@@ -7,7 +7,10 @@
 //! same trait.
 
 pub mod cgroup;
+pub mod launcher;
 pub mod net;
+mod seccomp;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -112,7 +115,7 @@ fn free_port() -> std::io::Result<u16> {
 
 /// The shell script that runs a Procfile command as Heroku does: `.profile.d/*.sh` and
 /// `.profile` first, then the command.
-fn launch_script(command: &str) -> String {
+pub(crate) fn launch_script(command: &str) -> String {
     format!(
         "for f in \"$HOME\"/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done\n\
          [ -r \"$HOME/.profile\" ] && . \"$HOME/.profile\"\n\

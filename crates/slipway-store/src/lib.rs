@@ -80,11 +80,32 @@ pub struct ReleaseRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Where a new release's config vars come from. Inheriting and patching read the current
+/// release inside the same transaction, so concurrent changes are never lost.
+#[derive(Debug, Clone)]
+pub enum ReleaseConfig {
+    /// The current release's config vars (a deploy).
+    Inherit,
+    /// The current config vars with these set (`Some`) or removed (`None`).
+    Patch(BTreeMap<String, Option<String>>),
+    /// Exactly these (a rollback).
+    Exactly(ConfigVars),
+}
+
+/// Which slug a new release runs.
+#[derive(Debug, Clone)]
+pub enum ReleaseSlug {
+    /// The current release's slug (a config change).
+    Inherit,
+    /// This one (a deploy or a rollback).
+    Exactly(Option<String>),
+}
+
 /// What a new release is made of.
 #[derive(Debug, Clone)]
 pub struct NewRelease {
-    pub slug_id: Option<String>,
-    pub config: ConfigVars,
+    pub slug: ReleaseSlug,
+    pub config: ReleaseConfig,
     pub description: String,
     pub user_email: String,
     pub user_id: String,
@@ -427,11 +448,43 @@ impl Store {
         })
     }
 
-    /// Adds the next numbered release, atomically.
+    /// Adds the next numbered release, atomically: the version number, and any inherited slug or
+    /// config vars, are read and written in one write transaction.
     pub async fn create_release(&self, app_id: &str, new: NewRelease) -> Result<ReleaseRow> {
         let t = now().to_rfc3339();
         let id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current = sqlx::query(
+            "SELECT * FROM releases WHERE app_id = ? AND status = 'succeeded' ORDER BY version DESC LIMIT 1",
+        )
+        .bind(app_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = current.as_ref().map(Self::release_row).transpose()?;
+        let config = match new.config {
+            ReleaseConfig::Exactly(c) => c,
+            ReleaseConfig::Inherit => current
+                .as_ref()
+                .map(|r| r.config.clone())
+                .unwrap_or_default(),
+            ReleaseConfig::Patch(changes) => {
+                let mut c = current
+                    .as_ref()
+                    .map(|r| r.config.clone())
+                    .unwrap_or_default();
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => c.insert(k, v),
+                        None => c.remove(&k),
+                    };
+                }
+                c
+            }
+        };
+        let slug_id = match new.slug {
+            ReleaseSlug::Exactly(s) => s,
+            ReleaseSlug::Inherit => current.as_ref().and_then(|r| r.slug_id.clone()),
+        };
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?",
         )
@@ -445,8 +498,8 @@ impl Store {
         .bind(&id)
         .bind(app_id)
         .bind(version)
-        .bind(&new.slug_id)
-        .bind(to_json(&new.config))
+        .bind(&slug_id)
+        .bind(to_json(&config))
         .bind(&new.description)
         .bind(&new.user_email)
         .bind(&new.user_id)
@@ -603,8 +656,8 @@ mod tests {
             .create_release(
                 &app.id,
                 NewRelease {
-                    slug_id: None,
-                    config: config.clone(),
+                    slug: ReleaseSlug::Exactly(None),
+                    config: ReleaseConfig::Exactly(config.clone()),
                     description: "Set A config vars".into(),
                     user_email: owner.email.clone(),
                     user_id: owner.id.clone(),
@@ -618,6 +671,29 @@ mod tests {
         let cur = s.current_release(&app.id).await.unwrap().unwrap();
         assert_eq!(cur.version, 2);
         assert_eq!(cur.config, config);
+        // Concurrent patches are both kept.
+        let patch = |k: &str| NewRelease {
+            slug: ReleaseSlug::Inherit,
+            config: ReleaseConfig::Patch(
+                [(k.to_string(), Some("x".to_string()))]
+                    .into_iter()
+                    .collect(),
+            ),
+            description: format!("Set {k} config vars"),
+            user_email: owner.email.clone(),
+            user_id: owner.id.clone(),
+        };
+        let (a, b) = tokio::join!(
+            s.create_release(&app.id, patch("P")),
+            s.create_release(&app.id, patch("Q"))
+        );
+        let mut versions = [a.unwrap().version, b.unwrap().version];
+        versions.sort();
+        assert_eq!(versions, [3, 4]);
+        let cur = s.current_release(&app.id).await.unwrap().unwrap();
+        assert_eq!(cur.config.get("P").map(String::as_str), Some("x"));
+        assert_eq!(cur.config.get("Q").map(String::as_str), Some("x"));
+        assert_eq!(cur.config.get("A").map(String::as_str), Some("1"));
         assert_eq!(
             s.release(&app.id, "v1").await.unwrap().unwrap().description,
             "Initial release"

@@ -7,8 +7,10 @@
 
 pub mod names;
 pub mod routing;
+pub mod sizes;
 pub mod wire;
 
 pub use names::*;
 pub use routing::*;
+pub use sizes::*;
 pub use wire::*;

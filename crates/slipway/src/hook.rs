@@ -11,7 +11,8 @@ use std::process::{ExitCode, Stdio};
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
-const STATUS_MARKER: &str = "\u{1e}slipway-build-status: ";
+use slipway_api::STATUS_MARKER;
+
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 pub fn main() -> ExitCode {

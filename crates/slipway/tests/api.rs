@@ -42,6 +42,24 @@ async fn every_endpoint_needs_a_valid_key() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/apps/x/config-vars"),
+        (reqwest::Method::PATCH, "/apps/x/formation"),
+        (reqwest::Method::PUT, "/apps/x/buildpack-installations"),
+        (reqwest::Method::DELETE, "/apps/x"),
+        (reqwest::Method::DELETE, "/apps/x/dynos"),
+        (reqwest::Method::POST, "/apps"),
+        (reqwest::Method::POST, "/apps/x/releases"),
+    ] {
+        let r = c
+            .request(method.clone(), format!("{}{path}", s.api_url()))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method} {path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["id"], "unauthorized");
+    }
     // Bearer and Basic (key as password) both work.
     let a: Value = c
         .get(format!("{}/account", s.api_url()))
@@ -134,6 +152,16 @@ async fn apps_config_releases_in_herokus_wire_format() {
         json!({"id": "not_found", "message": "Couldn't find that app.", "resource": "app"})
     );
 
+    // A method a path does not take gets Heroku's error body too.
+    let r = c
+        .put(url("/apps"))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], "method_not_allowed");
+
     // Config vars: PATCH merges, null unsets, each change is a release.
     let patch = |body: Value| {
         c.patch(url("/apps/wire/config-vars"))
@@ -158,6 +186,8 @@ async fn apps_config_releases_in_herokus_wire_format() {
     let r = patch(json!({"lower-case": "x"})).await.unwrap();
     assert_eq!(r.status(), 422);
     let r = patch(json!({"N": 5})).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let r = patch(json!({"N": "a\u{0}b"})).await.unwrap();
     assert_eq!(r.status(), 422);
 
     let releases: Value = s.api_get("/apps/wire/releases").await.json().await.unwrap();
@@ -412,4 +442,64 @@ async fn owner_key_is_found_by_the_local_cli_and_survives_restart() {
     let s = TestServer::start_in(dir, &[]);
     assert_eq!(s.key, key);
     assert_eq!(s.api_get("/apps/found-it").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_tail_streams_new_lines_with_ids() {
+    let s = TestServer::start();
+    let c = s.http();
+    let url = |p: &str| format!("{}{p}", s.api_url());
+    c.post(url("/apps"))
+        .bearer_auth(&s.key)
+        .json(&json!({"name": "ssetail"}))
+        .send()
+        .await
+        .unwrap();
+    let session: Value = c
+        .post(url("/apps/ssetail/log-sessions"))
+        .bearer_auth(&s.key)
+        .json(&json!({"tail": true, "lines": 1, "source": "heroku"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut resp = c
+        .get(session["logplex_url"].as_str().unwrap())
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    c.patch(url("/apps/ssetail/config-vars"))
+        .bearer_auth(&s.key)
+        .json(&json!({"LIVE": "1"}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("Set LIVE config vars") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "{seen}");
+    let event = seen
+        .split("\n\n")
+        .find(|e| e.contains("Set LIVE config vars"))
+        .unwrap();
+    assert!(
+        event.starts_with("id: ") || event.contains("\nid: "),
+        "{event}"
+    );
+    assert!(
+        event.contains("data: ") && event.contains(" heroku[api]: "),
+        "{event}"
+    );
 }

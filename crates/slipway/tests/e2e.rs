@@ -198,12 +198,24 @@ async fn push_builds_releases_and_serves_through_the_router() {
     assert_eq!(v4["description"], "Rollback to v2");
     assert_eq!(v4["current"], true);
 
-    // A no-op redeploy after a new commit builds again and makes a new release.
-    std::fs::write(app_dir.join("README"), "hi\n").unwrap();
-    s.commit_all(&app_dir, "readme");
+    // A new commit builds again, makes a new release, and the dynos move to the new code.
+    std::fs::write(app_dir.join("VERSION"), "two\n").unwrap();
+    s.commit_all(&app_dir, "version two");
     let (ok, output) = push(&s, &app_dir);
     assert!(ok, "{output}");
     assert!(output.contains("Released v5"), "{output}");
+    eventually(60, "the new code serves", || async {
+        let r: Value = client
+            .get(s.app_url("demo", "/"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (r["version"] == "two").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,6 +244,20 @@ async fn a_failed_build_rejects_the_push() {
     let (ok, output) = push(&s, &dir);
     assert!(!ok, "{output}");
     assert!(output.contains("Procfile"), "{output}");
+
+    // A Procfile without web: the push works, and scaling web is refused.
+    std::fs::write(dir.join("Procfile"), "worker: sleep 1000\n").unwrap();
+    s.commit_all(&dir, "worker only");
+    let (ok, output) = push(&s, &dir);
+    assert!(ok, "{output}");
+    assert!(output.contains("No web process type"), "{output}");
+    let out = s.cli(&dir, &["ps:scale", "web=1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Couldn't find that process type (web)"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Push to an unknown app: git says the repository is not there.
     let o = s.git(

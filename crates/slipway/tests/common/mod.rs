@@ -284,6 +284,7 @@ class H(BaseHTTPRequestHandler):
             "dyno": os.environ.get("DYNO"),
             "greeting": os.environ.get("GREETING"),
             "path": self.path,
+            "version": open("VERSION").read().strip() if os.path.exists("VERSION") else None,
             "headers": {k.lower(): v for k, v in self.headers.items()},
         }).encode()
         self.send_response(200)

@@ -1,0 +1,136 @@
+//! Stacks: the root filesystems dynos run on.
+//!
+//! A [`Stack`] is a directory that becomes a dyno's read-only `/`, plus host directories bound
+//! into it. [`Stack::host`] builds the development stack: the host's own `/usr` bound read-only
+//! and a synthesised `/etc` with only what programs need to run (users, name service, loader
+//! cache, CA certificates), never the host's `shadow`, keys or other secrets.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The uid and gid the app runs as inside a dyno.
+pub const DYNO_UID: u32 = 10000;
+pub const DYNO_GID: u32 = 10000;
+
+/// A root filesystem for dynos.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stack {
+    /// Stack name, e.g. `slipway-host`.
+    pub name: String,
+    /// The directory mounted read-only as `/`.
+    pub root: PathBuf,
+    /// Host directories bound read-only into the root: (host path, path inside, relative).
+    pub binds: Vec<(PathBuf, String)>,
+}
+
+/// Files copied from the host's `/etc` into the development stack.
+const HOST_ETC: &[&str] = &[
+    "nsswitch.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates.conf",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "protocols",
+    "services",
+    "mime.types",
+    "bash.bashrc",
+    "profile",
+    "debian_version",
+    "host.conf",
+    "gai.conf",
+    "inputrc",
+    "os-release",
+    "python3",
+    "python3.11",
+];
+
+/// Mount points every stack must have.
+const MOUNT_POINTS: &[&str] = &[
+    "app", "proc", "dev", "tmp", "usr", "etc", "home", "root", "run", "var/tmp", "var/lib",
+];
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(from)?;
+        let _ = std::fs::remove_file(to);
+        symlink(target, to)
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        std::fs::copy(from, to).map(|_| ())
+    } else {
+        Ok(())
+    }
+}
+
+impl Stack {
+    /// Builds (or refreshes) the development stack under `dir` from the host's `/usr`.
+    pub fn host(dir: &Path) -> std::io::Result<Stack> {
+        let root = dir.join("rootfs");
+        if root.exists() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        for d in MOUNT_POINTS {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+        std::fs::set_permissions(
+            root.join("var/tmp"),
+            std::fs::Permissions::from_mode(0o1777),
+        )?;
+        // Merged-/usr layout: /bin, /lib... point into /usr.
+        for link in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let host = Path::new("/").join(link);
+            if let Ok(target) = std::fs::read_link(&host) {
+                symlink(target, root.join(link))?;
+            } else if Path::new("/usr").join(link).is_dir() {
+                symlink(format!("usr/{link}"), root.join(link))?;
+            }
+        }
+        let etc = root.join("etc");
+        for name in HOST_ETC {
+            let from = Path::new("/etc").join(name);
+            if std::fs::symlink_metadata(&from).is_ok() {
+                let to = etc.join(name);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                copy_tree(&from, &to)?;
+            }
+        }
+        std::fs::write(
+            etc.join("passwd"),
+            format!(
+                "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                 dyno:x:{DYNO_UID}:{DYNO_GID}:dyno:/app:/bin/bash\n"
+            ),
+        )?;
+        std::fs::write(
+            etc.join("group"),
+            format!("root:x:0:\nnogroup:x:65534:\ndyno:x:{DYNO_GID}:\n"),
+        )?;
+        // Per-dyno files are bound over these.
+        for f in ["hosts", "resolv.conf", "hostname"] {
+            std::fs::write(etc.join(f), "")?;
+        }
+        Ok(Stack {
+            name: "slipway-host".into(),
+            root,
+            binds: vec![(PathBuf::from("/usr"), "usr".into())],
+        })
+    }
+}
