@@ -31,6 +31,8 @@ pub enum ManagerError {
     Store(#[from] slipway_store::StoreError),
     #[error("could not unpack the slug: {0}")]
     Slug(#[from] slipway_build::BuildError),
+    #[error("could not prepare the slug: {0}")]
+    Runtime(#[from] slipway_runtime::RuntimeError),
 }
 
 /// Settings of the dyno manager.
@@ -272,6 +274,8 @@ impl Manager {
             let mut env = release.config.clone();
             env.insert("DYNO".into(), name.clone());
             let spec = DynoSpec {
+                id: String::new(),
+                size: lock(&status).size.clone(),
                 name: name.clone(),
                 command,
                 slug_dir: slug_dir.clone(),
@@ -404,7 +408,18 @@ impl Manager {
         }
         let _guard = self.inner.unpack_lock.lock().await;
         if !dir.is_dir() {
-            self.inner.slugs.unpack(sha256, &dir).await?;
+            // Unpacked and prepared beside, then moved in, so a half-ready slug is never used.
+            let staging = self
+                .inner
+                .config
+                .slug_root
+                .join(format!(".{sha256}.staging"));
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            self.inner.slugs.unpack(sha256, &staging).await?;
+            self.inner.runtime.prepare_slug(&staging).await?;
+            tokio::fs::rename(&staging, &dir)
+                .await
+                .map_err(slipway_runtime::RuntimeError::Spawn)?;
         }
         Ok(dir)
     }
@@ -495,7 +510,9 @@ async fn supervise(
         let sink: OutputSink =
             Arc::new(move |line: &str| logs.emit(&sink_app, Source::App, &sink_dyno, line));
         let started = tokio::time::Instant::now();
-        let mut dyno: RunningDyno = match m.inner.runtime.start(spec.clone(), sink) {
+        let mut instance = spec.clone();
+        instance.id = uuid::Uuid::new_v4().simple().to_string();
+        let mut dyno: RunningDyno = match m.inner.runtime.start(instance, sink).await {
             Ok(d) => d,
             Err(error) => {
                 warn!(app_id = %app_id, dyno = %name, %error, "Dyno failed to start.");
@@ -529,9 +546,11 @@ async fn supervise(
             None => {
                 set_state(&m, &app_id, &status, DynoState::Up);
                 info!(app_id = %app_id, dyno = %name, "Dyno up.");
+                let monitor = dyno.monitor();
                 tokio::select! {
                     code = dyno.wait() => Outcome::Exited(code),
                     _ = stop_requested(&mut stop_rx) => Outcome::Stop,
+                    never = watch_memory(&m, &app_id, &name, &monitor) => match never {},
                 }
             }
         };
@@ -556,6 +575,10 @@ async fn supervise(
                 );
             }
             Outcome::Exited(code) => {
+                if dyno.monitor().memory().is_some_and(|s| s.oom_kills > 0) {
+                    m.log(&app_id, &name, "Error R15 (Memory quota vastly exceeded)");
+                    m.log(&app_id, &name, "Stopping process with SIGKILL");
+                }
                 m.log(
                     &app_id,
                     &name,
@@ -572,6 +595,42 @@ async fn supervise(
         if wait_or_stop(restart_delay(crashes), &mut stop_rx).await {
             set_state(&m, &app_id, &status, DynoState::Down);
             break;
+        }
+    }
+}
+
+/// How often a dyno's memory is read, and how often R14 repeats while it stays over quota.
+const MEMORY_CHECK: Duration = Duration::from_secs(5);
+const R14_REPEAT: Duration = Duration::from_secs(60);
+
+/// Logs R14 whenever a dyno goes over its memory quota, as Heroku does. Never returns.
+async fn watch_memory(
+    m: &Manager,
+    app_id: &str,
+    name: &str,
+    monitor: &slipway_runtime::DynoMonitor,
+) -> std::convert::Infallible {
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(MEMORY_CHECK).await;
+        let Some(stats) = monitor.memory() else {
+            continue;
+        };
+        if stats.usage > stats.quota {
+            let due = last_warning.is_none_or(|t| t.elapsed() >= R14_REPEAT);
+            if due {
+                let mb = stats.usage / (1024 * 1024);
+                let pct = stats.usage as f64 * 100.0 / stats.quota.max(1) as f64;
+                m.log(
+                    app_id,
+                    name,
+                    &format!("Process running mem={mb}M({pct:.1}%)"),
+                );
+                m.log(app_id, name, "Error R14 (Memory quota exceeded)");
+                last_warning = Some(tokio::time::Instant::now());
+            }
+        } else {
+            last_warning = None;
         }
     }
 }

@@ -7,6 +7,7 @@
 //! same trait.
 
 pub mod cgroup;
+pub mod container;
 pub mod launcher;
 pub mod net;
 mod seccomp;
@@ -29,13 +30,33 @@ use tokio::sync::watch;
 pub enum RuntimeError {
     #[error("could not start the dyno's process: {0}")]
     Spawn(#[from] std::io::Error),
+    #[error("could not set the dyno up: {0}")]
+    Setup(String),
+}
+
+/// A boxed future, so [`DynoRuntime`] stays object-safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A dyno's memory, for R14 and R15.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryStats {
+    /// Bytes in use (RSS, shared memory and swap).
+    pub usage: u64,
+    /// The size's quota: above it the dyno logs R14.
+    pub quota: u64,
+    /// Times the kernel killed a process of the dyno for memory (R15).
+    pub oom_kills: u64,
 }
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct DynoSpec {
+    /// Unique per instance: names its cgroup, directories and hostname.
+    pub id: String,
     /// `web.1`, `worker.2`, `run.1234`.
     pub name: String,
+    /// The dyno size (`basic`, `standard-2x`...), which sets its limits.
+    pub size: String,
     /// The Procfile command, run through a shell.
     pub command: String,
     /// The unpacked slug: the dyno's working directory and `$HOME`.
@@ -53,10 +74,38 @@ pub struct RunningDyno {
     pub addr: SocketAddr,
     /// Becomes `Some(status)` when the process has exited; 128+N after signal N.
     pub exit: watch::Receiver<Option<i32>>,
-    control: Box<dyn DynoControl>,
+    control: Arc<dyn DynoControl>,
+}
+
+/// Reads a running dyno's memory without borrowing the dyno.
+#[derive(Clone)]
+pub struct DynoMonitor(Arc<dyn DynoControl>);
+
+impl DynoMonitor {
+    /// Memory use and OOM kills, where the runtime measures them; after exit, the last reading.
+    pub fn memory(&self) -> Option<MemoryStats> {
+        self.0.memory()
+    }
 }
 
 impl RunningDyno {
+    fn new(
+        addr: SocketAddr,
+        exit: watch::Receiver<Option<i32>>,
+        control: Arc<dyn DynoControl>,
+    ) -> Self {
+        RunningDyno {
+            addr,
+            exit,
+            control,
+        }
+    }
+
+    /// A handle that reads the dyno's memory.
+    pub fn monitor(&self) -> DynoMonitor {
+        DynoMonitor(self.control.clone())
+    }
+
     /// Asks every process of the dyno to stop (SIGTERM).
     pub fn terminate(&self) {
         self.control.signal(Signal::SIGTERM);
@@ -83,12 +132,26 @@ impl RunningDyno {
 /// Sends signals to all of a dyno's processes.
 trait DynoControl: Send + Sync {
     fn signal(&self, sig: Signal);
+    fn memory(&self) -> Option<MemoryStats> {
+        None
+    }
 }
 
 /// Starts dynos.
 pub trait DynoRuntime: Send + Sync + 'static {
     /// Starts the dyno; its output goes to `output` line by line.
-    fn start(&self, spec: DynoSpec, output: OutputSink) -> Result<RunningDyno, RuntimeError>;
+    fn start<'a>(
+        &'a self,
+        spec: DynoSpec,
+        output: OutputSink,
+    ) -> BoxFuture<'a, Result<RunningDyno, RuntimeError>>;
+    /// Readies a freshly unpacked slug for this runtime (once per slug).
+    fn prepare_slug<'a>(
+        &'a self,
+        _dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// A short name for logs and `ps`: `host`, `container`.
     fn name(&self) -> &'static str;
 }
@@ -107,7 +170,7 @@ impl DynoControl for ProcessGroup {
 }
 
 /// Picks a free TCP port on 127.0.0.1.
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
@@ -124,7 +187,21 @@ pub(crate) fn launch_script(command: &str) -> String {
 }
 
 impl DynoRuntime for HostRuntime {
-    fn start(&self, spec: DynoSpec, output: OutputSink) -> Result<RunningDyno, RuntimeError> {
+    fn start<'a>(
+        &'a self,
+        spec: DynoSpec,
+        output: OutputSink,
+    ) -> BoxFuture<'a, Result<RunningDyno, RuntimeError>> {
+        Box::pin(async move { self.start_host(spec, output) })
+    }
+
+    fn name(&self) -> &'static str {
+        "host"
+    }
+}
+
+impl HostRuntime {
+    fn start_host(&self, spec: DynoSpec, output: OutputSink) -> Result<RunningDyno, RuntimeError> {
         let port = free_port()?;
         let shell = if std::path::Path::new("/bin/bash").exists() {
             "/bin/bash"
@@ -172,9 +249,9 @@ impl DynoRuntime for HostRuntime {
             }
             let _ = tx.send(Some(code));
         });
-        let control: Box<dyn DynoControl> = match pid {
-            Some(pid) => Box::new(ProcessGroup(pid)),
-            None => Box::new(ProcessGroup(Pid::from_raw(-1))),
+        let control: Arc<dyn DynoControl> = match pid {
+            Some(pid) => Arc::new(ProcessGroup(pid)),
+            None => Arc::new(ProcessGroup(Pid::from_raw(-1))),
         };
         Ok(RunningDyno {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -182,13 +259,9 @@ impl DynoRuntime for HostRuntime {
             control,
         })
     }
-
-    fn name(&self) -> &'static str {
-        "host"
-    }
 }
 
-async fn forward_lines(stream: impl AsyncRead + Unpin, sink: OutputSink) {
+pub(crate) async fn forward_lines(stream: impl AsyncRead + Unpin, sink: OutputSink) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -224,6 +297,8 @@ mod tests {
         env.insert("GREETING".into(), "hi".into());
         DynoSpec {
             name: "web.1".into(),
+            id: "test-dyno".into(),
+            size: "basic".into(),
             command: command.into(),
             slug_dir: dir.to_path_buf(),
             env,
@@ -248,6 +323,7 @@ mod tests {
                 ),
                 sink,
             )
+            .await
             .unwrap();
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(10), d.wait())
@@ -272,6 +348,7 @@ mod tests {
         // A foreground child and a background one.
         let mut d = HostRuntime
             .start(spec(dir.path(), "sleep 300 & sleep 300; wait"), sink)
+            .await
             .unwrap();
         d.terminate();
         let code = tokio::time::timeout(Duration::from_secs(10), d.wait())

@@ -1,0 +1,298 @@
+//! Dynos as containers: [`ContainerRuntime`] starts each dyno through the `dyno-exec` launcher
+//! (see [`crate::launcher`]), in a fresh cgroup sized by its dyno size and, when networking is
+//! set up, in its own network namespace where every web dyno listens on port 5000.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use slipway_types::dyno_size;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::cgroup::{CgroupDriver, DynoCgroup, Limits};
+use crate::launcher::{LaunchSpec, SPEC_ENV};
+use crate::net::{NetSlot, Network};
+use crate::stack::{Stack, DYNO_GID, DYNO_UID};
+use crate::{
+    forward_lines, free_port, BoxFuture, DynoControl, DynoRuntime, DynoSpec, MemoryStats,
+    OutputSink, RunningDyno, RuntimeError,
+};
+
+/// The port every web dyno listens on inside its own network namespace.
+pub const DYNO_PORT: u16 = 5000;
+
+/// How container dynos are set up on this host.
+#[derive(Clone)]
+pub struct ContainerConfig {
+    /// The `slipway` binary, run as `slipway dyno-exec`.
+    pub exe: PathBuf,
+    /// The stack every dyno runs on.
+    pub stack: Stack,
+    /// Per-instance directories live here.
+    pub dynos_dir: PathBuf,
+    /// Sizes are enforced through these; `None` only where the host has no cgroups.
+    pub cgroups: Option<Arc<CgroupDriver>>,
+    /// Bridge networking; `None` shares the host's network with a distinct `$PORT` per dyno.
+    pub network: Option<Network>,
+}
+
+/// Runs dynos as containers.
+#[derive(Clone)]
+pub struct ContainerRuntime {
+    cfg: ContainerConfig,
+}
+
+impl ContainerRuntime {
+    pub fn new(cfg: ContainerConfig) -> Self {
+        ContainerRuntime { cfg }
+    }
+}
+
+/// Sends signals to the launcher and, for SIGKILL, to the whole cgroup.
+struct ContainerControl {
+    shim: Pid,
+    cgroup: Arc<Mutex<Option<DynoCgroup>>>,
+    quota: u64,
+    /// The reading taken just before the cgroup was removed.
+    last: Arc<Mutex<Option<MemoryStats>>>,
+}
+
+impl DynoControl for ContainerControl {
+    fn signal(&self, sig: Signal) {
+        let _ = kill(self.shim, sig);
+        if sig == Signal::SIGKILL {
+            if let Some(cg) = self
+                .cgroup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                let _ = cg.kill();
+            }
+        }
+    }
+
+    fn memory(&self) -> Option<MemoryStats> {
+        let guard = self.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(cg) => Some(read_stats(cg, self.quota)),
+            None => *self.last.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+}
+
+fn read_stats(cg: &DynoCgroup, quota: u64) -> MemoryStats {
+    MemoryStats {
+        usage: cg.memory_usage().unwrap_or(0),
+        quota,
+        oom_kills: cg.oom_kills(),
+    }
+}
+
+/// Makes a slug's files the dyno user's, so the app can change them through its overlay.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            chown_tree(&path, uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
+impl ContainerRuntime {
+    async fn start_dyno(
+        &self,
+        spec: DynoSpec,
+        output: OutputSink,
+    ) -> Result<RunningDyno, RuntimeError> {
+        let size = dyno_size(&spec.size)
+            .or_else(|| dyno_size("basic"))
+            .copied()
+            .ok_or_else(|| RuntimeError::Setup(format!("unknown dyno size {}", spec.size)))?;
+        let dyno_dir = self.cfg.dynos_dir.join(&spec.id);
+        std::fs::create_dir_all(&dyno_dir)?;
+        let cgroup = match &self.cfg.cgroups {
+            Some(driver) => {
+                let limits = Limits {
+                    memory_bytes: size.memory_limit_bytes(),
+                    pids: size.pids,
+                    cpu_shares: size.cpu_shares,
+                };
+                Some(
+                    driver
+                        .create(&spec.id, &limits)
+                        .map_err(|e| RuntimeError::Setup(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
+        let cgroup = Arc::new(Mutex::new(cgroup));
+        let slot: Option<NetSlot> = match &self.cfg.network {
+            Some(net) => match net.acquire().await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    cleanup(cgroup.clone(), None, dyno_dir.clone()).await;
+                    return Err(RuntimeError::Setup(e.to_string()));
+                }
+            },
+            None => None,
+        };
+        let (addr, port) = match &slot {
+            Some(s) => (SocketAddr::from((s.ip, DYNO_PORT)), DYNO_PORT),
+            None => {
+                let p = free_port()?;
+                (SocketAddr::from((Ipv4Addr::LOCALHOST, p)), p)
+            }
+        };
+        let mut env: BTreeMap<String, String> = spec.env.clone();
+        env.insert("PORT".into(), port.to_string());
+        let launch = LaunchSpec {
+            stack: self.cfg.stack.clone(),
+            slug_dir: spec.slug_dir.clone(),
+            dyno_dir: dyno_dir.clone(),
+            hostname: spec
+                .id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(12)
+                .collect::<String>(),
+            uid: DYNO_UID,
+            gid: DYNO_GID,
+            command: spec.command.clone(),
+            env,
+            cgroup_procs,
+            netns: slot.as_ref().map(|s| s.path.clone()),
+            scratch_size: format!("{}m", size.memory_quota_mb),
+            tmp_size: format!("{}m", size.memory_quota_mb),
+        };
+        let json =
+            serde_json::to_string(&launch).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let spawned = Command::new(&self.cfg.exe)
+            .arg("dyno-exec")
+            .env_clear()
+            .env(SPEC_ENV, json)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup(
+                    cgroup,
+                    slot.map(|s| (self.cfg.network.clone(), s)),
+                    dyno_dir,
+                )
+                .await;
+                return Err(RuntimeError::Spawn(e));
+            }
+        };
+        let shim = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(-1));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_lines(out, output.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_lines(err, output));
+        }
+        let (tx, rx) = watch::channel(None);
+        let net = self.cfg.network.clone();
+        let cg = cgroup.clone();
+        let quota = size.memory_quota_bytes();
+        let last = Arc::new(Mutex::new(None));
+        let last_w = last.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    status
+                        .code()
+                        .or_else(|| status.signal().map(|s| 128 + s))
+                        .unwrap_or(-1)
+                }
+                Err(_) => -1,
+            };
+            let stats = cg
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|c| read_stats(c, quota));
+            *last_w.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+            cleanup(cg, slot.map(|s| (net, s)), dyno_dir).await;
+            let _ = tx.send(Some(code));
+        });
+        Ok(RunningDyno::new(
+            addr,
+            rx,
+            Arc::new(ContainerControl {
+                shim,
+                cgroup,
+                quota,
+                last,
+            }),
+        ))
+    }
+}
+
+/// Removes what a dyno instance used: its cgroup (killing stragglers), its network namespace
+/// and its directory.
+async fn cleanup(
+    cgroup: Arc<Mutex<Option<DynoCgroup>>>,
+    slot: Option<(Option<Network>, NetSlot)>,
+    dyno_dir: PathBuf,
+) {
+    let cg = cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(cg) = cg {
+            if let Err(error) = cg.remove() {
+                tracing::warn!(%error, "Could not remove a dyno's cgroup.");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dyno_dir);
+    })
+    .await;
+    if let Some((Some(net), slot)) = slot {
+        net.release(slot);
+    }
+}
+
+impl DynoRuntime for ContainerRuntime {
+    fn start<'a>(
+        &'a self,
+        spec: DynoSpec,
+        output: OutputSink,
+    ) -> BoxFuture<'a, Result<RunningDyno, RuntimeError>> {
+        Box::pin(self.start_dyno(spec, output))
+    }
+
+    fn prepare_slug<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        let dir = dir.to_path_buf();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || chown_tree(&dir, DYNO_UID, DYNO_GID))
+                .await
+                .map_err(|e| RuntimeError::Setup(e.to_string()))??;
+            Ok(())
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        if self.cfg.network.is_some() {
+            "container"
+        } else {
+            "container (host network)"
+        }
+    }
+}
