@@ -42,6 +42,18 @@ pub struct ServerArgs {
     /// Grace between SIGTERM and SIGKILL when stopping a dyno, e.g. 30s.
     #[arg(long, env = "SLIPWAY_STOP_TIMEOUT")]
     pub stop_timeout: Option<String>,
+    /// How dynos run: container, host (plain processes) or auto (containers when the host allows).
+    #[arg(long, env = "SLIPWAY_RUNTIME")]
+    pub runtime: Option<String>,
+    /// Dyno networking: bridge (a namespace per dyno), host (ports on 127.0.0.1) or auto.
+    #[arg(long, env = "SLIPWAY_NETWORK")]
+    pub network: Option<String>,
+    /// Addresses for dynos on the bridge, e.g. 10.213.0.0/16.
+    #[arg(long, env = "SLIPWAY_DYNO_SUBNET")]
+    pub dyno_subnet: Option<String>,
+    /// Names this server's bridge, nftables table, namespaces and cgroups; unique per host.
+    #[arg(long, env = "SLIPWAY_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -55,6 +67,10 @@ struct FileConfig {
     owner_email: Option<String>,
     boot_timeout: Option<String>,
     stop_timeout: Option<String>,
+    runtime: Option<String>,
+    network: Option<String>,
+    dyno_subnet: Option<String>,
+    node_name: Option<String>,
 }
 
 /// The server's resolved settings.
@@ -74,6 +90,33 @@ pub struct Config {
     pub boot_timeout: Duration,
     /// Default 30 s (Heroku's).
     pub stop_timeout: Duration,
+    /// Default `auto`.
+    pub runtime: Choice,
+    /// Default `auto`.
+    pub network: Choice,
+    /// Default `10.213.0.0/16`.
+    pub dyno_subnet: String,
+    /// Default `slipway`: bridge `slipway0`, cgroups `slipway`.
+    pub node_name: String,
+}
+
+/// A setting that is forced on, forced off, or decided by the host's self-check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// `container` / `bridge`.
+    On,
+    /// `host`.
+    Off,
+    Auto,
+}
+
+fn choice(key: &str, v: &str, on: &str) -> anyhow::Result<Choice> {
+    match v {
+        "auto" => Ok(Choice::Auto),
+        "host" => Ok(Choice::Off),
+        x if x == on => Ok(Choice::On),
+        _ => bail!("{key} = {v:?} is not one of auto, {on}, host"),
+    }
 }
 
 /// The default data dir, shared with the CLI's key discovery.
@@ -159,6 +202,40 @@ impl Config {
                     .or(file.stop_timeout)
                     .unwrap_or_else(|| "30s".into()),
             )?,
+            runtime: choice(
+                "runtime",
+                &args
+                    .runtime
+                    .or(file.runtime)
+                    .unwrap_or_else(|| "auto".into()),
+                "container",
+            )?,
+            network: choice(
+                "network",
+                &args
+                    .network
+                    .or(file.network)
+                    .unwrap_or_else(|| "auto".into()),
+                "bridge",
+            )?,
+            dyno_subnet: args
+                .dyno_subnet
+                .or(file.dyno_subnet)
+                .unwrap_or_else(|| "10.213.0.0/16".into()),
+            node_name: {
+                let n = args
+                    .node_name
+                    .or(file.node_name)
+                    .unwrap_or_else(|| "slipway".into());
+                let ok = (1..=9).contains(&n.len())
+                    && n.starts_with(|c: char| c.is_ascii_lowercase())
+                    && n.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+                if !ok {
+                    bail!("node_name = {n:?} must be 1 to 9 lowercase letters and digits, starting with a letter");
+                }
+                n
+            },
         })
     }
 }

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     match args.get(1).and_then(|a| a.to_str()) {
         Some("server") => server::main(args),
         Some("hook:pre-receive") => hook::main(),
+        Some("dyno-exec") => slipway_runtime::launcher::launcher_main(),
         _ => slipway_cli::run(args),
     }
 }

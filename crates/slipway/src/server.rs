@@ -14,12 +14,16 @@ use slipway_build::{Builder, SlugStore};
 use slipway_logs::LogRouter;
 use slipway_manager::{Manager, ManagerConfig};
 use slipway_router::{RouteTable, RouterConfig};
-use slipway_runtime::HostRuntime;
+use slipway_runtime::cgroup::CgroupDriver;
+use slipway_runtime::container::{ContainerConfig, ContainerRuntime};
+use slipway_runtime::net::{NetConfig, Network};
+use slipway_runtime::stack::Stack;
+use slipway_runtime::{DynoRuntime, DynoSpec, HostRuntime};
 use slipway_store::Store;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ServerArgs};
+use crate::config::{Choice, Config, ServerArgs};
 
 /// The stack dynos and builds run on for now: the host's own root filesystem.
 const STACK: &str = "slipway-host";
@@ -130,6 +134,161 @@ async fn shutdown_signal() {
     }
 }
 
+/// The dyno runtime this host can give, and a sentence saying which and why.
+struct Runtime {
+    runtime: Arc<dyn DynoRuntime>,
+    network: Option<Network>,
+    description: String,
+}
+
+/// Sets container dynos up and proves they work by starting one; the error says why not.
+async fn container_runtime(config: &Config) -> Result<Runtime, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the server is not running as root".into());
+    }
+    let stack = Stack::host(&config.data_dir.join("stacks/slipway-host"))
+        .map_err(|e| format!("cannot prepare the slipway-host stack: {e}"))?;
+    let cgroups = CgroupDriver::detect(std::path::Path::new("/sys/fs/cgroup"), &config.node_name)
+        .map_err(|e| e.to_string())?;
+    let _ = cgroups.cleanup_stale();
+    let c = cgroups.controllers();
+    let mut parts = vec![format!(
+        "cgroup {:?} ({})",
+        cgroups.mode(),
+        [
+            ("memory", c.memory),
+            ("pids", c.pids),
+            ("cpu", c.cpu),
+            ("kill", c.kill)
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+    )];
+    if !c.memory || !c.pids {
+        return Err(
+            "the memory and pids cgroup controllers are needed to enforce dyno sizes".into(),
+        );
+    }
+    let network = match config.network {
+        Choice::Off => {
+            parts.push("host network (--network host)".into());
+            None
+        }
+        choice => {
+            let setup = async {
+                slipway_runtime::net::self_check().await?;
+                let subnet = config
+                    .dyno_subnet
+                    .parse()
+                    .map_err(|e: slipway_runtime::net::NetError| e.to_string())?;
+                let cfg = NetConfig {
+                    bridge: format!("{}0", config.node_name),
+                    subnet,
+                    name_prefix: config.node_name.clone(),
+                    ..NetConfig::default()
+                };
+                Network::setup(cfg).await.map_err(|e| e.to_string())
+            };
+            match (setup.await, choice) {
+                (Ok(net), _) => {
+                    parts.push(format!(
+                        "bridge {}0 {} with NAT",
+                        config.node_name,
+                        net.subnet()
+                    ));
+                    Some(net)
+                }
+                (Err(reason), Choice::On) => return Err(format!("bridge networking: {reason}")),
+                (Err(reason), _) => {
+                    warn!("Dyno networking falls back to host ports on 127.0.0.1: {reason}");
+                    parts.push(format!("host network, because {reason}"));
+                    None
+                }
+            }
+        }
+    };
+    let dynos_dir = config.data_dir.join("dynos");
+    let _ = std::fs::remove_dir_all(&dynos_dir);
+    std::fs::create_dir_all(&dynos_dir).map_err(|e| e.to_string())?;
+    let runtime = ContainerRuntime::new(ContainerConfig {
+        exe: std::env::current_exe().map_err(|e| e.to_string())?,
+        stack,
+        dynos_dir: dynos_dir.clone(),
+        cgroups: Some(Arc::new(cgroups)),
+        network: network.clone(),
+    });
+    // The proof: a dyno that runs `true` on an empty slug.
+    let probe_slug = dynos_dir.join("probe-slug");
+    std::fs::create_dir_all(&probe_slug).map_err(|e| e.to_string())?;
+    runtime
+        .prepare_slug(&probe_slug)
+        .await
+        .map_err(|e| e.to_string())?;
+    let output = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink_out = output.clone();
+    let spec = DynoSpec {
+        id: format!("probe{}", std::process::id()),
+        name: "probe.1".into(),
+        size: "basic".into(),
+        command: "test \"$(id -u)\" != 0".into(),
+        slug_dir: probe_slug.clone(),
+        env: Default::default(),
+    };
+    let probe = async {
+        let mut d = runtime
+            .start(
+                spec,
+                Arc::new(move |l: &str| {
+                    sink_out
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(l.to_string())
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<i32, String>(d.wait().await)
+    };
+    let code = tokio::time::timeout(std::time::Duration::from_secs(20), probe)
+        .await
+        .map_err(|_| "a test dyno did not finish within 20 s".to_string())??;
+    let _ = std::fs::remove_dir_all(&probe_slug);
+    if code != 0 {
+        let out = output.lock().unwrap_or_else(|e| e.into_inner()).join(" / ");
+        if let Some(net) = &network {
+            let _ = net.teardown().await;
+        }
+        return Err(format!("a test dyno failed (status {code}): {out}"));
+    }
+    parts.push("overlayfs, seccomp, unprivileged dyno user".into());
+    Ok(Runtime {
+        runtime: Arc::new(runtime),
+        network,
+        description: format!("containers on the slipway-host stack: {}", parts.join("; ")),
+    })
+}
+
+async fn choose_runtime(config: &Config) -> anyhow::Result<Runtime> {
+    let host = |why: String| Runtime {
+        runtime: Arc::new(HostRuntime),
+        network: None,
+        description: format!("host processes, because {why}"),
+    };
+    match config.runtime {
+        Choice::Off => Ok(host("--runtime host was given".into())),
+        Choice::On => container_runtime(config)
+            .await
+            .map_err(|reason| anyhow::anyhow!("cannot run container dynos: {reason}; use --runtime host to run them as plain processes")),
+        Choice::Auto => Ok(match container_runtime(config).await {
+            Ok(rt) => rt,
+            Err(reason) => host(reason),
+        }),
+    }
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let data = &config.data_dir;
     for sub in ["", "repos", "slugs", "build", "unpacked"] {
@@ -152,11 +311,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let routes = RouteTable::new();
     let slugs = SlugStore::local(data.join("slugs"))?;
     let builder = Arc::new(Builder::new(data.join("build"), slugs.clone()).await?);
+    let runtime = choose_runtime(&config).await?;
+    info!("Dynos run as {}.", runtime.description);
     let manager = Manager::new(
         store.clone(),
         logs.clone(),
         slugs,
-        Arc::new(HostRuntime),
+        runtime.runtime.clone(),
         Arc::new(routes.clone()),
         ManagerConfig {
             slug_root: data.join("unpacked"),
@@ -222,6 +383,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!("Shutting down: stopping dynos.");
     let _ = stop_tx.send(true);
     manager.shutdown().await;
+    if let Some(net) = &runtime.network {
+        if let Err(error) = net.teardown().await {
+            warn!(%error, "Could not remove the dyno network.");
+        }
+    }
     router_task.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
     info!("Slipway stopped.");

@@ -19,6 +19,46 @@ pub struct TestServer {
     pub key: String,
     child: Child,
     pub log: Arc<Mutex<Vec<String>>>,
+    _net: NetLease,
+}
+
+/// A node name and dyno subnet no other test server on this host is using: a file under
+/// /tmp/slipway-test-nets, created exclusively, holds the lease until it is dropped.
+pub struct NetLease {
+    pub node_name: String,
+    pub subnet: String,
+    file: PathBuf,
+}
+
+impl NetLease {
+    pub fn take() -> NetLease {
+        let dir = std::env::temp_dir().join("slipway-test-nets");
+        std::fs::create_dir_all(&dir).expect("lease dir");
+        let start = std::process::id() as usize;
+        for i in 0..250 {
+            let n = (start + i * 7) % 250;
+            let file = dir.join(n.to_string());
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+                .is_ok()
+            {
+                return NetLease {
+                    node_name: format!("t{n}"),
+                    subnet: format!("10.215.{n}.0/24"),
+                    file,
+                };
+            }
+        }
+        panic!("no free test network in {}", dir.display());
+    }
+}
+
+impl Drop for NetLease {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
 }
 
 impl TestServer {
@@ -42,6 +82,7 @@ impl TestServer {
         env: &[(&str, &str)],
     ) -> TestServer {
         let data = dir.path().join("data");
+        let net = NetLease::take();
         let mut child = Command::new(BIN)
             .arg("server")
             .arg("--data-dir")
@@ -54,6 +95,7 @@ impl TestServer {
                 "--stop-timeout",
                 "3s",
             ])
+            .args(["--node-name", &net.node_name, "--dyno-subnet", &net.subnet])
             .args(extra)
             .env("SLIPWAY_LOG", "info")
             .env("NO_COLOR", "1")
@@ -93,6 +135,14 @@ impl TestServer {
             let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
             rest[..end].parse().expect("addr")
         };
+        // As root (as in CI) every test runs real container dynos; say so if the host cannot.
+        if nix::unistd::geteuid().is_root() {
+            let log = log.lock().unwrap().join("\n");
+            assert!(
+                log.contains("Dynos run as containers") && log.contains("with NAT"),
+                "this host should run container dynos on a bridge:\n{log}"
+            );
+        }
         let api = field("api");
         let router = field("router");
         let key = std::fs::read_to_string(data.join("owner.api-key"))
@@ -106,6 +156,7 @@ impl TestServer {
             key,
             child,
             log,
+            _net: net,
         }
     }
 
