@@ -620,6 +620,11 @@ async fn apply_formation(
             return Err(no_such_type(&ptype));
         }
         if let Some(size) = &u.size {
+            if let Some(reason) = &s.config.sizes_unenforceable {
+                return Err(ApiError::invalid(format!(
+                    "Cannot change dyno sizes on this host: {reason}. Run the server as root on a host with cgroups to use sizes."
+                )));
+            }
             if dyno_size(size).is_none() {
                 let names: Vec<&str> = DYNO_SIZES.iter().map(|s| s.name).collect();
                 return Err(ApiError::invalid(format!(
@@ -715,6 +720,101 @@ pub async fn list_dynos(
         },
         |_| false,
     ))
+}
+
+#[derive(Deserialize)]
+struct CreateDyno {
+    command: Option<String>,
+    #[serde(default)]
+    attach: Option<bool>,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    env: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// `POST /apps/{app}/dynos`: a one-off dyno (`run.N`).
+pub async fn create_dyno(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let app = s.load_app(&who, &app).await?;
+    let req: CreateDyno = parse_json(&body)?;
+    let command = req
+        .command
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("Give a command to run."))?;
+    if req.attach == Some(true) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_implemented",
+            "Attached one-off dynos are not available yet; use run:detached and read the output with logs.",
+        ));
+    }
+    let size = req.size.unwrap_or_else(|| "basic".into());
+    if dyno_size(&size).is_none() {
+        return Err(ApiError::invalid(format!("Invalid dyno size {size}.")));
+    }
+    let mut env = BTreeMap::new();
+    for (k, v) in req.env.unwrap_or_default() {
+        validate_config_key(&k).map_err(ApiError::invalid)?;
+        let v = match v {
+            serde_json::Value::String(v) => v,
+            other => other.to_string(),
+        };
+        env.insert(k, v);
+    }
+    let dyno = match s
+        .manager
+        .run_oneoff(
+            &app.id,
+            &command,
+            &size.to_ascii_lowercase(),
+            env,
+            &who.email,
+        )
+        .await
+    {
+        Err(slipway_manager::ManagerError::NotDeployed) => {
+            return Err(ApiError::invalid(
+                "This app has no release to run yet: deploy it with git push first.",
+            ))
+        }
+        other => other?,
+    };
+    s.api_log(
+        &app.id,
+        &format!(
+            "Starting process with command `{command}` by user {}",
+            who.email
+        ),
+    );
+    Ok((StatusCode::CREATED, Json(s.dyno_json(&app, dyno))).into_response())
+}
+
+/// `POST /apps/{app}/dynos/{dyno}/actions/stop`.
+pub async fn stop_dyno(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, dyno)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let app = s.load_app(&who, &app).await?;
+    if !s.manager.dynos(&app.id).iter().any(|d| d.name == dyno) {
+        return Err(ApiError::not_found(
+            "dyno",
+            format!("Couldn't find that dyno ({dyno})."),
+        ));
+    }
+    s.api_log(&app.id, &format!("Stop {dyno} by user {}", who.email));
+    let (m, id) = (s.manager.clone(), app.id.clone());
+    tokio::spawn(async move {
+        if let Err(error) = m.stop_dyno(&id, &dyno).await {
+            tracing::warn!(%error, "Stop failed.");
+        }
+    });
+    Ok(Json(serde_json::json!({})))
 }
 
 pub async fn dyno_info(

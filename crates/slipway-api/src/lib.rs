@@ -46,6 +46,9 @@ pub struct ApiConfig {
     pub slipway_exe: PathBuf,
     /// Stack name reported for apps and exported to builds.
     pub stack: String,
+    /// Why dyno sizes cannot be enforced on this host, if they cannot (then size changes are
+    /// refused rather than silently ignored).
+    pub sizes_unenforceable: Option<String>,
 }
 
 /// A push waiting for its build: created when `git-receive-pack` starts.
@@ -138,7 +141,11 @@ pub fn router(state: AppState) -> axum::Router {
             "/apps/{app}/formations/{ptype}",
             axum::routing::delete(restart_type),
         )
-        .route("/apps/{app}/dynos", get(list_dynos).delete(restart_all))
+        .route(
+            "/apps/{app}/dynos",
+            get(list_dynos).delete(restart_all).post(create_dyno),
+        )
+        .route("/apps/{app}/dynos/{dyno}/actions/stop", post(stop_dyno))
         .route(
             "/apps/{app}/dynos/{dyno}",
             get(dyno_info).delete(restart_dyno),

@@ -16,6 +16,7 @@ use crate::error::{BuildError, IoContext};
 use crate::process::{self, Ended, Env};
 use crate::procfile::{merge_process_types, parse_procfile};
 use crate::release;
+use crate::sandbox::{BuildDyno, BuildSandbox};
 use crate::slug_store::SlugStore;
 use crate::slugignore::SlugIgnore;
 
@@ -67,12 +68,16 @@ pub struct BuiltSlug {
 ///
 /// Builds of different apps run in parallel; builds of one app wait for each other, since they
 /// share its cache.
+///
+/// Buildpack programs run as host processes with the server's user, or, given a
+/// [`BuildSandbox`], each in a build dyno as the sandbox's unprivileged user.
 pub struct Builder {
     root: PathBuf,
     slugs: SlugStore,
     fetcher: Fetcher,
     build_path: String,
     compile_timeout: Duration,
+    sandbox: Option<BuildSandbox>,
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -82,6 +87,7 @@ impl std::fmt::Debug for Builder {
             .field("root", &self.root)
             .field("build_path", &self.build_path)
             .field("compile_timeout", &self.compile_timeout)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -130,6 +136,7 @@ impl Builder {
             slugs,
             build_path: DEFAULT_BUILD_PATH.to_owned(),
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+            sandbox: None,
             app_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -145,6 +152,19 @@ impl Builder {
     pub fn with_compile_timeout(mut self, timeout: Duration) -> Builder {
         self.compile_timeout = timeout;
         self
+    }
+
+    /// Runs every buildpack program (`bin/detect`, `bin/compile`, `bin/release`, the sourcing of
+    /// `export` files) in a build dyno: a container on `sandbox.stack`, as `sandbox.uid`, that
+    /// sees the stack, the build's own directories and the built-in buildpacks (read-only).
+    pub fn with_sandbox(mut self, sandbox: BuildSandbox) -> Builder {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// Whether buildpack programs run in build dynos.
+    pub fn is_sandboxed(&self) -> bool {
+        self.sandbox.is_some()
     }
 
     /// The slug store builds put their slugs in.
@@ -217,9 +237,16 @@ impl Builder {
         remove_dir(build_dir.join(".git")).await?;
         self.apply_slugignore(build_dir, out).await?;
         write_env_dir(&ws.env_dir, &req.config, out).await?;
+        let dyno = match &self.sandbox {
+            Some(sandbox) => Some(self.build_dyno(sandbox, ws).await?),
+            None => None,
+        };
+        let dyno = dyno.as_ref();
 
         let base_env = self.base_env(req, ws);
-        let mut packs = self.choose_buildpacks(req, ws, &base_env, out).await?;
+        let mut packs = self
+            .choose_buildpacks(req, ws, &base_env, out, dyno)
+            .await?;
 
         // Each buildpack's `export` file shapes the environment of the ones after it.
         let mut env = base_env.clone();
@@ -228,13 +255,19 @@ impl Builder {
         for pack in &mut packs {
             let name = match pack.detected.take() {
                 Some(name) => name,
-                None => self.detect_or_fail(pack, build_dir, &env, out).await?,
+                None => {
+                    self.detect_or_fail(pack, build_dir, &env, out, dyno)
+                        .await?
+                }
             };
             say(out, format!("-----> {name} app detected"));
 
             let work_cache = ws.cache_dir.join(&pack.cache_key);
             let saved_cache = app_cache.join(&pack.cache_key);
             copy_cache(&saved_cache, &work_cache).await?;
+            if let Some(dyno) = dyno {
+                dyno.hand_over(&work_cache).await?;
+            }
             caches.push((work_cache.clone(), saved_cache));
 
             let compile = pack.dir.join("bin").join("compile");
@@ -243,10 +276,17 @@ impl Builder {
                 work_cache.as_os_str(),
                 ws.env_dir.as_os_str(),
             ];
-            let ended =
-                process::run_streaming(&compile, &args, &env, build_dir, self.compile_timeout, out)
-                    .await
-                    .ctx(|| format!("running {}", compile.display()))?;
+            let ended = process::run_streaming(
+                &compile,
+                &args,
+                &env,
+                build_dir,
+                self.compile_timeout,
+                out,
+                dyno,
+            )
+            .await
+            .ctx(|| format!("running {}", compile.display()))?;
             match ended {
                 Ended::Exited(status) if status.success() => {}
                 Ended::Exited(status) => {
@@ -271,7 +311,7 @@ impl Builder {
                 .await
                 .is_ok_and(|m| m.is_file())
             {
-                env = source_export(&export, &env, build_dir, &pack.shown).await?;
+                env = source_export(&export, &env, build_dir, &pack.shown, dyno).await?;
             }
         }
 
@@ -279,7 +319,7 @@ impl Builder {
             return Err(BuildError::NoBuildpackDetected);
         };
         let description = last.detected.clone().unwrap_or_default();
-        let defaults = self.release(last, build_dir, &base_env).await?;
+        let defaults = self.release(last, build_dir, &base_env, dyno).await?;
         let procfile = read_procfile(build_dir).await?;
         let process_types = merge_process_types(&defaults, &procfile.clone().unwrap_or_default());
         report_process_types(out, procfile.as_ref(), &defaults);
@@ -311,6 +351,40 @@ impl Builder {
             process_types,
             buildpack_description: description,
         })
+    }
+
+    /// Readies the build dyno. The build dir and HOME become the build user's (buildpack copies
+    /// and working caches do as they are made); the directories around them stay root's and
+    /// readable, so a buildpack can't swap the builder's own paths for symlinks.
+    async fn build_dyno(
+        &self,
+        sandbox: &BuildSandbox,
+        ws: &Workspace,
+    ) -> Result<BuildDyno, BuildError> {
+        let builtins = self.root.join("buildpacks");
+        let dyno = BuildDyno::create(
+            sandbox,
+            ws.dyno_dir.clone(),
+            &[&ws.build_dir, &ws.work_dir],
+            &[&builtins],
+        )
+        .await?;
+        for dir in [&ws.work_dir, &ws.env_dir, &ws.buildpacks_dir, &ws.cache_dir] {
+            BuildDyno::open_up(dir, 0o755).await?;
+        }
+        let mut vars = tokio::fs::read_dir(&ws.env_dir)
+            .await
+            .ctx(|| format!("reading {}", ws.env_dir.display()))?;
+        while let Some(var) = vars
+            .next_entry()
+            .await
+            .ctx(|| format!("reading {}", ws.env_dir.display()))?
+        {
+            BuildDyno::open_up(&var.path(), 0o644).await?;
+        }
+        dyno.hand_over(&ws.build_dir).await?;
+        dyno.hand_over(&ws.home_dir).await?;
+        Ok(dyno)
     }
 
     /// The platform's part of every buildpack program's environment (Heroku: `PATH HOME STACK
@@ -366,6 +440,7 @@ impl Builder {
         ws: &Workspace,
         env: &Env,
         out: &UnboundedSender<String>,
+        dyno: Option<&BuildDyno>,
     ) -> Result<Vec<Pack>, BuildError> {
         let mut refs: Vec<String> = req
             .buildpacks
@@ -391,12 +466,16 @@ impl Builder {
             );
             for bp in buildpack::builtins() {
                 let dir = self.fetcher.builtin_path(bp.name);
-                if let Some(name) = detect(&dir, bp.name, &ws.build_dir, env).await?.passed() {
+                let detection = detect(&dir, bp.name, &ws.build_dir, env, dyno).await?;
+                if let Some(name) = detection.passed() {
                     let source = Source::Builtin(bp.name);
                     let copy = ws.buildpacks_dir.join("1");
                     self.fetcher
                         .materialize(bp.name, &source, &copy, &sayer)
                         .await?;
+                    if let Some(dyno) = dyno {
+                        dyno.hand_over(&copy).await?;
+                    }
                     return Ok(vec![Pack {
                         shown: bp.name.to_owned(),
                         cache_key: source.cache_key(),
@@ -424,6 +503,9 @@ impl Builder {
             self.fetcher
                 .materialize(reference, &source, &dir, &sayer)
                 .await?;
+            if let Some(dyno) = dyno {
+                dyno.hand_over(&dir).await?;
+            }
             let mut cache_key = source.cache_key();
             if packs.iter().any(|p| p.cache_key == cache_key) {
                 cache_key = format!("{cache_key}-{}", i + 1);
@@ -446,8 +528,9 @@ impl Builder {
         build_dir: &Path,
         env: &Env,
         out: &UnboundedSender<String>,
+        dyno: Option<&BuildDyno>,
     ) -> Result<String, BuildError> {
-        match detect(&pack.dir, &pack.shown, build_dir, env).await? {
+        match detect(&pack.dir, &pack.shown, build_dir, env, dyno).await? {
             Detection::Passed(name) => Ok(name),
             Detection::Declined { stderr } => {
                 say(
@@ -477,6 +560,7 @@ impl Builder {
         pack: &Pack,
         build_dir: &Path,
         env: &Env,
+        dyno: Option<&BuildDyno>,
     ) -> Result<BTreeMap<String, String>, BuildError> {
         let program = pack.dir.join("bin").join("release");
         if tokio::fs::metadata(&program).await.is_err() {
@@ -488,6 +572,7 @@ impl Builder {
             env,
             build_dir,
             QUICK_TIMEOUT,
+            dyno,
         )
         .await
         .map_err(|e| BuildError::BuildpackFailed {
@@ -535,6 +620,7 @@ async fn detect(
     shown: &str,
     build_dir: &Path,
     env: &Env,
+    dyno: Option<&BuildDyno>,
 ) -> Result<Detection, BuildError> {
     let program = bp_dir.join("bin").join("detect");
     let captured = process::run_captured(
@@ -543,6 +629,7 @@ async fn detect(
         env,
         build_dir,
         QUICK_TIMEOUT,
+        dyno,
     )
     .await
     .map_err(|e| BuildError::BuildpackFailed {
@@ -575,6 +662,7 @@ async fn source_export(
     env: &Env,
     build_dir: &Path,
     shown: &str,
+    dyno: Option<&BuildDyno>,
 ) -> Result<Env, BuildError> {
     let script = OsStr::new(". \"$1\" >/dev/null 2>&1; exec env -0");
     let args = [
@@ -584,7 +672,7 @@ async fn source_export(
         export.as_os_str(),
     ];
     let bash = Path::new("bash");
-    let captured = process::run_captured(bash, &args, env, build_dir, QUICK_TIMEOUT)
+    let captured = process::run_captured(bash, &args, env, build_dir, QUICK_TIMEOUT, dyno)
         .await
         .ctx(|| format!("sourcing {}", export.display()))?;
     match captured.ended {
@@ -640,6 +728,20 @@ async fn write_env_dir(
 /// Reads and parses the built app's Procfile, if it has one.
 async fn read_procfile(build_dir: &Path) -> Result<Option<BTreeMap<String, String>>, BuildError> {
     let path = build_dir.join("Procfile");
+    // The builder reads it with more rights than the build had: a symlink may not lead out.
+    let inside = match (
+        tokio::fs::canonicalize(&path).await,
+        tokio::fs::canonicalize(build_dir).await,
+    ) {
+        (Ok(target), Ok(dir)) => target.starts_with(&dir),
+        (Err(e), _) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        (Err(e), _) | (_, Err(e)) => return Err(e).ctx(|| "reading the Procfile".into()),
+    };
+    if !inside {
+        return Err(BuildError::InvalidProcfile(
+            "the Procfile is a symlink to a file outside the app".into(),
+        ));
+    }
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| {
@@ -781,12 +883,14 @@ fn human_size(bytes: u64) -> String {
 }
 
 /// A build's scratch directories under the builder's `tmp/`: `build_<id>` (BUILD_DIR, as on
-/// Heroku) and `work_<id>` (ENV_DIR, HOME, buildpack copies, working caches), removed afterwards
-/// (or, if the build future is dropped, on a blocking thread from `Drop`).
+/// Heroku), `work_<id>` (ENV_DIR, HOME, buildpack copies, working caches) and, for a sandboxed
+/// build, `dyno_<id>` (the build dyno's launcher directory), removed afterwards (or, if the build
+/// future is dropped, on a blocking thread from `Drop`).
 struct Workspace {
     id: String,
     build_dir: PathBuf,
     work_dir: PathBuf,
+    dyno_dir: PathBuf,
     env_dir: PathBuf,
     home_dir: PathBuf,
     buildpacks_dir: PathBuf,
@@ -800,6 +904,7 @@ impl Workspace {
         let work_dir = tmp.join(format!("work_{id}"));
         let ws = Workspace {
             build_dir: tmp.join(format!("build_{id}")),
+            dyno_dir: tmp.join(format!("dyno_{id}")),
             env_dir: work_dir.join("env"),
             home_dir: work_dir.join("home"),
             buildpacks_dir: work_dir.join("buildpacks"),
@@ -824,7 +929,11 @@ impl Workspace {
 
     async fn remove(mut self) {
         self.removed = true;
-        let dirs = [self.build_dir.clone(), self.work_dir.clone()];
+        let dirs = [
+            self.build_dir.clone(),
+            self.work_dir.clone(),
+            self.dyno_dir.clone(),
+        ];
         let result = tokio::task::spawn_blocking(move || {
             for dir in dirs {
                 crate::fsutil::force_remove_dir(&dir)?;
@@ -843,7 +952,11 @@ impl Drop for Workspace {
         if self.removed {
             return;
         }
-        let dirs = [self.build_dir.clone(), self.work_dir.clone()];
+        let dirs = [
+            self.build_dir.clone(),
+            self.work_dir.clone(),
+            self.dyno_dir.clone(),
+        ];
         let work = move || {
             for dir in dirs {
                 let _ = crate::fsutil::force_remove_dir(&dir);

@@ -60,6 +60,12 @@ pub(crate) async fn install_builtins(dir: &Path) -> Result<(), BuildError> {
         tokio::fs::create_dir_all(&bin)
             .await
             .ctx(|| format!("creating {}", bin.display()))?;
+        // Build dynos run them as an unprivileged user, whatever the server's umask.
+        for d in [dir, &dir.join(bp.name), &bin] {
+            tokio::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .await
+                .ctx(|| format!("setting the mode of {}", d.display()))?;
+        }
         for (file, text) in [
             ("detect", bp.detect),
             ("compile", bp.compile),

@@ -39,6 +39,23 @@ fn copy_entry(src: &Path, dst: &Path) -> io::Result<()> {
     }
 }
 
+/// Gives the tree at `path` to `uid`:`gid`, without following symlinks.
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if !fs::symlink_metadata(path)?.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path(), uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes a directory tree even when some directories in it are read-only (as Go's module
 /// cache makes them), by granting the owner write access and retrying. Missing is fine.
 pub(crate) fn force_remove_dir(path: &Path) -> io::Result<()> {

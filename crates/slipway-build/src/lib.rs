@@ -20,8 +20,10 @@
 //! The built-in buildpacks (`python`, `nodejs`, `static`, `procfile`) are shell scripts embedded in
 //! the binary and written under the builder's root at start; they use the stack's own tools and
 //! reach only package registries. [`parse_procfile`] is the Procfile parser the rest of Slipway
-//! shares. Builds currently run as host processes with a cleared environment; running them in a
-//! build dyno is the runtime's job and will slot in where `process` spawns commands.
+//! shares. Buildpack programs run with a cleared environment: as host processes, or, when the
+//! builder is given a [`BuildSandbox`], each in a build dyno (the runtime's `dyno-exec` launcher:
+//! a container on the stack, as an unprivileged user, that sees only the stack and the build's
+//! own directories, bound at their host paths).
 
 mod archive;
 mod builder;
@@ -31,6 +33,7 @@ mod fsutil;
 mod process;
 mod procfile;
 mod release;
+mod sandbox;
 mod slug_store;
 mod slugignore;
 
@@ -38,4 +41,5 @@ pub use builder::{BuildRequest, Builder, BuiltSlug};
 pub use buildpack::BUILTIN_BUILDPACKS;
 pub use error::BuildError;
 pub use procfile::{merge_process_types, parse_procfile};
+pub use sandbox::BuildSandbox;
 pub use slug_store::SlugStore;

@@ -1,5 +1,8 @@
 //! Running buildpack programs: a cleared environment, a timeout that kills the whole process
-//! group, and output streamed line by line as it arrives.
+//! group, and output streamed line by line as it arrives. With a [`BuildDyno`], each program runs
+//! in a build dyno: the process started here is then the `dyno-exec` launcher, whose output is
+//! the program's and whose process group holds the container's init, so the same timeout and
+//! streaming logic applies.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -12,6 +15,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
+
+use crate::sandbox::BuildDyno;
 
 /// The environment a buildpack program runs with, and nothing else.
 pub(crate) type Env = BTreeMap<OsString, OsString>;
@@ -36,17 +41,29 @@ pub(crate) struct Captured {
     pub(crate) stderr: Vec<u8>,
 }
 
-fn command(program: &OsStr, args: &[&OsStr], env: &Env, cwd: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(env)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
+/// `program args...` in `cwd` with exactly `env`: a host process, or in `dyno` (whose launcher's
+/// stderr joins its stdout with `merge_stderr`).
+fn command(
+    program: &OsStr,
+    args: &[&OsStr],
+    env: &Env,
+    cwd: &Path,
+    dyno: Option<&BuildDyno>,
+    merge_stderr: bool,
+) -> io::Result<Command> {
+    let mut cmd = match dyno {
+        Some(dyno) => dyno.command(program, args, env, cwd, merge_stderr)?,
+        None => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).env_clear().envs(env).current_dir(cwd);
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null())
         .kill_on_drop(true)
         // Its own process group, so a timeout can kill everything the program started.
         .process_group(0);
-    cmd
+    Ok(cmd)
 }
 
 /// Kills the process group led by `pid` (the shell's `kill`, to avoid unsafe code here).
@@ -73,8 +90,9 @@ pub(crate) async fn run_captured(
     env: &Env,
     cwd: &Path,
     timeout: Duration,
+    dyno: Option<&BuildDyno>,
 ) -> io::Result<Captured> {
-    let mut child = command(program.as_os_str(), args, env, cwd)
+    let mut child = command(program.as_os_str(), args, env, cwd, dyno, false)?
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -132,6 +150,7 @@ pub(crate) async fn run_streaming(
     cwd: &Path,
     timeout: Duration,
     out: &UnboundedSender<String>,
+    dyno: Option<&BuildDyno>,
 ) -> io::Result<Ended> {
     // `exec 2>&1` first, so even the shell's own "cannot execute" lands in the stream.
     let mut sh_args: Vec<&OsStr> = vec![
@@ -140,7 +159,7 @@ pub(crate) async fn run_streaming(
         program.as_os_str(),
     ];
     sh_args.extend_from_slice(args);
-    let mut child: Child = command(OsStr::new("/bin/sh"), &sh_args, env, cwd)
+    let mut child: Child = command(OsStr::new("/bin/sh"), &sh_args, env, cwd, dyno, true)?
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;

@@ -88,6 +88,18 @@ pub enum Cmd {
     /// Scale process types: `web=2`, `worker+1`, `web=2:standard-2x`.
     #[command(name = "ps:scale", visible_alias = "scale")]
     PsScale(PsScale),
+    /// Change dyno sizes: `web=standard-2x worker=basic`, or one size for every type.
+    #[command(name = "ps:type", visible_aliases = ["ps:resize", "resize"])]
+    PsType(PsType),
+    /// Stop a dyno (`run.1234` ends; a formation dyno is started again).
+    #[command(name = "ps:stop", visible_alias = "stop")]
+    PsStop(PsStop),
+    /// Run a command in a one-off dyno, attached to this terminal.
+    #[command(name = "run")]
+    Run(Run),
+    /// Run a command in a one-off dyno in the background; its output goes to the logs.
+    #[command(name = "run:detached")]
+    RunDetached(Run),
     /// Restart all dynos, one process type's dynos, or one dyno.
     #[command(name = "ps:restart", visible_alias = "restart")]
     PsRestart(PsRestart),
@@ -271,6 +283,50 @@ pub struct PsScale {
     pub changes: Vec<String>,
     #[command(flatten)]
     pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PsType {
+    /// `TYPE=SIZE` pairs, or a single SIZE for every process type.
+    #[arg(value_name = "TYPE=SIZE")]
+    pub changes: Vec<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the formation as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PsStop {
+    /// The dyno to stop, e.g. `run.1234` or `web.1`.
+    #[arg(value_name = "DYNO")]
+    pub dyno: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct Run {
+    /// The command and its arguments.
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+    /// Dyno size (`basic`, `standard-2x`...).
+    #[arg(short = 's', long)]
+    pub size: Option<String>,
+    /// Extra environment, `KEY=value;KEY2=value2`.
+    #[arg(short = 'e', long)]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the dyno as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,8 @@ pub enum ManagerError {
     Store(#[from] slipway_store::StoreError),
     #[error("could not unpack the slug: {0}")]
     Slug(#[from] slipway_build::BuildError),
+    #[error("the app has no release to run yet: deploy it with git push first")]
+    NotDeployed,
     #[error("could not prepare the slug: {0}")]
     Runtime(#[from] slipway_runtime::RuntimeError),
 }
@@ -81,6 +83,8 @@ pub struct DynoStatus {
     /// When the state last changed.
     pub updated_at: DateTime<Utc>,
     pub addr: Option<SocketAddr>,
+    /// A one-off dyno (`run.N`): never restarted, gone when its command ends.
+    pub oneoff: bool,
 }
 
 /// Which dynos `ps:restart` restarts.
@@ -231,12 +235,13 @@ impl Manager {
         };
         // Stop dynos that are not wanted or are on another release, size or command.
         self.stop_where(app_id, |s| {
-            !desired.iter().any(|(name, _, command, size)| {
-                &s.name == name
-                    && s.release_id == release.id
-                    && &s.command == command
-                    && &s.size == size
-            })
+            !s.oneoff
+                && !desired.iter().any(|(name, _, command, size)| {
+                    &s.name == name
+                        && s.release_id == release.id
+                        && &s.command == command
+                        && &s.size == size
+                })
         })
         .await;
         let Some(slug_dir) = slug_dir else {
@@ -270,6 +275,7 @@ impl Manager {
                 created_at: now,
                 updated_at: now,
                 addr: None,
+                oneoff: false,
             }));
             let mut env = release.config.clone();
             env.insert("DYNO".into(), name.clone());
@@ -335,11 +341,102 @@ impl Manager {
         let lock = self.app_lock(app_id);
         let _guard = lock.lock().await;
         self.stop_where(app_id, |s| match &target {
-            RestartTarget::All => true,
-            RestartTarget::Type(t) => &s.process_type == t,
+            RestartTarget::All => !s.oneoff,
+            RestartTarget::Type(t) => !s.oneoff && &s.process_type == t,
             RestartTarget::Dyno(n) => &s.name == n,
         })
         .await;
+        self.reconcile_locked(app_id).await
+    }
+
+    /// Starts a one-off dyno (`run.N`) running `command` on the current release, with `env`
+    /// added to the config vars. It is not restarted, and is gone when the command ends.
+    pub async fn run_oneoff(
+        &self,
+        app_id: &str,
+        command: &str,
+        size: &str,
+        env: BTreeMap<String, String>,
+        started_by: &str,
+    ) -> Result<DynoStatus, ManagerError> {
+        let store = &self.inner.store;
+        let app = store.app(app_id).await?.ok_or(ManagerError::NotDeployed)?;
+        let release = store
+            .current_release(&app.id)
+            .await?
+            .ok_or(ManagerError::NotDeployed)?;
+        let slug_id = release.slug_id.clone().ok_or(ManagerError::NotDeployed)?;
+        let slug = store
+            .slug(&slug_id)
+            .await?
+            .ok_or(ManagerError::NotDeployed)?;
+        let slug_dir = self.unpacked(&slug.sha256).await?;
+        let mut apps = lock(&self.inner.apps);
+        let entry = apps.entry(app_id.to_string()).or_default();
+        entry.app_name = app.name.clone();
+        let name = loop {
+            let n: u32 = 1000 + (uuid::Uuid::new_v4().as_u128() % 9000) as u32;
+            let name = format!("run.{n}");
+            if !entry.slots.contains_key(&name) {
+                break name;
+            }
+        };
+        let now = Utc::now();
+        let status = DynoStatus {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.clone(),
+            process_type: "run".into(),
+            size: size.to_string(),
+            command: command.to_string(),
+            state: DynoState::Starting,
+            release_id: release.id.clone(),
+            release_version: release.version,
+            created_at: now,
+            updated_at: now,
+            addr: None,
+            oneoff: true,
+        };
+        let shared = Arc::new(Mutex::new(status.clone()));
+        let mut full_env = release.config.clone();
+        full_env.extend(env);
+        full_env.insert("DYNO".into(), name.clone());
+        let spec = DynoSpec {
+            id: String::new(),
+            size: size.to_string(),
+            name: name.clone(),
+            command: command.to_string(),
+            slug_dir,
+            env: full_env,
+        };
+        self.log(
+            app_id,
+            &name,
+            &format!("Starting process with command `{command}` by user {started_by}"),
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            self.clone(),
+            app_id.to_string(),
+            spec,
+            shared.clone(),
+            stop_rx,
+        ));
+        entry.slots.insert(
+            name,
+            Slot {
+                status: shared,
+                stop: stop_tx,
+                task,
+            },
+        );
+        Ok(status)
+    }
+
+    /// Stops one dyno (`ps:stop`): a one-off ends; a formation dyno is started again.
+    pub async fn stop_dyno(&self, app_id: &str, name: &str) -> Result<(), ManagerError> {
+        let lock = self.app_lock(app_id);
+        let _guard = lock.lock().await;
+        self.stop_where(app_id, |s| s.name == name).await;
         self.reconcile_locked(app_id).await
     }
 
@@ -372,6 +469,20 @@ impl Manager {
         apps.get(app_id)
             .map(|a| a.slots.values().map(|s| lock(&s.status).clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Drops a one-off dyno that has ended from the app's list (if it is still that instance).
+    fn forget_oneoff(&self, app_id: &str, name: &str, id: &str) {
+        let mut apps = lock(&self.inner.apps);
+        if let Some(entry) = apps.get_mut(app_id) {
+            if entry
+                .slots
+                .get(name)
+                .is_some_and(|s| lock(&s.status).id == id)
+            {
+                entry.slots.remove(name);
+            }
+        }
     }
 
     /// Pushes the app's up web dynos to the router. The table is written under the same lock the
@@ -492,6 +603,7 @@ async fn supervise(
 ) {
     let name = spec.name.clone();
     let is_web = lock(&status).process_type == "web";
+    let oneoff = lock(&status).oneoff;
     let mut crashes = 0u32;
     loop {
         if *stop_rx.borrow() {
@@ -500,11 +612,14 @@ async fn supervise(
         if lock(&status).state != DynoState::Starting {
             set_state(&m, &app_id, &status, DynoState::Starting);
         }
-        m.log(
-            &app_id,
-            &name,
-            &format!("Starting process with command `{}`", spec.command),
-        );
+        // One-off dynos were announced with who started them.
+        if !oneoff {
+            m.log(
+                &app_id,
+                &name,
+                &format!("Starting process with command `{}`", spec.command),
+            );
+        }
         let logs = m.inner.logs.clone();
         let (sink_app, sink_dyno) = (app_id.clone(), name.clone());
         let sink: OutputSink =
@@ -585,6 +700,13 @@ async fn supervise(
                     &format!("Process exited with status {code}"),
                 );
             }
+        }
+        if oneoff {
+            m.log(&app_id, &name, "State changed from up to complete");
+            // The id is read first: forget_oneoff locks every dyno's status itself.
+            let id = lock(&status).id.clone();
+            m.forget_oneoff(&app_id, &name, &id);
+            break;
         }
         set_state(&m, &app_id, &status, DynoState::Crashed);
         // A dyno that ran for a while before exiting starts a new crash series.

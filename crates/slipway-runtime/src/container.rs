@@ -175,6 +175,10 @@ impl ContainerRuntime {
             netns: slot.as_ref().map(|s| s.path.clone()),
             scratch_size: format!("{}m", size.memory_quota_mb),
             tmp_size: format!("{}m", size.memory_quota_mb),
+            binds: Vec::new(),
+            cwd: None,
+            writable_root: false,
+            raw: false,
         };
         let json =
             serde_json::to_string(&launch).map_err(|e| RuntimeError::Setup(e.to_string()))?;

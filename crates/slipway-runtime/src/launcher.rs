@@ -13,6 +13,11 @@
 //!    whole dyno and exits with the app's status. Its death (or the shim's) ends the pid namespace.
 //! 3. **app**: no capabilities, no supplementary groups, the dyno uid, NO_NEW_PRIVS and a seccomp
 //!    deny-list, then `bash -c` of the Procfile command in `/app`.
+//!
+//! A *build dyno* (the builder's sandbox) sets [`LaunchSpec::writable_root`]: `/` is then an
+//! overlay of the stack on the scratch tmpfs, so init can make mount points for
+//! [`LaunchSpec::binds`] (the build's own directories, at their host paths) anywhere; `/usr` and
+//! the stack's other binds stay read-only.
 #![allow(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -56,6 +61,31 @@ pub struct LaunchSpec {
     pub scratch_size: String,
     /// Size of `/tmp`, e.g. `256m`.
     pub tmp_size: String,
+    /// Host paths bound into the root after everything else, always `nosuid,nodev`.
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+    /// The command's working directory; `/app` when unset.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// `/` is a writable overlay of the stack (on the scratch tmpfs) instead of a read-only bind,
+    /// so mount points for `binds` can be made anywhere. For build dynos.
+    #[serde(default)]
+    pub writable_root: bool,
+    /// Runs `command` as it is: no `.profile.d`, and `env` is the whole environment (no `PATH`,
+    /// `HOME`, `LANG` or `TMPDIR` defaults). For build dynos.
+    #[serde(default)]
+    pub raw: bool,
+}
+
+/// A host path bound into a dyno.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// The directory (or file) on the host.
+    pub host: PathBuf,
+    /// Where it appears inside: absolute, without `..`; missing directories are made (as root).
+    pub inside: PathBuf,
+    /// Read-write; otherwise the bind is remounted read-only.
+    pub writable: bool,
 }
 
 /// Signals init passes on to every process of the dyno.
@@ -201,6 +231,90 @@ fn bind_ro(src: &Path, target: &Path, rec: bool) {
     }
 }
 
+/// Binds `src` on `target` (not recursively), `nosuid,nodev`, read-only unless `writable`.
+fn bind(src: &Path, target: &Path, writable: bool) {
+    if let Err(e) = mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        fail(
+            &format!("binding {} on {}", src.display(), target.display()),
+            e,
+        );
+    }
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if !writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if let Err(e) = mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+        fail(&format!("remounting {}", target.display()), e);
+    }
+}
+
+/// The components of a bind's path inside the dyno, which must be absolute and free of `..`.
+fn inside_components(inside: &Path) -> Result<Vec<&std::ffi::OsStr>, String> {
+    use std::path::Component;
+    if !inside.is_absolute() {
+        return Err(format!("{} is not absolute", inside.display()));
+    }
+    let mut parts = Vec::new();
+    for c in inside.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(p) => parts.push(p),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!("{} goes through ..", inside.display()))
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err("a bind cannot cover /".into());
+    }
+    Ok(parts)
+}
+
+/// Makes the mount point for a bind under `root` (directories 0755 owned by root, or an empty
+/// file when binding a file), refusing to go through symlinks, which would resolve on the host.
+fn mount_point(root: &Path, inside: &Path, dir: bool) -> PathBuf {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parts = match inside_components(inside) {
+        Ok(p) => p,
+        Err(e) => fail("checking a bind", e),
+    };
+    let mut at = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => fail(
+                "making a mount point",
+                format!("{} is a symlink", at.display()),
+            ),
+            Ok(m) if m.is_dir() || (last && !dir) => {}
+            Ok(_) => fail(
+                "making a mount point",
+                format!("{} is not a directory", at.display()),
+            ),
+            Err(_) if last && !dir => {
+                if let Err(e) = std::fs::write(&at, "") {
+                    fail(&format!("creating {}", at.display()), e);
+                }
+            }
+            Err(_) => {
+                if let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(&at) {
+                    fail(&format!("creating {}", at.display()), e);
+                }
+                // Whatever the umask, the dyno user must be able to walk down to its binds.
+                let _ = std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755));
+            }
+        }
+    }
+    at
+}
+
 fn write_file(path: &Path, body: &str) {
     if let Err(e) = std::fs::write(path, body) {
         fail(&format!("writing {}", path.display()), e);
@@ -243,12 +357,7 @@ fn build_root(spec: &LaunchSpec) {
         .collect();
     write_file(&etc.join("resolv.conf"), &resolv);
 
-    // The stack, read-only, no setuid, no devices.
-    bind_ro(&spec.stack.root, &root, false);
-    for (host, inside) in &spec.stack.binds {
-        bind_ro(host, &root.join(inside), true);
-    }
-    // /app: overlay of the slug with a writable layer on a tmpfs that dies with the dyno.
+    // Writable layers live on a tmpfs that dies with the dyno.
     let scratch = d.join("scratch");
     let _ = std::fs::create_dir_all(&scratch);
     mnt(
@@ -258,6 +367,34 @@ fn build_root(spec: &LaunchSpec) {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&format!("size={},mode=0755", spec.scratch_size)),
     );
+    // The stack, no setuid, no devices: read-only, or for a build dyno a throwaway overlay.
+    if spec.writable_root {
+        let (upper, work) = (scratch.join("root-upper"), scratch.join("root-work"));
+        for dir in [&upper, &work] {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                fail("creating the root overlay dirs", e);
+            }
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            spec.stack.root.display(),
+            upper.display(),
+            work.display()
+        );
+        mnt(
+            Some("overlay"),
+            &root,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&opts),
+        );
+    } else {
+        bind_ro(&spec.stack.root, &root, false);
+    }
+    for (host, inside) in &spec.stack.binds {
+        bind_ro(host, &root.join(inside), true);
+    }
+    // /app: overlay of the slug with a writable layer on the scratch tmpfs.
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     for dir in [&upper, &work] {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -367,6 +504,11 @@ fn build_root(spec: &LaunchSpec) {
     for f in ["hosts", "resolv.conf", "hostname"] {
         bind_ro(&etc.join(f), &root.join("etc").join(f), false);
     }
+    // Last, so that no mount above (say the /tmp tmpfs) hides them.
+    for b in &spec.binds {
+        let target = mount_point(&root, &b.inside, b.host.is_dir());
+        bind(&b.host, &target, b.writable);
+    }
     if let Err(e) = sethostname(&spec.hostname) {
         fail("sethostname", e);
     }
@@ -470,15 +612,20 @@ fn run_app(spec: &LaunchSpec) -> ! {
     // Signals blocked in init must not stay blocked in the app.
     let _ = SigSet::all().thread_unblock();
     drop_privileges(spec.uid, spec.gid);
-    if let Err(e) = chdir("/app") {
-        fail("chdir /app", e);
+    let cwd = spec.cwd.as_deref().unwrap_or(Path::new("/app"));
+    if let Err(e) = chdir(cwd) {
+        fail(&format!("chdir {}", cwd.display()), e);
     }
-    let script = crate::launch_script(&spec.command);
     let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-    env.insert("LANG".into(), "C.UTF-8".into());
-    env.insert("HOME".into(), "/app".into());
-    env.insert("TMPDIR".into(), "/tmp".into());
+    let script = if spec.raw {
+        spec.command.clone()
+    } else {
+        env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+        env.insert("LANG".into(), "C.UTF-8".into());
+        env.insert("HOME".into(), "/app".into());
+        env.insert("TMPDIR".into(), "/tmp".into());
+        crate::launch_script(&spec.command)
+    };
     for (k, v) in &spec.env {
         env.insert(k.clone(), v.clone());
     }
@@ -491,4 +638,50 @@ fn run_app(spec: &LaunchSpec) -> ! {
     let argv = [cstr(shell), cstr("-c"), cstr(&script)];
     let Err(e) = execve(&cstr(shell), &argv, &env);
     fail(&format!("running {shell}"), e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_paths_must_be_absolute_and_stay_inside() {
+        let ok = inside_components(Path::new("/tmp/x/./build_1")).unwrap();
+        assert_eq!(ok, ["tmp", "x", "build_1"]);
+        assert!(inside_components(Path::new("tmp/x")).is_err());
+        assert!(inside_components(Path::new("/tmp/../etc")).is_err());
+        assert!(inside_components(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn older_specs_still_parse() {
+        let spec = LaunchSpec {
+            stack: Stack {
+                name: "s".into(),
+                root: "/r".into(),
+                binds: vec![],
+            },
+            slug_dir: "/slug".into(),
+            dyno_dir: "/d".into(),
+            hostname: "h".into(),
+            uid: 1,
+            gid: 1,
+            command: "true".into(),
+            env: BTreeMap::new(),
+            cgroup_procs: vec![],
+            netns: None,
+            scratch_size: "1m".into(),
+            tmp_size: "1m".into(),
+            binds: vec![],
+            cwd: None,
+            writable_root: false,
+            raw: false,
+        };
+        let mut json: serde_json::Value = serde_json::to_value(&spec).unwrap();
+        for k in ["binds", "cwd", "writable_root", "raw"] {
+            json.as_object_mut().unwrap().remove(k);
+        }
+        let back: LaunchSpec = serde_json::from_value(json).unwrap();
+        assert!(back.binds.is_empty() && back.cwd.is_none() && !back.writable_root && !back.raw);
+    }
 }

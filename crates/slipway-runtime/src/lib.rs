@@ -178,7 +178,7 @@ pub(crate) fn free_port() -> std::io::Result<u16> {
 
 /// The shell script that runs a Procfile command as Heroku does: `.profile.d/*.sh` and
 /// `.profile` first, then the command.
-pub(crate) fn launch_script(command: &str) -> String {
+pub fn launch_script(command: &str) -> String {
     format!(
         "for f in \"$HOME\"/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done\n\
          [ -r \"$HOME/.profile\" ] && . \"$HOME/.profile\"\n\

@@ -1,6 +1,7 @@
 //! `slipway`: the server (`slipway server`), the git hook it installs (`slipway hook:pre-receive`)
 //! and the command-line client (every other command).
 
+mod bench;
 mod config;
 mod hook;
 mod server;
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
         Some("server") => server::main(args),
         Some("hook:pre-receive") => hook::main(),
         Some("dyno-exec") => slipway_runtime::launcher::launcher_main(),
+        Some("bench:dyno-start") => bench::main(args),
         _ => slipway_cli::run(args),
     }
 }

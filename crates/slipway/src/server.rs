@@ -10,14 +10,14 @@ use anyhow::Context;
 use clap::Parser;
 use slipway_api::auth::{generate_key, hash_key};
 use slipway_api::{ApiConfig, AppState};
-use slipway_build::{Builder, SlugStore};
+use slipway_build::{BuildSandbox, Builder, SlugStore};
 use slipway_logs::LogRouter;
 use slipway_manager::{Manager, ManagerConfig};
 use slipway_router::{RouteTable, RouterConfig};
 use slipway_runtime::cgroup::CgroupDriver;
 use slipway_runtime::container::{ContainerConfig, ContainerRuntime};
 use slipway_runtime::net::{NetConfig, Network};
-use slipway_runtime::stack::Stack;
+use slipway_runtime::stack::{Stack, DYNO_GID, DYNO_UID};
 use slipway_runtime::{DynoRuntime, DynoSpec, HostRuntime};
 use slipway_store::Store;
 use tokio::net::TcpListener;
@@ -135,14 +135,20 @@ async fn shutdown_signal() {
 }
 
 /// The dyno runtime this host can give, and a sentence saying which and why.
-struct Runtime {
-    runtime: Arc<dyn DynoRuntime>,
-    network: Option<Network>,
-    description: String,
+pub(crate) struct Runtime {
+    pub(crate) runtime: Arc<dyn DynoRuntime>,
+    pub(crate) network: Option<Network>,
+    pub(crate) description: String,
+    /// Why sizes cannot be enforced, when dynos are host processes.
+    pub(crate) sizes_unenforceable: Option<String>,
+    /// The dyno cgroups' driver; its base dirs are removed at shutdown.
+    pub(crate) cgroups: Option<Arc<CgroupDriver>>,
+    /// With container dynos, builds run in build dynos on the same stack.
+    pub(crate) build_sandbox: Option<BuildSandbox>,
 }
 
 /// Sets container dynos up and proves they work by starting one; the error says why not.
-async fn container_runtime(config: &Config) -> Result<Runtime, String> {
+pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("the server is not running as root".into());
     }
@@ -151,6 +157,7 @@ async fn container_runtime(config: &Config) -> Result<Runtime, String> {
     let cgroups = CgroupDriver::detect(std::path::Path::new("/sys/fs/cgroup"), &config.node_name)
         .map_err(|e| e.to_string())?;
     let _ = cgroups.cleanup_stale();
+    let cgroups = Arc::new(cgroups);
     let c = cgroups.controllers();
     let mut parts = vec![format!(
         "cgroup {:?} ({})",
@@ -213,11 +220,18 @@ async fn container_runtime(config: &Config) -> Result<Runtime, String> {
     let dynos_dir = config.data_dir.join("dynos");
     let _ = std::fs::remove_dir_all(&dynos_dir);
     std::fs::create_dir_all(&dynos_dir).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let build_sandbox = BuildSandbox {
+        exe: exe.clone(),
+        stack: stack.clone(),
+        uid: DYNO_UID,
+        gid: DYNO_GID,
+    };
     let runtime = ContainerRuntime::new(ContainerConfig {
-        exe: std::env::current_exe().map_err(|e| e.to_string())?,
+        exe,
         stack,
         dynos_dir: dynos_dir.clone(),
-        cgroups: Some(Arc::new(cgroups)),
+        cgroups: Some(cgroups.clone()),
         network: network.clone(),
     });
     // The proof: a dyno that runs `true` on an empty slug.
@@ -268,6 +282,9 @@ async fn container_runtime(config: &Config) -> Result<Runtime, String> {
         runtime: Arc::new(runtime),
         network,
         description: format!("containers on the slipway-host stack: {}", parts.join("; ")),
+        sizes_unenforceable: None,
+        build_sandbox: Some(build_sandbox),
+        cgroups: Some(cgroups),
     })
 }
 
@@ -276,6 +293,9 @@ async fn choose_runtime(config: &Config) -> anyhow::Result<Runtime> {
         runtime: Arc::new(HostRuntime),
         network: None,
         description: format!("host processes, because {why}"),
+        sizes_unenforceable: Some(format!("dynos run as plain processes because {why}")),
+        cgroups: None,
+        build_sandbox: None,
     };
     match config.runtime {
         Choice::Off => Ok(host("--runtime host was given".into())),
@@ -310,9 +330,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let logs = LogRouter::new();
     let routes = RouteTable::new();
     let slugs = SlugStore::local(data.join("slugs"))?;
-    let builder = Arc::new(Builder::new(data.join("build"), slugs.clone()).await?);
     let runtime = choose_runtime(&config).await?;
     info!("Dynos run as {}.", runtime.description);
+    let mut builder = Builder::new(data.join("build"), slugs.clone()).await?;
+    match &runtime.build_sandbox {
+        Some(sandbox) => {
+            builder = builder.with_sandbox(sandbox.clone());
+            info!(
+                "Builds run in build dynos: containers on the {} stack as uid {}, on the host network.",
+                sandbox.stack.name, sandbox.uid
+            );
+        }
+        None => info!("Builds run as host processes with the server's user, as dynos do."),
+    }
+    let builder = Arc::new(builder);
     let manager = Manager::new(
         store.clone(),
         logs.clone(),
@@ -339,6 +370,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             slipway_exe: std::env::current_exe()
                 .context("cannot find the slipway binary's path")?,
             stack: STACK.into(),
+            sizes_unenforceable: runtime.sizes_unenforceable.clone(),
         },
     );
     for app in store.apps().await? {
@@ -382,11 +414,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     info!("Shutting down: stopping dynos.");
     let _ = stop_tx.send(true);
-    manager.shutdown().await;
+    // Dynos get their grace period; a second signal, or a stop that takes far longer, ends the
+    // server anyway (the dynos die with it through PDEATHSIG).
+    let deadline = config.stop_timeout + std::time::Duration::from_secs(15);
+    tokio::select! {
+        _ = manager.shutdown() => {}
+        _ = shutdown_signal() => warn!("Second signal: stopping now."),
+        _ = tokio::time::sleep(deadline) => warn!("Dynos did not stop within {deadline:?}; stopping now."),
+    }
     if let Some(net) = &runtime.network {
         if let Err(error) = net.teardown().await {
             warn!(%error, "Could not remove the dyno network.");
         }
+    }
+    if let Some(cg) = &runtime.cgroups {
+        let _ = cg.cleanup_stale();
+        let _ = cg.remove_base();
     }
     router_task.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;

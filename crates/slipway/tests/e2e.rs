@@ -486,3 +486,95 @@ async fn logs_tail_follows_live() {
     assert_eq!(found, Ok(true), "tail showed the dyno coming up");
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_off_dynos_run_detached_and_stop() {
+    let s = TestServer::start();
+    let dir = s.home().join("oneoff");
+    s.repo(
+        &dir,
+        &[("Procfile", "web: python3 app.py\n"), ("app.py", ECHO_APP)],
+    );
+    s.ok(&dir, &["apps:create", "oneoff"]);
+    // Nothing to run before a deploy.
+    let out = s.cli(&dir, &["run:detached", "true"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("deploy it with git push first"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (ok, output) = push(&s, &dir);
+    assert!(ok, "{output}");
+    s.ok(&dir, &["config:set", "GREETING=hi"]);
+
+    let out = s.ok(
+        &dir,
+        &[
+            "run:detached",
+            "-e",
+            "EXTRA=there",
+            "--",
+            "echo",
+            "$GREETING $EXTRA from $DYNO; exit 4",
+        ],
+    );
+    let name = out
+        .split("done, ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(name.starts_with("run."), "{out}");
+    eventually(30, "the one-off's output and exit in the logs", || async {
+        let logs = s.ok(&dir, &["logs", "-d", &name, "-n", "100"]);
+        (logs.contains(&format!("app[{name}]: hi there from {name}"))
+            && logs.contains(&format!("heroku[{name}]: Process exited with status 4")))
+        .then_some(())
+    })
+    .await;
+    eventually(30, "an ended one-off leaves ps", || async {
+        let v: Value = serde_json::from_str(&s.ok(&dir, &["ps", "--json"])).ok()?;
+        (!v.as_array()?.iter().any(|d| d["name"] == name.as_str())).then_some(())
+    })
+    .await;
+    // It ran once: one-offs are never restarted.
+    let logs = s.logs("oneoff");
+    assert_eq!(
+        logs.matches(&format!("heroku[{name}]: Starting process"))
+            .count(),
+        1,
+        "{logs}"
+    );
+
+    // A long one-off shows in ps until ps:stop ends it.
+    let out = s.ok(&dir, &["run:detached", "sleep 300"]);
+    let name = out
+        .split("done, ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    eventually(30, "the one-off is up", || async {
+        let v: Value = serde_json::from_str(&s.ok(&dir, &["ps", "--json"])).ok()?;
+        v.as_array()?
+            .iter()
+            .any(|d| d["name"] == name.as_str() && d["state"] == "up" && d["type"] == "run")
+            .then_some(())
+    })
+    .await;
+    let out = s.ok(&dir, &["ps:stop", &name]);
+    assert!(out.contains("done"), "{out}");
+    eventually(30, "the one-off is gone", || async {
+        let v: Value = serde_json::from_str(&s.ok(&dir, &["ps", "--json"])).ok()?;
+        (!v.as_array()?.iter().any(|d| d["name"] == name.as_str())).then_some(())
+    })
+    .await;
+    // Attached runs say plainly that they are not there yet.
+    let out = s.cli(&dir, &["run", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("run:detached"),
+        "{}",
+        text(&out.stderr)
+    );
+}

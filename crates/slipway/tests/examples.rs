@@ -184,16 +184,28 @@ async fn buildpacks_and_formation() {
     let r = marker.get(s.app_url("custom", "/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
-    // Restart by type and all.
-    s.ok(&dir, &["ps:restart", "worker"]);
-    s.ok(&dir, &["ps:restart"]);
-    eventually(60, "worker restarted twice", || async {
-        let logs = s.logs("custom");
-        (logs
+    // Restart by type, then all.
+    let sigterms = || {
+        s.logs("custom")
             .matches("heroku[worker.1]: Stopping all processes with SIGTERM")
             .count()
-            >= 2)
+    };
+    let worker_up = || async {
+        let v: Value = s.api_get("/apps/custom/dynos").await.json().await.ok()?;
+        v.as_array()?
+            .iter()
+            .any(|d| d["name"] == "worker.1" && d["state"] == "up")
             .then_some(())
+    };
+    s.ok(&dir, &["ps:restart", "worker"]);
+    eventually(60, "worker restarted", || async {
+        (sigterms() >= 1).then_some(())
+    })
+    .await;
+    eventually(60, "worker up again", worker_up).await;
+    s.ok(&dir, &["ps:restart"]);
+    eventually(60, "worker restarted again", || async {
+        (sigterms() >= 2).then_some(())
     })
     .await;
 }
@@ -326,4 +338,27 @@ async fn settings_from_env_vars() {
         app["web_url"],
         format!("http://envy.apps.test:{}/", s.router.port())
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sizes_are_refused_where_they_cannot_be_enforced() {
+    let s = TestServer::start_with(&["--runtime", "host"]);
+    let dir = example(&s, "procfile-app");
+    s.ok(&dir, &["apps:create", "plain"]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for args in [
+        &["ps:scale", "web=1:standard-2x"][..],
+        &["ps:type", "web=performance-m"],
+    ] {
+        let out = s.cli(&dir, args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("Cannot change dyno sizes on this host"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // Quantities still work.
+    s.ok(&dir, &["ps:scale", "web=2"]);
 }

@@ -139,6 +139,19 @@ async fn a_dyno_cannot_reach_out() {
     .await;
     let r = b_client.get(s.app_url("app-b", "/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+
+    // ps:type changes the limits the kernel enforces: standard-2x is 1 GB, killed at 2 GB.
+    let out = s.ok(&b, &["ps:type", "sleeper=standard-2x"]);
+    assert!(out.contains("standard-2x"), "{out}");
+    let base = std::path::Path::new("/sys/fs/cgroup/memory").join(&s.net.node_name);
+    eventually(60, "a 2 GB memory cgroup for the resized dyno", || async {
+        let found = std::fs::read_dir(&base).ok()?.flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("memory.limit_in_bytes"))
+                .is_ok_and(|v| v.trim() == "2147483648")
+        });
+        found.then_some(())
+    })
+    .await;
     let ps: Value = serde_json::from_str(&s.ok(&b, &["ps", "--json"])).unwrap();
     assert!(
         ps.as_array()
@@ -150,4 +163,39 @@ async fn a_dyno_cannot_reach_out() {
         "{ps}"
     );
     drop(host_service);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dynos_do_not_outlive_a_killed_server() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: container dynos need root");
+        return;
+    }
+    let mut s = TestServer::start();
+    let dir = s.home().join("orphan");
+    s.repo(&dir, &[("Procfile", "worker: sleep 4343\n")]);
+    s.ok(&dir, &["apps:create", "orphan"]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    s.ok(&dir, &["ps:scale", "worker=1"]);
+    let pid = eventually(30, "the worker runs", || async {
+        find_host_pid("sleep 4343")
+    })
+    .await;
+    // SIGKILL: the server gets no chance to stop its dynos.
+    s.kill_hard();
+    eventually(15, "the dyno dies with the server", || async {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || find_host_pid("sleep 4343").is_none())
+        .then_some(())
+    })
+    .await;
+    // A new server on the same names sweeps the killed one's network and cgroups, and runs the
+    // worker again.
+    let s = s.restart_after_kill();
+    eventually(30, "the worker runs again", || async {
+        find_host_pid("sleep 4343")
+    })
+    .await;
+    drop(s);
 }

@@ -9,7 +9,7 @@ use slipway_types::{Dyno, Formation};
 
 use super::Ctx;
 use crate::api::{decode_all, seg};
-use crate::args::{parse_scale_change, Ps, PsRestart, PsScale, ScaleChange};
+use crate::args::{parse_scale_change, Ps, PsRestart, PsScale, PsStop, PsType, Run, ScaleChange};
 use crate::format::{dyno_sort_key, header, time_ago};
 
 /// `ps [TYPE...]`: dynos grouped by process type, size and command; one-off dynos first.
@@ -141,6 +141,122 @@ pub async fn scale(ctx: &mut Ctx<'_>, a: PsScale) -> Result<()> {
     } else {
         writeln!(ctx.out, "done, now running {}", parts.join(", "))?;
     }
+    Ok(())
+}
+
+/// `ps:type [TYPE=SIZE...|SIZE]`: changes dyno sizes; without arguments shows them.
+pub async fn resize(ctx: &mut Ctx<'_>, a: PsType) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let path = format!("/apps/{}/formation", seg(&app));
+    let current: Vec<Formation> = decode_all(api.list(&path, None, true).await?, "a formation")?;
+    if current.is_empty() {
+        bail!("No process types on {app}. Upload a Procfile to add process types.");
+    }
+    let mut updates: Vec<Value> = Vec::new();
+    for change in &a.changes {
+        match change.split_once('=') {
+            Some((ty, size)) if !ty.is_empty() && !size.is_empty() => {
+                updates.push(json!({ "type": ty, "size": size }))
+            }
+            Some(_) => bail!("Invalid argument {change:?}: use TYPE=SIZE, e.g. web=standard-2x."),
+            // One size for every process type.
+            None => updates.extend(
+                current
+                    .iter()
+                    .map(|f| json!({ "type": f.process_type, "size": change })),
+            ),
+        }
+    }
+    let formation = if updates.is_empty() {
+        current
+    } else {
+        let body = json!({ "updates": updates });
+        let value = ctx
+            .action(
+                &format!("Scaling dynos on {app}"),
+                api.call(Method::PATCH, &path, Some(&body)),
+            )
+            .await?;
+        formation_list(value)?
+    };
+    if a.json {
+        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&formation)?)?;
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "Type".to_string(),
+        "Size".to_string(),
+        "Qty".to_string(),
+    ]];
+    let mut sorted = formation;
+    sorted.sort_by(|x, y| x.process_type.cmp(&y.process_type));
+    for f in &sorted {
+        rows.push(vec![
+            f.process_type.clone(),
+            f.size.clone(),
+            f.quantity.to_string(),
+        ]);
+    }
+    writeln!(ctx.out, "=== Process Types\n")?;
+    write!(ctx.out, "{}", crate::format::table(&rows))?;
+    Ok(())
+}
+
+/// `ps:stop DYNO`.
+pub async fn stop(ctx: &mut Ctx<'_>, a: PsStop) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let path = format!("/apps/{}/dynos/{}/actions/stop", seg(&app), seg(&a.dyno));
+    ctx.action(
+        &format!("Stopping {} dyno on {app}", a.dyno),
+        api.call(Method::POST, &path, Some(&json!({}))),
+    )
+    .await?;
+    writeln!(ctx.out, "done")?;
+    Ok(())
+}
+
+/// `run` and `run:detached`: a one-off dyno.
+pub async fn run(ctx: &mut Ctx<'_>, a: Run, attach: bool) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    // As Heroku's CLI does: the words joined by spaces, run by the dyno's shell.
+    let command = a.command.join(" ");
+    let mut env = serde_json::Map::new();
+    for pair in a
+        .env
+        .iter()
+        .flat_map(|e| e.split(';'))
+        .filter(|p| !p.trim().is_empty())
+    {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("Invalid --env {pair:?}: use KEY=value;KEY2=value2.");
+        };
+        env.insert(k.trim().to_string(), json!(v));
+    }
+    let mut body = json!({ "command": command, "attach": attach, "env": env });
+    if let Some(size) = &a.size {
+        body["size"] = json!(size);
+    }
+    let path = format!("/apps/{}/dynos", seg(&app));
+    let dyno = ctx
+        .action(
+            &format!("Running {command} on {app}"),
+            api.call(Method::POST, &path, Some(&body)),
+        )
+        .await?;
+    if a.json {
+        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&dyno)?)?;
+        return Ok(());
+    }
+    let name = dyno.get("name").and_then(Value::as_str).unwrap_or("run");
+    let size = dyno.get("size").and_then(Value::as_str).unwrap_or("basic");
+    writeln!(ctx.out, "done, {name} ({size})")?;
+    writeln!(
+        ctx.out,
+        "Run slipway logs --app {app} --dyno {name} to see the output."
+    )?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ pub struct TestServer {
     pub key: String,
     child: Child,
     pub log: Arc<Mutex<Vec<String>>>,
-    _net: NetLease,
+    pub net: NetLease,
 }
 
 /// A node name and dyno subnet no other test server on this host is using: a file under
@@ -57,6 +57,9 @@ impl NetLease {
 
 impl Drop for NetLease {
     fn drop(&mut self) {
+        if self.file.as_os_str().is_empty() {
+            return;
+        }
         let _ = std::fs::remove_file(&self.file);
     }
 }
@@ -81,8 +84,32 @@ impl TestServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> TestServer {
+        Self::start_leased(dir, extra, env, NetLease::take())
+    }
+
+    /// Starts a server again on the same data dir and network names, after `kill_hard`: its
+    /// start-up sweeps what the killed one left (namespaces, bridge, nftables, cgroups).
+    pub fn restart_after_kill(mut self) -> TestServer {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let net = std::mem::replace(
+            &mut self.net,
+            NetLease {
+                node_name: String::new(),
+                subnet: String::new(),
+                file: PathBuf::new(),
+            },
+        );
+        drop(self);
+        Self::start_leased(dir, &[], &[], net)
+    }
+
+    fn start_leased(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        net: NetLease,
+    ) -> TestServer {
         let data = dir.path().join("data");
-        let net = NetLease::take();
         let mut child = Command::new(BIN)
             .arg("server")
             .arg("--data-dir")
@@ -136,7 +163,7 @@ impl TestServer {
             rest[..end].parse().expect("addr")
         };
         // As root (as in CI) every test runs real container dynos; say so if the host cannot.
-        if nix::unistd::geteuid().is_root() {
+        if nix::unistd::geteuid().is_root() && !extra.contains(&"host") {
             let log = log.lock().unwrap().join("\n");
             assert!(
                 log.contains("Dynos run as containers") && log.contains("with NAT"),
@@ -156,8 +183,14 @@ impl TestServer {
             key,
             child,
             log,
-            _net: net,
+            net,
         }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the server (through `Drop`) and hands back its directory.
