@@ -15,7 +15,11 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use slipway_runtime::cgroup::{CgroupDriver, DynoCgroup, Limits};
 use slipway_runtime::launcher::{Bind, LaunchSpec, SPEC_ENV};
+use slipway_runtime::net::{NetSlot, Network};
 use slipway_runtime::stack::Stack;
 use tokio::process::Command;
 
@@ -33,7 +37,19 @@ pub struct BuildSandbox {
     pub uid: u32,
     /// Its group.
     pub gid: u32,
+    /// Bridge networking: each build gets its own namespace (egress to the registries, nothing
+    /// on the host or in other dynos). `None` leaves builds on the host's network.
+    pub network: Option<Network>,
+    /// Each build gets its own cgroup with [`BUILD_LIMITS`]; `None` leaves builds unlimited.
+    pub cgroups: Option<Arc<CgroupDriver>>,
 }
+
+/// What one build may use: Heroku builds get a performance-class dyno.
+pub const BUILD_LIMITS: Limits = Limits {
+    memory_bytes: 5 * 1024 * 1024 * 1024,
+    pids: 16384,
+    cpu_shares: 2048,
+};
 
 /// Cap of the tmpfs holding the build dyno's writable root layer.
 const SCRATCH_SIZE: &str = "2048m";
@@ -49,6 +65,26 @@ pub(crate) struct BuildDyno {
     /// The launcher's directory (new root's mount point, generated `/etc` files, empty `/app`).
     dyno_dir: PathBuf,
     binds: Vec<Bind>,
+    /// The build's network namespace, shared by all its programs; released on drop.
+    slot: Option<NetSlot>,
+    /// The build's cgroup, joined by all its programs; removed on drop.
+    cgroup: Option<DynoCgroup>,
+}
+
+impl Drop for BuildDyno {
+    fn drop(&mut self) {
+        if let (Some(net), Some(slot)) = (&self.sandbox.network, self.slot.take()) {
+            net.release(slot);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            // Killing and removing waits for the kernel; never on an async worker thread.
+            std::thread::spawn(move || {
+                if let Err(error) = cg.remove() {
+                    tracing::warn!(%error, "Could not remove a build's cgroup.");
+                }
+            });
+        }
+    }
 }
 
 impl BuildDyno {
@@ -74,10 +110,33 @@ impl BuildDyno {
             .map(|p| bind(p, true))
             .chain(read_only.iter().map(|p| bind(p, false)))
             .collect();
+        let slot = match &sandbox.network {
+            Some(net) => Some(
+                net.acquire()
+                    .await
+                    .map_err(|e| io::Error::other(e.to_string()))
+                    .ctx(|| "giving the build a network".to_string())?,
+            ),
+            None => None,
+        };
+        let cgroup = match &sandbox.cgroups {
+            Some(driver) => {
+                let id = format!("build{}", uuid::Uuid::new_v4().simple());
+                Some(
+                    driver
+                        .create(&id, &BUILD_LIMITS)
+                        .map_err(|e| io::Error::other(e.to_string()))
+                        .ctx(|| "giving the build a cgroup".to_string())?,
+                )
+            }
+            None => None,
+        };
         Ok(BuildDyno {
             sandbox: sandbox.clone(),
             dyno_dir,
             binds,
+            slot,
+            cgroup,
         })
     }
 
@@ -134,8 +193,12 @@ impl BuildDyno {
             gid: self.sandbox.gid,
             command,
             env,
-            cgroup_procs: Vec::new(),
-            netns: None,
+            cgroup_procs: self
+                .cgroup
+                .as_ref()
+                .map(|c| c.procs_files())
+                .unwrap_or_default(),
+            netns: self.slot.as_ref().map(|s| s.path.clone()),
             scratch_size: SCRATCH_SIZE.into(),
             tmp_size: TMP_SIZE.into(),
             binds: self.binds.clone(),
@@ -199,6 +262,8 @@ mod tests {
             },
             uid: 10000,
             gid: 10000,
+            network: None,
+            cgroups: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -226,6 +226,8 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
         stack: stack.clone(),
         uid: DYNO_UID,
         gid: DYNO_GID,
+        network: network.clone(),
+        cgroups: Some(cgroups.clone()),
     };
     let runtime = ContainerRuntime::new(ContainerConfig {
         exe,
@@ -337,8 +339,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(sandbox) => {
             builder = builder.with_sandbox(sandbox.clone());
             info!(
-                "Builds run in build dynos: containers on the {} stack as uid {}, on the host network.",
-                sandbox.stack.name, sandbox.uid
+                "Builds run in build dynos: containers on the {} stack as uid {}, {}, {}.",
+                sandbox.stack.name,
+                sandbox.uid,
+                if sandbox.network.is_some() {
+                    "each in its own network namespace"
+                } else {
+                    "on the host network"
+                },
+                if sandbox.cgroups.is_some() {
+                    "each in a cgroup (5 GB, 16384 pids)"
+                } else {
+                    "without limits"
+                },
             );
         }
         None => info!("Builds run as host processes with the server's user, as dynos do."),

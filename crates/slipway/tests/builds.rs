@@ -36,6 +36,12 @@ echo "PROBE procs=$(ls /proc | grep -c '^[0-9][0-9]*$')"
 if touch "$HOME/.probe" "$CACHE_DIR/.probe" "$BUILD_DIR/.probe"; then
   echo "PROBE dirs=writable"
 fi
+if (exec 3<>/dev/tcp/127.0.0.1/$(cat "$ENV_DIR/PROBE_API_PORT")) 2>/dev/null; then
+  echo "PROBE host-api=reachable"
+else
+  echo "PROBE host-api=unreachable"
+fi
+echo "PROBE cgroup=[$(grep -o 'dyno-build[0-9a-f]*' /proc/self/cgroup | head -1)]"
 echo "built in a build dyno" >"$BUILD_DIR/VERSION"
 "#;
 
@@ -103,7 +109,11 @@ async fn buildpacks_run_unprivileged_in_a_build_dyno() {
     let data = s.data_dir();
     s.ok(
         &dir,
-        &["config:set", &format!("PROBE_DATA_DIR={}", data.display())],
+        &[
+            "config:set",
+            &format!("PROBE_DATA_DIR={}", data.display()),
+            &format!("PROBE_API_PORT={}", s.api.port()),
+        ],
     );
     let out = s.git(&dir, &["push", "slipway", "main"]);
     let output = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -126,6 +136,13 @@ async fn buildpacks_run_unprivileged_in_a_build_dyno() {
     let procs: usize = probe(&output, "procs").parse().unwrap();
     assert!(procs < 10, "{procs} processes visible: {output}");
     assert_eq!(probe(&output, "dirs"), "writable", "{output}");
+    // Its own network namespace: the server's API on the host's loopback is not there.
+    assert_eq!(probe(&output, "host-api"), "unreachable", "{output}");
+    // Its own cgroup, with the build limits.
+    assert!(
+        probe(&output, "cgroup").starts_with("[dyno-build"),
+        "{output}"
+    );
     // Nothing the build dyno made outlives the build.
     let left: Vec<_> = std::fs::read_dir(data.join("build/tmp"))
         .unwrap()
@@ -165,6 +182,8 @@ async fn a_build_dyno_past_the_compile_timeout_is_stopped_with_all_it_started() 
             stack,
             uid: DYNO_UID,
             gid: DYNO_GID,
+            network: None,
+            cgroups: None,
         });
     assert!(builder.is_sandboxed());
     // A process in the background and one in the foreground, both past the timeout.
