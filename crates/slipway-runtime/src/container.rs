@@ -19,8 +19,8 @@ use crate::launcher::{LaunchSpec, SPEC_ENV};
 use crate::net::{NetSlot, Network};
 use crate::stack::{Stack, DYNO_GID, DYNO_UID};
 use crate::{
-    forward_lines, free_port, BoxFuture, DynoControl, DynoRuntime, DynoSpec, MemoryStats,
-    OutputSink, RunningDyno, RuntimeError,
+    forward_lines, free_port, wait_status, BoxFuture, DynoControl, DynoRuntime, DynoSpec,
+    MemoryStats, OutputSink, RunningDyno, RuntimeError,
 };
 
 /// The port every web dyno listens on inside its own network namespace.
@@ -219,16 +219,7 @@ impl ContainerRuntime {
         let last = Arc::new(Mutex::new(None));
         let last_w = last.clone();
         tokio::spawn(async move {
-            let code = match child.wait().await {
-                Ok(status) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    status
-                        .code()
-                        .or_else(|| status.signal().map(|s| 128 + s))
-                        .unwrap_or(-1)
-                }
-                Err(_) => -1,
-            };
+            let code = wait_status(&mut child).await;
             let stats = cg
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -233,16 +233,7 @@ impl HostRuntime {
         }
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
-            let code = match child.wait().await {
-                Ok(status) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    status
-                        .code()
-                        .or_else(|| status.signal().map(|s| 128 + s))
-                        .unwrap_or(-1)
-                }
-                Err(_) => -1,
-            };
+            let code = wait_status(&mut child).await;
             // The shell is gone; make sure nothing it left behind in the group survives.
             if let Some(pid) = pid {
                 let _ = killpg(pid, Signal::SIGKILL);
@@ -258,6 +249,19 @@ impl HostRuntime {
             exit: rx,
             control,
         })
+    }
+}
+
+/// Waits for a child and gives its status as a shell would: the exit code, or 128+N after
+/// signal N (-1 if it cannot be waited for).
+pub(crate) async fn wait_status(child: &mut tokio::process::Child) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match child.wait().await {
+        Ok(status) => status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(-1),
+        Err(_) => -1,
     }
 }
 
