@@ -244,6 +244,56 @@ pub async fn rate_limits(Auth(_): Auth) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "remaining": 4500 }))
 }
 
+// ---- stacks -------------------------------------------------------------------------------
+
+/// The stacks this server has: the configured default first, then installed ones by name.
+fn stacks(s: &AppState) -> Vec<serde_json::Value> {
+    let mut names = vec![s.config.stack.clone()];
+    if let Ok(dir) = std::fs::read_dir(&s.config.stacks_dir) {
+        let mut more: Vec<String> = dir
+            .flatten()
+            .filter(|e| e.path().join("rootfs").is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| *n != s.config.stack)
+            .collect();
+        more.sort();
+        names.extend(more);
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let created = std::fs::metadata(s.config.stacks_dir.join(&name))
+                .and_then(|m| m.modified())
+                .map(chrono::DateTime::<chrono::Utc>::from)
+                .unwrap_or_else(|_| chrono::Utc::now());
+            serde_json::json!({
+                "id": name,
+                "name": name,
+                "state": "active",
+                "default": name == s.config.stack,
+                "created_at": created,
+                "updated_at": created,
+            })
+        })
+        .collect()
+}
+
+pub async fn list_stacks(State(s): State<AppState>, Auth(_): Auth) -> Json<Vec<serde_json::Value>> {
+    Json(stacks(&s))
+}
+
+pub async fn stack_info(
+    State(s): State<AppState>,
+    Auth(_): Auth,
+    Path(stack): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    stacks(&s)
+        .into_iter()
+        .find(|v| v["name"] == stack.as_str())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("stack", format!("Couldn't find that stack ({stack}).")))
+}
+
 // ---- apps ---------------------------------------------------------------------------------
 
 pub async fn list_apps(

@@ -49,6 +49,8 @@ pub struct ApiConfig {
     /// Why dyno sizes cannot be enforced on this host, if they cannot (then size changes are
     /// refused rather than silently ignored).
     pub sizes_unenforceable: Option<String>,
+    /// Where stacks are installed (`<name>/rootfs`).
+    pub stacks_dir: PathBuf,
 }
 
 /// A push waiting for its build: created when `git-receive-pack` starts.
@@ -116,6 +118,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/account", get(account))
         .route("/users/~", get(account))
         .route("/account/rate-limits", get(rate_limits))
+        .route("/stacks", get(list_stacks))
+        .route("/stacks/{stack}", get(stack_info))
         .route("/apps", get(list_apps).post(create_app))
         .route("/users/~/apps", get(list_apps))
         .route("/apps/{app}", get(app_info).delete(delete_app))

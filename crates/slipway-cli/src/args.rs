@@ -88,6 +88,12 @@ pub enum Cmd {
     /// Scale process types: `web=2`, `worker+1`, `web=2:standard-2x`.
     #[command(name = "ps:scale", visible_alias = "scale")]
     PsScale(PsScale),
+    /// List the stacks this server can run apps on.
+    #[command(name = "stacks")]
+    Stacks(StacksArgs),
+    /// Show an app's stack among the available ones.
+    #[command(name = "stack")]
+    Stack(AppJson),
     /// Change dyno sizes: `web=standard-2x worker=basic`, or one size for every type.
     #[command(name = "ps:type", visible_aliases = ["ps:resize", "resize"])]
     PsType(PsType),
@@ -283,6 +289,13 @@ pub struct PsScale {
     pub changes: Vec<String>,
     #[command(flatten)]
     pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StacksArgs {
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

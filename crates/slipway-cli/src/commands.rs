@@ -21,6 +21,7 @@ mod git_cmds;
 mod logs;
 mod ps;
 mod releases;
+mod stacks;
 
 /// The default git remote name.
 pub const DEFAULT_REMOTE: &str = "slipway";
@@ -161,6 +162,8 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::Ps(a) => ps::list(ctx, a).await,
         Cmd::PsScale(a) => ps::scale(ctx, a).await,
         Cmd::PsType(a) => ps::resize(ctx, a).await,
+        Cmd::Stacks(a) => stacks::list(ctx, a).await,
+        Cmd::Stack(a) => stacks::show(ctx, a).await,
         Cmd::PsStop(a) => ps::stop(ctx, a).await,
         Cmd::Run(a) => ps::run(ctx, a, true).await,
         Cmd::RunDetached(a) => ps::run(ctx, a, false).await,

@@ -384,6 +384,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("cannot find the slipway binary's path")?,
             stack: STACK.into(),
             sizes_unenforceable: runtime.sizes_unenforceable.clone(),
+            stacks_dir: data.join("stacks"),
         },
     );
     for app in store.apps().await? {

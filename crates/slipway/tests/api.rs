@@ -352,6 +352,17 @@ async fn apps_config_releases_in_herokus_wire_format() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
+    // Stacks: the development stack is there and is the default; the app runs on it.
+    let stacks: Value = s.api_get("/stacks").await.json().await.unwrap();
+    assert_eq!(stacks[0]["name"], "slipway-host");
+    assert_eq!(stacks[0]["default"], true);
+    assert_eq!(s.api_get("/stacks/slipway-host").await.status(), 200);
+    assert_eq!(s.api_get("/stacks/heroku-24").await.status(), 404);
+    let out = s.ok(s.dir.path(), &["stack", "-a", "wire"]);
+    assert!(out.contains("* slipway-host"), "{out}");
+    let out = s.ok(s.dir.path(), &["stacks"]);
+    assert!(out.contains("* slipway-host (default)"), "{out}");
+
     // Delete answers with the app.
     let r = c
         .delete(url("/apps/wire"))
