@@ -329,9 +329,9 @@ async fn run_build(
         commit: commit.to_string(),
         buildpacks: app.buildpacks.clone(),
         config: config.clone(),
-        stack: s.config.stack.clone(),
+        stack: app.stack.clone(),
     };
-    say("-----> Building on the Slipway stack");
+    say(&format!("-----> Building on the {} stack", app.stack));
     let built = match s.builder.build(req, source, out.clone()).await {
         Ok(b) => b,
         Err(error) => {
@@ -349,11 +349,14 @@ async fn run_build(
             .store
             .create_slug(
                 &app.id,
-                &built.sha256,
-                built.size,
-                Some(commit),
-                Some(&built.buildpack_description),
-                &built.process_types,
+                slipway_store::NewSlug {
+                    sha256: &built.sha256,
+                    size: built.size,
+                    commit: Some(commit),
+                    buildpack_description: Some(&built.buildpack_description),
+                    process_types: &built.process_types,
+                    stack: &app.stack,
+                },
             )
             .await?;
         s.store

@@ -58,8 +58,8 @@ impl AppState {
             .await?
             .map(|r| r.created_at);
         let stack = NamedRef {
-            id: "slipway-host".into(),
-            name: self.config.stack.clone(),
+            id: app.stack.clone(),
+            name: app.stack.clone(),
         };
         Ok(App {
             id: app.id.clone(),
@@ -381,6 +381,44 @@ pub async fn app_info(
     Path(app): Path<String>,
 ) -> ApiResult<Json<App>> {
     let app = s.load_app(&who, &app).await?;
+    Ok(Json(s.app_json(&app, &host).await?))
+}
+
+#[derive(Deserialize)]
+struct UpdateApp {
+    #[serde(default)]
+    build_stack: Option<serde_json::Value>,
+}
+
+/// `PATCH /apps/{app}`: `build_stack` (a name, or `{"name": ...}`) sets the stack of the next build.
+pub async fn update_app(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    ApiHost(host): ApiHost,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<App>> {
+    let app = s.load_app(&who, &app).await?;
+    let req: UpdateApp = parse_json(&body)?;
+    if let Some(stack) = req.build_stack {
+        let name = match &stack {
+            serde_json::Value::String(n) => n.clone(),
+            serde_json::Value::Object(o) => o
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            _ => String::new(),
+        };
+        if !stacks(&s).iter().any(|st| st["name"] == name.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "Stack {name:?} is not installed on this server. See slipway stacks; install one with slipway stacks:install debian-12 (as root, on the server)."
+            )));
+        }
+        s.store.set_stack(&app.id, &name).await?;
+        s.api_log(&app.id, &format!("Set stack to {name} by {}", who.email));
+    }
+    let app = s.load_app(&who, &app.id).await?;
     Ok(Json(s.app_json(&app, &host).await?))
 }
 

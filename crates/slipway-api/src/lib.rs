@@ -122,7 +122,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/stacks/{stack}", get(stack_info))
         .route("/apps", get(list_apps).post(create_app))
         .route("/users/~/apps", get(list_apps))
-        .route("/apps/{app}", get(app_info).delete(delete_app))
+        .route(
+            "/apps/{app}",
+            get(app_info).patch(update_app).delete(delete_app),
+        )
         .route(
             "/apps/{app}/config-vars",
             get(get_config).patch(patch_config),

@@ -238,7 +238,7 @@ impl Builder {
         self.apply_slugignore(build_dir, out).await?;
         write_env_dir(&ws.env_dir, &req.config, out).await?;
         let dyno = match &self.sandbox {
-            Some(sandbox) => Some(self.build_dyno(sandbox, ws).await?),
+            Some(sandbox) => Some(self.build_dyno(sandbox, &req.stack, ws).await?),
             None => None,
         };
         let dyno = dyno.as_ref();
@@ -359,11 +359,17 @@ impl Builder {
     async fn build_dyno(
         &self,
         sandbox: &BuildSandbox,
+        stack: &str,
         ws: &Workspace,
     ) -> Result<BuildDyno, BuildError> {
         let builtins = self.root.join("buildpacks");
+        let stack = sandbox
+            .stack
+            .resolve(&sandbox.stacks_dir, stack)
+            .ok_or_else(|| BuildError::StackMissing(stack.to_string()))?;
         let dyno = BuildDyno::create(
             sandbox,
+            stack,
             ws.dyno_dir.clone(),
             &[&ws.build_dir, &ws.work_dir],
             &[&builtins],

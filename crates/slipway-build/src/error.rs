@@ -73,6 +73,10 @@ pub enum BuildError {
     )]
     UnknownBuildpack(String),
 
+    /// The app's stack is not on this server.
+    #[error("Stack {0} is not installed on this server. Choose an installed one with `slipway stack:set` (see `slipway stacks`).")]
+    StackMissing(String),
+
     /// A buildpack could not be fetched or copied.
     #[error("Could not fetch buildpack: {0}. Check the buildpack's URL or path with `slipway buildpacks`.")]
     BuildpackFetch(String),

@@ -31,8 +31,10 @@ use crate::process::Env;
 pub struct BuildSandbox {
     /// The `slipway` binary, run as `slipway dyno-exec`.
     pub exe: PathBuf,
-    /// The stack builds run on: the one the app's dynos run on.
+    /// The default stack.
     pub stack: Stack,
+    /// Where other stacks are installed (`<name>/rootfs`); a build runs on its app's stack.
+    pub stacks_dir: PathBuf,
     /// The unprivileged user buildpack programs run as.
     pub uid: u32,
     /// Its group.
@@ -62,6 +64,8 @@ const MERGE_STDERR: &str = "exec 2>&1; exec \"$0\" \"$@\"";
 /// One build's sandbox: its binds and the launcher's per-build directory.
 pub(crate) struct BuildDyno {
     sandbox: BuildSandbox,
+    /// The stack this build runs on.
+    stack: Stack,
     /// The launcher's directory (new root's mount point, generated `/etc` files, empty `/app`).
     dyno_dir: PathBuf,
     binds: Vec<Bind>,
@@ -92,6 +96,7 @@ impl BuildDyno {
     /// (each bound at its own path). Creates `dyno_dir`.
     pub(crate) async fn create(
         sandbox: &BuildSandbox,
+        stack: Stack,
         dyno_dir: PathBuf,
         writable: &[&Path],
         read_only: &[&Path],
@@ -133,6 +138,7 @@ impl BuildDyno {
         };
         Ok(BuildDyno {
             sandbox: sandbox.clone(),
+            stack,
             dyno_dir,
             binds,
             slot,
@@ -185,7 +191,7 @@ impl BuildDyno {
             })
             .collect();
         Ok(LaunchSpec {
-            stack: self.sandbox.stack.clone(),
+            stack: self.stack.clone(),
             slug_dir: self.dyno_dir.join("slug"),
             dyno_dir: self.dyno_dir.clone(),
             hostname: "build".into(),
@@ -262,6 +268,7 @@ mod tests {
             },
             uid: 10000,
             gid: 10000,
+            stacks_dir: std::path::PathBuf::from("/nonexistent"),
             network: None,
             cgroups: None,
         };
@@ -270,6 +277,7 @@ mod tests {
             .unwrap();
         rt.block_on(BuildDyno::create(
             &sandbox,
+            sandbox.stack.clone(),
             dir.join("dyno_1"),
             &[
                 Path::new("/data/tmp/build_1"),

@@ -94,6 +94,9 @@ pub enum Cmd {
     /// Show an app's stack among the available ones.
     #[command(name = "stack")]
     Stack(AppJson),
+    /// Set the stack the app's next build runs on.
+    #[command(name = "stack:set")]
+    StackSet(StackSet),
     /// Change dyno sizes: `web=standard-2x worker=basic`, or one size for every type.
     #[command(name = "ps:type", visible_aliases = ["ps:resize", "resize"])]
     PsType(PsType),
@@ -287,6 +290,15 @@ pub struct PsScale {
     /// Changes such as `web=2`, `worker+1`, `web-1`, `web=2:standard-2x`.
     #[arg(value_name = "TYPE=N")]
     pub changes: Vec<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StackSet {
+    /// The stack, e.g. `slipway-host` (see `slipway stacks`).
+    #[arg(value_name = "STACK")]
+    pub stack: String,
     #[command(flatten)]
     pub app: AppArgs,
 }

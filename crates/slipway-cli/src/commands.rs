@@ -164,6 +164,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::PsType(a) => ps::resize(ctx, a).await,
         Cmd::Stacks(a) => stacks::list(ctx, a).await,
         Cmd::Stack(a) => stacks::show(ctx, a).await,
+        Cmd::StackSet(a) => stacks::set(ctx, a).await,
         Cmd::PsStop(a) => ps::stop(ctx, a).await,
         Cmd::Run(a) => ps::run(ctx, a, true).await,
         Cmd::RunDetached(a) => ps::run(ctx, a, false).await,

@@ -282,6 +282,7 @@ impl Manager {
             let spec = DynoSpec {
                 id: String::new(),
                 size: lock(&status).size.clone(),
+                stack: slug.stack.clone(),
                 name: name.clone(),
                 command,
                 slug_dir: slug_dir.clone(),
@@ -403,6 +404,7 @@ impl Manager {
         let spec = DynoSpec {
             id: String::new(),
             size: size.to_string(),
+            stack: slug.stack.clone(),
             name: name.clone(),
             command: command.to_string(),
             slug_dir,

@@ -31,8 +31,10 @@ pub const DYNO_PORT: u16 = 5000;
 pub struct ContainerConfig {
     /// The `slipway` binary, run as `slipway dyno-exec`.
     pub exe: PathBuf,
-    /// The stack every dyno runs on.
+    /// The default stack.
     pub stack: Stack,
+    /// Where other stacks are installed (`<name>/rootfs`).
+    pub stacks_dir: PathBuf,
     /// Per-instance directories live here.
     pub dynos_dir: PathBuf,
     /// Sizes are enforced through these; `None` only where the host has no cgroups.
@@ -119,6 +121,16 @@ impl ContainerRuntime {
             .or_else(|| dyno_size("basic"))
             .copied()
             .ok_or_else(|| RuntimeError::Setup(format!("unknown dyno size {}", spec.size)))?;
+        let stack = self
+            .cfg
+            .stack
+            .resolve(&self.cfg.stacks_dir, &spec.stack)
+            .ok_or_else(|| {
+                RuntimeError::Setup(format!(
+                    "stack {} is not installed on this host",
+                    spec.stack
+                ))
+            })?;
         let dyno_dir = self.cfg.dynos_dir.join(&spec.id);
         std::fs::create_dir_all(&dyno_dir)?;
         let cgroup = match &self.cfg.cgroups {
@@ -158,7 +170,7 @@ impl ContainerRuntime {
         let mut env: BTreeMap<String, String> = spec.env.clone();
         env.insert("PORT".into(), port.to_string());
         let launch = LaunchSpec {
-            stack: self.cfg.stack.clone(),
+            stack,
             slug_dir: spec.slug_dir.clone(),
             dyno_dir: dyno_dir.clone(),
             hostname: spec

@@ -57,6 +57,8 @@ pub struct DynoSpec {
     pub name: String,
     /// The dyno size (`basic`, `standard-2x`...), which sets its limits.
     pub size: String,
+    /// The stack it runs on (the one its slug was built on).
+    pub stack: String,
     /// The Procfile command, run through a shell.
     pub command: String,
     /// The unpacked slug: the dyno's working directory and `$HOME`.
@@ -303,6 +305,7 @@ mod tests {
             name: "web.1".into(),
             id: "test-dyno".into(),
             size: "basic".into(),
+            stack: String::new(),
             command: command.into(),
             slug_dir: dir.to_path_buf(),
             env,

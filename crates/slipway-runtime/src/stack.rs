@@ -77,6 +77,30 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 impl Stack {
+    /// An installed stack: `<dir>/<name>/rootfs`, a complete root filesystem of its own.
+    pub fn installed(dir: &Path, name: &str) -> Option<Stack> {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && !name.starts_with('.');
+        let root = dir.join(name).join("rootfs");
+        (ok && root.is_dir()).then(|| Stack {
+            name: name.to_string(),
+            root,
+            binds: vec![],
+        })
+    }
+
+    /// `name` as this host has it: `self` if it is this stack, else an installed one.
+    pub fn resolve(&self, dir: &Path, name: &str) -> Option<Stack> {
+        if name == self.name || name.is_empty() {
+            Some(self.clone())
+        } else {
+            Stack::installed(dir, name)
+        }
+    }
+
     /// Builds (or refreshes) the development stack under `dir` from the host's `/usr`.
     pub fn host(dir: &Path) -> std::io::Result<Stack> {
         let root = dir.join("rootfs");
@@ -132,5 +156,32 @@ impl Stack {
             root,
             binds: vec![(PathBuf::from("/usr"), "usr".into())],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_stacks_are_found_by_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("debian-12/rootfs")).unwrap();
+        let host = Stack {
+            name: "slipway-host".into(),
+            root: "/x".into(),
+            binds: vec![],
+        };
+        let s = host.resolve(dir.path(), "debian-12").unwrap();
+        assert_eq!(s.root, dir.path().join("debian-12/rootfs"));
+        assert!(s.binds.is_empty());
+        assert_eq!(
+            host.resolve(dir.path(), "slipway-host").unwrap().root,
+            PathBuf::from("/x")
+        );
+        assert_eq!(host.resolve(dir.path(), "").unwrap().name, "slipway-host");
+        assert!(host.resolve(dir.path(), "heroku-24").is_none());
+        assert!(Stack::installed(dir.path(), "../debian-12").is_none());
+        assert!(Stack::installed(dir.path(), ".hidden").is_none());
     }
 }

@@ -28,7 +28,10 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_stacks.sql"),
+];
 
 #[derive(Debug, Clone)]
 pub struct AccountRow {
@@ -47,6 +50,8 @@ pub struct AppRow {
     pub owner_email: String,
     /// Buildpack URLs or built-in names, in order; empty means detect.
     pub buildpacks: Vec<String>,
+    /// The stack the next build runs on.
+    pub stack: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -62,6 +67,8 @@ pub struct SlugRow {
     pub buildpack_description: Option<String>,
     /// Process type → command.
     pub process_types: BTreeMap<String, String>,
+    /// The stack it was built on; its dynos run there.
+    pub stack: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -78,6 +85,19 @@ pub struct ReleaseRow {
     pub user_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a new slug is.
+#[derive(Debug, Clone)]
+pub struct NewSlug<'a> {
+    /// SHA-256 of the compressed slug.
+    pub sha256: &'a str,
+    pub size: u64,
+    pub commit: Option<&'a str>,
+    pub buildpack_description: Option<&'a str>,
+    pub process_types: &'a BTreeMap<String, String>,
+    /// The stack it was built on.
+    pub stack: &'a str,
 }
 
 /// Where a new release's config vars come from. Inheriting and patching read the current
@@ -286,6 +306,7 @@ impl Store {
             owner_id: row.try_get("owner_id")?,
             owner_email: row.try_get("owner_email")?,
             buildpacks: json(row, "buildpacks")?,
+            stack: row.try_get("stack")?,
             created_at: ts(row, "created_at")?,
             updated_at: ts(row, "updated_at")?,
         })
@@ -368,6 +389,17 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the stack the app's next build runs on.
+    pub async fn set_stack(&self, app_id: &str, stack: &str) -> Result<()> {
+        sqlx::query("UPDATE apps SET stack = ?, updated_at = ? WHERE id = ?")
+            .bind(stack)
+            .bind(now().to_rfc3339())
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_buildpacks(&self, app_id: &str, buildpacks: &[String]) -> Result<()> {
         sqlx::query("UPDATE apps SET buildpacks = ?, updated_at = ? WHERE id = ?")
             .bind(to_json(&buildpacks))
@@ -389,31 +421,25 @@ impl Store {
             commit: row.try_get("commit_sha")?,
             buildpack_description: row.try_get("buildpack_description")?,
             process_types: json(row, "process_types")?,
+            stack: row.try_get("stack")?,
             created_at: ts(row, "created_at")?,
         })
     }
 
-    pub async fn create_slug(
-        &self,
-        app_id: &str,
-        sha256: &str,
-        size: u64,
-        commit: Option<&str>,
-        buildpack_description: Option<&str>,
-        process_types: &BTreeMap<String, String>,
-    ) -> Result<SlugRow> {
+    pub async fn create_slug(&self, app_id: &str, new: NewSlug<'_>) -> Result<SlugRow> {
         let id = uuid::Uuid::new_v4().to_string();
         sqlx::query(
-            "INSERT INTO slugs (id, app_id, sha256, size, commit_sha, buildpack_description, process_types, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO slugs (id, app_id, sha256, size, commit_sha, buildpack_description, process_types, stack, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(app_id)
-        .bind(sha256)
-        .bind(size as i64)
-        .bind(commit)
-        .bind(buildpack_description)
-        .bind(to_json(process_types))
+        .bind(new.sha256)
+        .bind(new.size as i64)
+        .bind(new.commit)
+        .bind(new.buildpack_description)
+        .bind(to_json(new.process_types))
+        .bind(new.stack)
         .bind(now().to_rfc3339())
         .execute(&self.pool)
         .await?;

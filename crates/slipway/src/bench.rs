@@ -80,6 +80,7 @@ async fn run(runs: usize) -> anyhow::Result<()> {
             id: format!("bench{i}x{}", std::process::id()),
             name: "bench.1".into(),
             size: "basic".into(),
+            stack: String::new(),
             command: command.into(),
             slug_dir: slug.clone(),
             env: Default::default(),

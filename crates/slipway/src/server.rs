@@ -226,6 +226,7 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
         stack: stack.clone(),
         uid: DYNO_UID,
         gid: DYNO_GID,
+        stacks_dir: config.data_dir.join("stacks"),
         network: network.clone(),
         cgroups: Some(cgroups.clone()),
     };
@@ -233,6 +234,7 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
         exe,
         stack,
         dynos_dir: dynos_dir.clone(),
+        stacks_dir: config.data_dir.join("stacks"),
         cgroups: Some(cgroups.clone()),
         network: network.clone(),
     });
@@ -249,6 +251,7 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
         id: format!("probe{}", std::process::id()),
         name: "probe.1".into(),
         size: "basic".into(),
+        stack: String::new(),
         command: "test \"$(id -u)\" != 0".into(),
         slug_dir: probe_slug.clone(),
         env: Default::default(),

@@ -362,6 +362,27 @@ async fn apps_config_releases_in_herokus_wire_format() {
     assert!(out.contains("* slipway-host"), "{out}");
     let out = s.ok(s.dir.path(), &["stacks"]);
     assert!(out.contains("* slipway-host (default)"), "{out}");
+    let out = s.cli(s.dir.path(), &["stack:set", "debian-12", "-a", "wire"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not installed on this server"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.ok(s.dir.path(), &["stack:set", "slipway-host", "-a", "wire"]);
+    assert!(out.contains("redeploy wire"), "{out}");
+    let r = c
+        .patch(url("/apps/wire"))
+        .bearer_auth(&s.key)
+        .json(&json!({"build_stack": {"name": "slipway-host"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["build_stack"]["name"],
+        "slipway-host"
+    );
 
     // Delete answers with the app.
     let r = c

@@ -182,6 +182,7 @@ async fn a_build_dyno_past_the_compile_timeout_is_stopped_with_all_it_started() 
             stack,
             uid: DYNO_UID,
             gid: DYNO_GID,
+            stacks_dir: std::path::PathBuf::from("/nonexistent"),
             network: None,
             cgroups: None,
         });

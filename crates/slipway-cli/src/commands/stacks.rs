@@ -1,11 +1,13 @@
 //! `stacks` and `stack`: the root filesystems this server can run apps on.
 
 use anyhow::Result;
+use reqwest::Method;
+use serde_json::json;
 use serde_json::Value;
 
 use super::Ctx;
 use crate::api::seg;
-use crate::args::{AppJson, StacksArgs};
+use crate::args::{AppJson, StackSet, StacksArgs};
 use crate::format::header;
 
 fn names(items: &[Value]) -> Vec<(String, bool)> {
@@ -62,5 +64,27 @@ pub async fn show(ctx: &mut Ctx<'_>, a: AppJson) -> Result<()> {
             if name == current { "*" } else { " " }
         )?;
     }
+    Ok(())
+}
+
+/// `stack:set STACK`: the stack of the app's next build (and so of the dynos of that release).
+pub async fn set(ctx: &mut Ctx<'_>, a: StackSet) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let body = json!({ "build_stack": a.stack });
+    ctx.action(
+        &format!("Setting stack to {}", a.stack),
+        api.call(Method::PATCH, &format!("/apps/{}", seg(&app)), Some(&body)),
+    )
+    .await?;
+    writeln!(ctx.out, "done")?;
+    writeln!(
+        ctx.out,
+        "You will need to redeploy {app} for the change to take effect."
+    )?;
+    writeln!(
+        ctx.out,
+        "Run git push slipway main to trigger a new build on {app}."
+    )?;
     Ok(())
 }
