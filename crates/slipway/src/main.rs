@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod hook;
 mod server;
+mod stacks;
 
 use std::process::ExitCode;
 
@@ -15,6 +16,7 @@ fn main() -> ExitCode {
         Some("hook:pre-receive") => hook::main(),
         Some("dyno-exec") => slipway_runtime::launcher::launcher_main(),
         Some("bench:dyno-start") => bench::main(args),
+        Some("stacks:install") => stacks::main(args),
         _ => slipway_cli::run(args),
     }
 }
