@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use slipway_logs::Source;
 use slipway_manager::{DynoStatus, RestartTarget};
+use slipway_runtime::{DynoStdio, TtySize};
 use slipway_store::{AccountRow, AppRow, NewRelease, ReleaseConfig, ReleaseRow, ReleaseSlug};
 use slipway_types::*;
 
@@ -819,12 +820,16 @@ struct CreateDyno {
     size: Option<String>,
     #[serde(default)]
     env: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    force_no_tty: Option<bool>,
 }
 
-/// `POST /apps/{app}/dynos`: a one-off dyno (`run.N`).
+/// `POST /apps/{app}/dynos`: a one-off dyno (`run.N`); attached (`attach: true`) it runs in a
+/// terminal (pipes with `force_no_tty`) reached through the `attach_url`.
 pub async fn create_dyno(
     State(s): State<AppState>,
     Auth(who): Auth,
+    ApiHost(host): ApiHost,
     Path(app): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -834,13 +839,18 @@ pub async fn create_dyno(
         .command
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("Give a command to run."))?;
-    if req.attach == Some(true) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not_implemented",
-            "Attached one-off dynos are not available yet; use run:detached and read the output with logs.",
-        ));
-    }
+    let attach = req.attach == Some(true);
+    let rendezvous = match (attach, &s.rendezvous) {
+        (false, _) => None,
+        (true, Some(r)) => Some(r.clone()),
+        (true, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_available",
+                "This server has no rendezvous listener for attached dynos; use run:detached and read the output with logs.",
+            ))
+        }
+    };
     let size = req.size.unwrap_or_else(|| "basic".into());
     if dyno_size(&size).is_none() {
         return Err(ApiError::invalid(format!("Invalid dyno size {size}.")));
@@ -854,7 +864,23 @@ pub async fn create_dyno(
         };
         env.insert(k, v);
     }
-    let dyno = match s
+    let stdio = if !attach {
+        DynoStdio::Logs
+    } else if req.force_no_tty == Some(true) {
+        DynoStdio::Pipes
+    } else {
+        let dim = |k: &str, d: u16| {
+            env.get(k)
+                .and_then(|v| v.trim().parse::<u16>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(d)
+        };
+        DynoStdio::Tty(TtySize {
+            cols: dim("COLUMNS", 80),
+            rows: dim("LINES", 24),
+        })
+    };
+    let (dyno, attached) = match s
         .manager
         .run_oneoff(
             &app.id,
@@ -862,6 +888,7 @@ pub async fn create_dyno(
             &size.to_ascii_lowercase(),
             env,
             &who.email,
+            stdio,
         )
         .await
     {
@@ -879,7 +906,28 @@ pub async fn create_dyno(
             who.email
         ),
     );
-    Ok((StatusCode::CREATED, Json(s.dyno_json(&app, dyno))).into_response())
+    let mut body = s.dyno_json(&app, dyno);
+    if let (Some(r), Some(attached)) = (rendezvous, attached) {
+        let secret = r.register(&app.id, &body.name, attached);
+        body.attach_url = Some(format!(
+            "rendezvous://{}:{}/{secret}",
+            host_name(&host),
+            r.port
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The host part of a `Host` header (`[::1]:5050` → `[::1]`, `localhost:5050` → `localhost`).
+fn host_name(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
 }
 
 /// `POST /apps/{app}/dynos/{dyno}/actions/stop`.

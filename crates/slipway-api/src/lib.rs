@@ -13,6 +13,7 @@ mod git;
 mod handlers;
 mod logsession;
 pub mod range;
+pub mod rendezvous;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub builder: Arc<Builder>,
     pub routes: RouteTable,
     pub config: Arc<ApiConfig>,
+    /// Where attached one-off dynos are reached; `None` when the server has no TLS listener.
+    pub rendezvous: Option<rendezvous::Rendezvous>,
     pushes: Arc<Mutex<HashMap<String, PendingPush>>>,
 }
 
@@ -88,8 +91,15 @@ impl AppState {
             builder,
             routes,
             config: Arc::new(config),
+            rendezvous: None,
             pushes: Arc::default(),
         }
+    }
+
+    /// Serves attached one-off dynos through `rendezvous`.
+    pub fn with_rendezvous(mut self, rendezvous: rendezvous::Rendezvous) -> Self {
+        self.rendezvous = Some(rendezvous);
+        self
     }
 }
 

@@ -211,6 +211,7 @@ impl BuildDyno {
             cwd: Some(cwd.to_path_buf()),
             writable_root: true,
             raw: true,
+            tty: None,
         })
     }
 

@@ -347,6 +347,12 @@ pub struct Run {
     /// Extra environment, `KEY=value;KEY2=value2`.
     #[arg(short = 'e', long)]
     pub env: Option<String>,
+    /// Use pipes instead of a terminal (the default when stdin is not a terminal).
+    #[arg(long)]
+    pub no_tty: bool,
+    /// Exit with the command's status (always the case; accepted for Heroku's CLI users).
+    #[arg(short = 'x', long)]
+    pub exit_code: bool,
     #[command(flatten)]
     pub app: AppArgs,
     /// Print the dyno as JSON.

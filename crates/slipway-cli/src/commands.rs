@@ -14,6 +14,7 @@ use crate::env::{machine_name, Env};
 use crate::git::{app_from_git_url, Git};
 
 mod apps;
+mod attach;
 mod auth;
 mod buildpacks;
 mod config;
@@ -144,6 +145,18 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 }
+
+/// Ends the CLI with this exit status (an attached command's) without an error message.
+#[derive(Debug)]
+pub struct ExitStatus(pub i32);
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Process exited with code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
 
 /// Runs one parsed command.
 pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {

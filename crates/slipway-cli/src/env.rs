@@ -31,6 +31,9 @@ pub struct Env {
     pub app: Option<String>,
     /// `SLIPWAY_DATA_DIR`: the server's data directory.
     pub data_dir: Option<PathBuf>,
+    /// `SLIPWAY_CA_FILE`: the CA certificate the server's TLS endpoints are checked against,
+    /// instead of `<data-dir>/tls/ca.pem`.
+    pub ca_file: Option<PathBuf>,
     /// `XDG_DATA_HOME`, used for the default data directory of non-root users.
     pub xdg_data_home: Option<PathBuf>,
     /// `HOME`: holds `.netrc`, and is passed to the `git` commands the CLI runs.
@@ -61,6 +64,7 @@ impl Env {
             api_key: var("SLIPWAY_API_KEY"),
             app: var("SLIPWAY_APP"),
             data_dir: var("SLIPWAY_DATA_DIR").map(PathBuf::from),
+            ca_file: var("SLIPWAY_CA_FILE").map(PathBuf::from),
             xdg_data_home: var("XDG_DATA_HOME").map(PathBuf::from),
             home: var("HOME").map(PathBuf::from),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -77,6 +81,7 @@ impl Env {
             api_key: None,
             app: None,
             data_dir: None,
+            ca_file: None,
             xdg_data_home: None,
             home: Some(home.into()),
             cwd: cwd.into(),
@@ -84,6 +89,13 @@ impl Env {
             exe: PathBuf::from("slipway"),
             input: Input::Text(String::new()),
         }
+    }
+
+    /// The CA certificate to check the server's TLS endpoints with.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca_file
+            .clone()
+            .or_else(|| self.data_dir().map(|d| d.join("tls/ca.pem")))
     }
 
     /// The server's data directory: `SLIPWAY_DATA_DIR`, else `/var/lib/slipway` for root, else

@@ -22,6 +22,7 @@ mod env;
 mod format;
 mod git;
 mod netrc;
+mod term;
 
 pub use env::{Env, Input};
 
@@ -137,6 +138,10 @@ fn one_line_usage_error(text: &str) -> String {
 /// Prints an error as Heroku does, on one line. A closed stdout (`slipway logs | head`) is not an
 /// error worth reporting.
 fn report(e: &anyhow::Error, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if let Some(commands::ExitStatus(code)) = e.downcast_ref::<commands::ExitStatus>() {
+        let _ = out.flush();
+        return *code;
+    }
     let broken_pipe = e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)

@@ -17,10 +17,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use slipway_build::SlugStore;
 use slipway_logs::{LogRouter, Source};
-use slipway_runtime::{DynoRuntime, DynoSpec, OutputSink, RunningDyno};
+use slipway_runtime::{DynoIo, DynoRuntime, DynoSpec, DynoStdio, OutputSink, RunningDyno};
 use slipway_store::Store;
 use slipway_types::{Backend, RouteSink};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -85,6 +85,12 @@ pub struct DynoStatus {
     pub addr: Option<SocketAddr>,
     /// A one-off dyno (`run.N`): never restarted, gone when its command ends.
     pub oneoff: bool,
+}
+
+/// The streams of an attached one-off dyno, and its exit status.
+pub struct Attached {
+    pub io: DynoIo,
+    pub exit: watch::Receiver<Option<i32>>,
 }
 
 /// Which dynos `ps:restart` restarts.
@@ -287,6 +293,7 @@ impl Manager {
                 command,
                 slug_dir: slug_dir.clone(),
                 env,
+                stdio: DynoStdio::Logs,
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let task = tokio::spawn(supervise(
@@ -295,6 +302,7 @@ impl Manager {
                 spec,
                 status.clone(),
                 stop_rx,
+                None,
             ));
             entry.slots.insert(
                 name,
@@ -352,6 +360,8 @@ impl Manager {
 
     /// Starts a one-off dyno (`run.N`) running `command` on the current release, with `env`
     /// added to the config vars. It is not restarted, and is gone when the command ends.
+    /// With a terminal or pipes (`stdio`), its streams arrive on the returned channel once it
+    /// has started (the sender is dropped if it could not start).
     pub async fn run_oneoff(
         &self,
         app_id: &str,
@@ -359,7 +369,8 @@ impl Manager {
         size: &str,
         env: BTreeMap<String, String>,
         started_by: &str,
-    ) -> Result<DynoStatus, ManagerError> {
+        stdio: DynoStdio,
+    ) -> Result<(DynoStatus, Option<oneshot::Receiver<Attached>>), ManagerError> {
         let store = &self.inner.store;
         let app = store.app(app_id).await?.ok_or(ManagerError::NotDeployed)?;
         let release = store
@@ -409,6 +420,14 @@ impl Manager {
             command: command.to_string(),
             slug_dir,
             env: full_env,
+            stdio,
+        };
+        let (attach_tx, attach_rx) = match stdio {
+            DynoStdio::Logs => (None, None),
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
         };
         self.log(
             app_id,
@@ -422,6 +441,7 @@ impl Manager {
             spec,
             shared.clone(),
             stop_rx,
+            attach_tx,
         ));
         entry.slots.insert(
             name,
@@ -431,7 +451,7 @@ impl Manager {
                 task,
             },
         );
-        Ok(status)
+        Ok((status, attach_rx))
     }
 
     /// Stops one dyno (`ps:stop`): a one-off ends; a formation dyno is started again.
@@ -602,6 +622,7 @@ async fn supervise(
     spec: DynoSpec,
     status: Arc<Mutex<DynoStatus>>,
     mut stop_rx: watch::Receiver<bool>,
+    mut attach: Option<oneshot::Sender<Attached>>,
 ) {
     let name = spec.name.clone();
     let is_web = lock(&status).process_type == "web";
@@ -638,6 +659,12 @@ async fn supervise(
                     &name,
                     &format!("Error R99 (Platform error) -> {error}"),
                 );
+                if oneoff {
+                    m.log(&app_id, &name, "State changed from starting to crashed");
+                    let id = lock(&status).id.clone();
+                    m.forget_oneoff(&app_id, &name, &id);
+                    break;
+                }
                 set_state(&m, &app_id, &status, DynoState::Crashed);
                 crashes += 1;
                 if wait_or_stop(restart_delay(crashes.max(2)), &mut stop_rx).await {
@@ -647,6 +674,12 @@ async fn supervise(
             }
         };
         lock(&status).addr = Some(dyno.addr);
+        if let (Some(tx), Some(io)) = (attach.take(), dyno.io.take()) {
+            let _ = tx.send(Attached {
+                io,
+                exit: dyno.exit.clone(),
+            });
+        }
         let booted = if is_web {
             tokio::select! {
                 r = tokio::time::timeout(m.inner.config.boot_timeout, wait_listening(dyno.addr)) => {

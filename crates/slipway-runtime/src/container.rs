@@ -19,9 +19,10 @@ use crate::launcher::{LaunchSpec, SPEC_ENV};
 use crate::net::{NetSlot, Network};
 use crate::stack::{Stack, DYNO_GID, DYNO_UID};
 use crate::{
-    forward_lines, free_port, wait_status, BoxFuture, DynoControl, DynoRuntime, DynoSpec,
-    MemoryStats, OutputSink, RunningDyno, RuntimeError,
+    forward_lines, free_port, wait_status, BoxFuture, DynoControl, DynoIo, DynoRuntime, DynoSpec,
+    DynoStdio, MemoryStats, OutputSink, PtyMaster, RunningDyno, RuntimeError,
 };
+use std::os::fd::AsRawFd;
 
 /// The port every web dyno listens on inside its own network namespace.
 pub const DYNO_PORT: u16 = 5000;
@@ -191,11 +192,15 @@ impl ContainerRuntime {
             cwd: None,
             writable_root: false,
             raw: false,
+            tty: match spec.stdio {
+                DynoStdio::Tty(size) => Some(size),
+                _ => None,
+            },
         };
         let json =
             serde_json::to_string(&launch).map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        let spawned = Command::new(&self.cfg.exe)
-            .arg("dyno-exec")
+        let mut cmd = Command::new(&self.cfg.exe);
+        cmd.arg("dyno-exec")
             .env_clear()
             .env(SPEC_ENV, json)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -203,8 +208,20 @@ impl ContainerRuntime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(false)
-            .spawn();
+            .kill_on_drop(false);
+        let mut console = None;
+        match spec.stdio {
+            DynoStdio::Logs => {}
+            DynoStdio::Pipes => {
+                cmd.stdin(Stdio::piped());
+            }
+            DynoStdio::Tty(_) => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                crate::tty::pass_console(&mut cmd, theirs.as_raw_fd());
+                console = Some((ours, theirs));
+            }
+        }
+        let spawned = cmd.spawn();
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -218,11 +235,59 @@ impl ContainerRuntime {
             }
         };
         let shim = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(-1));
+        let mut io = None;
+        if spec.stdio == DynoStdio::Pipes {
+            if let (Some(stdin), Some(stdout), Some(stderr)) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take())
+            {
+                io = Some(DynoIo::Pipes {
+                    stdin,
+                    stdout,
+                    stderr,
+                });
+            }
+        }
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward_lines(out, output.clone()));
         }
         if let Some(err) = child.stderr.take() {
             tokio::spawn(forward_lines(err, output));
+        }
+        if let Some((ours, theirs)) = console {
+            // Init sends the terminal's master once the dyno's root is built; if the dyno fails
+            // first, the socket closes without it.
+            drop(theirs);
+            let master = async {
+                ours.set_nonblocking(true)?;
+                let ours = tokio::net::UnixStream::from_std(ours)?;
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    crate::tty::recv_fd(&ours),
+                )
+                .await
+                {
+                    Ok(fd) => PtyMaster::new(fd?),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the dyno did not open its terminal",
+                    )),
+                }
+            }
+            .await;
+            match master {
+                Ok(m) => io = Some(DynoIo::Tty(m)),
+                Err(e) => {
+                    let _ = kill(shim, Signal::SIGKILL);
+                    let code = wait_status(&mut child).await;
+                    cleanup(
+                        cgroup,
+                        slot.map(|s| (self.cfg.network.clone(), s)),
+                        dyno_dir,
+                    )
+                    .await;
+                    return Err(RuntimeError::Setup(format!("{e} (status {code})")));
+                }
+            }
         }
         let (tx, rx) = watch::channel(None);
         let net = self.cfg.network.clone();
@@ -241,7 +306,7 @@ impl ContainerRuntime {
             cleanup(cg, slot.map(|s| (net, s)), dyno_dir).await;
             let _ = tx.send(Some(code));
         });
-        Ok(RunningDyno::new(
+        let mut dyno = RunningDyno::new(
             addr,
             rx,
             Arc::new(ContainerControl {
@@ -250,7 +315,9 @@ impl ContainerRuntime {
                 quota,
                 last,
             }),
-        ))
+        );
+        dyno.io = io;
+        Ok(dyno)
     }
 }
 

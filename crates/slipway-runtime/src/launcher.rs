@@ -75,6 +75,10 @@ pub struct LaunchSpec {
     /// `HOME`, `LANG` or `TMPDIR` defaults). For build dynos.
     #[serde(default)]
     pub raw: bool,
+    /// Gives the app a terminal of this size, whose master goes back over the console socket
+    /// ([`crate::tty::CONSOLE_FD`]).
+    #[serde(default)]
+    pub tty: Option<crate::tty::TtySize>,
 }
 
 /// A host path bound into a dyno.
@@ -169,7 +173,13 @@ pub fn launcher_main() -> ! {
     // execs or exits (it is itself a fresh single-threaded process).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => init(spec),
-        Ok(ForkResult::Parent { child }) => shim(child, &shim_set),
+        Ok(ForkResult::Parent { child }) => {
+            if spec.tty.is_some() {
+                // Only init sends on the console socket; its end must close when init does.
+                let _ = nix::unistd::close(crate::tty::CONSOLE_FD);
+            }
+            shim(child, &shim_set)
+        }
         Err(e) => fail("fork", e),
     }
 }
@@ -563,12 +573,33 @@ fn drop_privileges(uid: u32, gid: u32) {
 /// PID 1 of the dyno.
 fn init(spec: LaunchSpec) -> ! {
     build_root(&spec);
+    // The terminal comes from the dyno's own devpts, now at /dev/pts.
+    let terminal = spec.tty.map(|size| match crate::tty::open_terminal(size) {
+        Ok(t) => t,
+        Err(e) => fail("opening a terminal", e),
+    });
     // SAFETY: still single-threaded.
     let app = match unsafe { fork() } {
-        Ok(ForkResult::Child) => run_app(&spec),
+        Ok(ForkResult::Child) => {
+            let slave = terminal.as_ref().map(|(_, path)| path.clone());
+            drop(terminal);
+            if slave.is_some() {
+                let _ = nix::unistd::close(crate::tty::CONSOLE_FD);
+            }
+            run_app(&spec, slave.as_deref())
+        }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail("fork of the app", e),
     };
+    if let Some((master, _)) = terminal {
+        use std::os::fd::AsRawFd;
+        if let Err(e) = crate::tty::send_fd(crate::tty::CONSOLE_FD, master.as_raw_fd()) {
+            let _ = kill(app, Signal::SIGKILL);
+            fail("handing over the terminal", e);
+        }
+        drop(master);
+        let _ = nix::unistd::close(crate::tty::CONSOLE_FD);
+    }
     drop_privileges(spec.uid, spec.gid);
     // After setresuid, which clears it.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -607,8 +638,17 @@ fn cstr(s: &str) -> CString {
 }
 
 /// The app: unprivileged, in `/app`, running the command through bash.
-fn run_app(spec: &LaunchSpec) -> ! {
-    let _ = nix::unistd::setsid();
+fn run_app(spec: &LaunchSpec, terminal: Option<&str>) -> ! {
+    match terminal {
+        Some(path) => {
+            if let Err(e) = crate::tty::attach_terminal(path, spec.uid, spec.gid) {
+                fail(&format!("attaching {path}"), e);
+            }
+        }
+        None => {
+            let _ = nix::unistd::setsid();
+        }
+    }
     // Signals blocked in init must not stay blocked in the app.
     let _ = SigSet::all().thread_unblock();
     drop_privileges(spec.uid, spec.gid);
@@ -676,6 +716,7 @@ mod tests {
             cwd: None,
             writable_root: false,
             raw: false,
+            tty: None,
         };
         let mut json: serde_json::Value = serde_json::to_value(&spec).unwrap();
         for k in ["binds", "cwd", "writable_root", "raw"] {

@@ -12,6 +12,9 @@ pub mod launcher;
 pub mod net;
 mod seccomp;
 pub mod stack;
+pub mod tty;
+
+pub use tty::{DynoIo, DynoStdio, PtyMaster, TtySize};
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -65,6 +68,8 @@ pub struct DynoSpec {
     pub slug_dir: PathBuf,
     /// Config vars and platform variables (`DYNO`, ...). The runtime adds `PORT`.
     pub env: BTreeMap<String, String>,
+    /// Where its standard streams go: the logs, or (one-off dynos) a terminal or pipes.
+    pub stdio: DynoStdio,
 }
 
 /// Receives each line a dyno prints on stdout or stderr.
@@ -76,6 +81,8 @@ pub struct RunningDyno {
     pub addr: SocketAddr,
     /// Becomes `Some(status)` when the process has exited; 128+N after signal N.
     pub exit: watch::Receiver<Option<i32>>,
+    /// For a dyno started with a terminal or pipes: its streams, to be taken once.
+    pub io: Option<DynoIo>,
     control: Arc<dyn DynoControl>,
 }
 
@@ -99,6 +106,7 @@ impl RunningDyno {
         RunningDyno {
             addr,
             exit,
+            io: None,
             control,
         }
     }
@@ -223,10 +231,55 @@ impl HostRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(false);
+        let mut master = None;
+        match spec.stdio {
+            DynoStdio::Logs => {
+                cmd.process_group(0);
+            }
+            DynoStdio::Pipes => {
+                cmd.process_group(0).stdin(Stdio::piped());
+            }
+            DynoStdio::Tty(size) => {
+                // A new session (and so process group) led by the shell, on a fresh terminal.
+                let pty = nix::pty::openpty(
+                    Some(&nix::pty::Winsize {
+                        ws_row: size.rows,
+                        ws_col: size.cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    }),
+                    None,
+                )
+                .map_err(std::io::Error::from)?;
+                tty::use_terminal(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(&pty.slave));
+                cmd.stdin(Stdio::null());
+                master = Some((pty.master, pty.slave));
+            }
+        }
         let mut child = cmd.spawn()?;
         let pid = child.id().map(|p| Pid::from_raw(p as i32));
+        let mut io = None;
+        match spec.stdio {
+            DynoStdio::Pipes => {
+                if let (Some(stdin), Some(stdout), Some(stderr)) =
+                    (child.stdin.take(), child.stdout.take(), child.stderr.take())
+                {
+                    io = Some(DynoIo::Pipes {
+                        stdin,
+                        stdout,
+                        stderr,
+                    });
+                }
+            }
+            DynoStdio::Tty(_) => {
+                if let Some((m, slave)) = master.take() {
+                    drop(slave);
+                    io = Some(DynoIo::Tty(PtyMaster::new(m)?));
+                }
+            }
+            DynoStdio::Logs => {}
+        }
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward_lines(out, output.clone()));
         }
@@ -246,11 +299,9 @@ impl HostRuntime {
             Some(pid) => Arc::new(ProcessGroup(pid)),
             None => Arc::new(ProcessGroup(Pid::from_raw(-1))),
         };
-        Ok(RunningDyno {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            exit: rx,
-            control,
-        })
+        let mut dyno = RunningDyno::new(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), rx, control);
+        dyno.io = io;
+        Ok(dyno)
     }
 }
 
@@ -309,6 +360,7 @@ mod tests {
             command: command.into(),
             slug_dir: dir.to_path_buf(),
             env,
+            stdio: DynoStdio::Logs,
         }
     }
 
@@ -346,6 +398,52 @@ mod tests {
         let lines = lines.lock().unwrap().clone();
         assert_eq!(lines[0], format!("hi web.1 yes {}", d.addr.port()));
         assert_eq!(lines[1], dir.path().to_string_lossy());
+    }
+
+    #[tokio::test]
+    async fn a_host_dyno_can_have_a_terminal_or_pipes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _) = collect();
+        let mut s = spec(dir.path(), "stty size; test -t 0 && echo on-a-tty; exit 2");
+        s.stdio = DynoStdio::Tty(TtySize { cols: 77, rows: 22 });
+        let mut d = HostRuntime.start(s, sink.clone()).await.unwrap();
+        let Some(DynoIo::Tty(master)) = d.io.take() else {
+            panic!("no terminal")
+        };
+        let mut shown = Vec::new();
+        let mut buf = [0u8; 1024];
+        let read_all = async {
+            loop {
+                match master.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    n => shown.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read_all)
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&shown), "22 77\r\non-a-tty\r\n");
+        assert_eq!(d.wait().await, 2);
+
+        let mut s = spec(dir.path(), "tr a-z A-Z");
+        s.stdio = DynoStdio::Pipes;
+        let mut d = HostRuntime.start(s, sink).await.unwrap();
+        let Some(DynoIo::Pipes {
+            mut stdin,
+            mut stdout,
+            ..
+        }) = d.io.take()
+        else {
+            panic!("no pipes")
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stdin.write_all(b"shout\n").await.unwrap();
+        drop(stdin);
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "SHOUT\n");
+        assert_eq!(d.wait().await, 0);
     }
 
     #[tokio::test]

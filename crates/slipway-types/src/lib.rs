@@ -6,6 +6,7 @@
 //! process types, formation quantities) live here too, so the CLI and the API reject the same input.
 
 pub mod names;
+pub mod rendezvous;
 pub mod routing;
 pub mod sizes;
 pub mod wire;

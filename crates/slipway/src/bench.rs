@@ -84,6 +84,7 @@ async fn run(runs: usize) -> anyhow::Result<()> {
             command: command.into(),
             slug_dir: slug.clone(),
             env: Default::default(),
+            stdio: slipway_runtime::DynoStdio::Logs,
         };
         let t0 = now_ns();
         let mut d = rt

@@ -30,6 +30,12 @@ pub struct ServerArgs {
     /// Address of the HTTP router.
     #[arg(long, env = "SLIPWAY_ROUTER_LISTEN")]
     pub router_listen: Option<String>,
+    /// Address of the TLS rendezvous endpoint `run` attaches to.
+    #[arg(long, env = "SLIPWAY_RENDEZVOUS_LISTEN")]
+    pub rendezvous_listen: Option<String>,
+    /// Extra names (host names or IPs) for the server's TLS certificate, comma-separated.
+    #[arg(long, env = "SLIPWAY_TLS_NAMES")]
+    pub tls_names: Option<String>,
     /// Apps are served at <app>.<base-domain>.
     #[arg(long, env = "SLIPWAY_BASE_DOMAIN")]
     pub base_domain: Option<String>,
@@ -63,6 +69,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     api_listen: Option<String>,
     router_listen: Option<String>,
+    rendezvous_listen: Option<String>,
+    tls_names: Option<String>,
     base_domain: Option<String>,
     owner_email: Option<String>,
     boot_timeout: Option<String>,
@@ -82,6 +90,11 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Default `0.0.0.0:8080`.
     pub router_listen: SocketAddr,
+    /// Default `127.0.0.1:5051`, beside the API.
+    pub rendezvous_listen: SocketAddr,
+    /// Names the TLS certificate covers besides `localhost`, loopback, the host name and
+    /// `<base_domain>`.
+    pub tls_names: Vec<String>,
     /// Default `localhost`.
     pub base_domain: String,
     /// Default `owner@slipway.local`.
@@ -162,6 +175,24 @@ impl Config {
             .router_listen
             .or(file.router_listen)
             .unwrap_or_else(|| "0.0.0.0:8080".into());
+        let rendezvous = args
+            .rendezvous_listen
+            .or(file.rendezvous_listen)
+            .unwrap_or_else(|| "127.0.0.1:5051".into());
+        let tls_names: Vec<String> = args
+            .tls_names
+            .or(file.tls_names)
+            .unwrap_or_default()
+            .split(',')
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if let Some(bad) = tls_names
+            .iter()
+            .find(|n| n.contains(['/', ':', ' ']) && n.parse::<std::net::IpAddr>().is_err())
+        {
+            bail!("tls_names: {bad:?} is not a host name or IP address");
+        }
         let base_domain = args
             .base_domain
             .or(file.base_domain)
@@ -186,6 +217,8 @@ impl Config {
                 .unwrap_or_else(default_data_dir),
             api_listen: addr("api_listen", &api)?,
             router_listen: addr("router_listen", &router)?,
+            rendezvous_listen: addr("rendezvous_listen", &rendezvous)?,
+            tls_names,
             base_domain: base_domain.to_ascii_lowercase(),
             owner_email,
             boot_timeout: duration(

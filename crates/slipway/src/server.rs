@@ -109,6 +109,28 @@ async fn ensure_owner(store: &Store, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The names the server's certificate covers: loopback, the host's name, the base domain (and
+/// its subdomains), and any configured `tls_names`.
+fn tls_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(host) = nix::unistd::gethostname() {
+        if let Some(h) = host.to_str().filter(|h| !h.is_empty()) {
+            names.push(h.to_ascii_lowercase());
+        }
+    }
+    names.push(config.base_domain.clone());
+    names.push(format!("*.{}", config.base_domain));
+    for addr in [config.api_listen, config.rendezvous_listen] {
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+    }
+    names.extend(config.tls_names.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
 fn loopback(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -255,6 +277,7 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
         command: "test \"$(id -u)\" != 0".into(),
         slug_dir: probe_slug.clone(),
         env: Default::default(),
+        stdio: slipway_runtime::DynoStdio::Logs,
     };
     let probe = async {
         let mut d = runtime
@@ -328,6 +351,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let api_listener = bind(config.api_listen, "API", "--api-listen").await?;
     let router_listener = bind(config.router_listen, "router", "--router-listen").await?;
+    let rendezvous_listener = bind(
+        config.rendezvous_listen,
+        "rendezvous endpoint",
+        "--rendezvous-listen",
+    )
+    .await?;
+    let rendezvous_addr = loopback(rendezvous_listener.local_addr()?);
+    let authority = slipway_tls::Authority::load_or_create(&data.join("tls"))
+        .context("cannot set up the server's certificate authority")?;
+    let tls = authority
+        .server_config(&tls_names(&config), &[])
+        .context("cannot make the server's TLS certificate")?;
     let api_addr = loopback(api_listener.local_addr()?);
     let router_addr = router_listener.local_addr()?;
     std::fs::write(data.join("api-url"), format!("http://{api_addr}\n"))?;
@@ -390,6 +425,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             stacks_dir: data.join("stacks"),
         },
     );
+    let rendezvous =
+        slipway_api::rendezvous::Rendezvous::new(manager.clone(), rendezvous_addr.port());
+    let state = state.with_rendezvous(rendezvous.clone());
+    let rendezvous_task =
+        tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));
     for app in store.apps().await? {
         state.routes_register(&app);
     }
@@ -422,6 +462,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(
         api = %format!("http://{api_addr}"),
         router = %format!("http://{router_addr}"),
+        rendezvous = %format!("rendezvous://{rendezvous_addr}"),
+        ca_file = %authority.ca_file().display(),
         data_dir = %data.display(),
         runtime = manager.runtime_name(),
         "Slipway ready: API on http://{api_addr}, apps at http://<app>.{}:{}",
@@ -449,6 +491,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ = cg.remove_base();
     }
     router_task.abort();
+    rendezvous_task.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
     info!("Slipway stopped.");
     Ok(())

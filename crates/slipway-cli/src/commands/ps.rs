@@ -235,11 +235,65 @@ pub async fn run(ctx: &mut Ctx<'_>, a: Run, attach: bool) -> Result<()> {
         };
         env.insert(k.trim().to_string(), json!(v));
     }
+    use std::io::IsTerminal;
+    let tty = attach && !a.no_tty && std::io::stdin().is_terminal();
+    if tty {
+        if let Ok(term) = std::env::var("TERM") {
+            env.entry("TERM").or_insert(json!(term));
+        }
+        if let Some((cols, rows)) = super::attach::terminal_size() {
+            env.entry("COLUMNS").or_insert(json!(cols.to_string()));
+            env.entry("LINES").or_insert(json!(rows.to_string()));
+        }
+    }
     let mut body = json!({ "command": command, "attach": attach, "env": env });
+    if attach && !tty {
+        body["force_no_tty"] = json!(true);
+    }
     if let Some(size) = &a.size {
         body["size"] = json!(size);
     }
     let path = format!("/apps/{}/dynos", seg(&app));
+    if attach && !a.json {
+        let ca_file = ctx.env.ca_file().ok_or_else(|| {
+            anyhow::anyhow!("Cannot find the server's CA certificate: set SLIPWAY_CA_FILE.")
+        })?;
+        write!(ctx.err, "Running {command} on {app}... ")?;
+        ctx.err.flush()?;
+        let dyno = match api.call(Method::POST, &path, Some(&body)).await {
+            Ok(d) => d,
+            Err(e) => {
+                writeln!(ctx.err, "!")?;
+                return Err(e);
+            }
+        };
+        let name = dyno
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("run")
+            .to_string();
+        let size = dyno
+            .get("size")
+            .and_then(Value::as_str)
+            .unwrap_or("basic")
+            .to_string();
+        let url = dyno
+            .get("attach_url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow::anyhow!("The server did not give an attach URL for {name}."))?
+            .to_string();
+        let err = &mut *ctx.err;
+        let code = super::attach::attach(&url, &ca_file, tty, &mut *ctx.out, || {
+            writeln!(err, "up, {name} ({size})")?;
+            err.flush()?;
+            Ok(())
+        })
+        .await?;
+        if code != 0 {
+            return Err(super::ExitStatus(code).into());
+        }
+        return Ok(());
+    }
     let dyno = ctx
         .action(
             &format!("Running {command} on {app}"),

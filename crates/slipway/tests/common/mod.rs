@@ -16,6 +16,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
     pub router: SocketAddr,
+    /// The TLS rendezvous endpoint of attached one-off dynos.
+    pub rendezvous: SocketAddr,
     pub key: String,
     child: Child,
     pub log: Arc<Mutex<Vec<String>>>,
@@ -119,6 +121,8 @@ impl TestServer {
                 "127.0.0.1:0",
                 "--router-listen",
                 "127.0.0.1:0",
+                "--rendezvous-listen",
+                "127.0.0.1:0",
                 "--stop-timeout",
                 "3s",
             ])
@@ -172,6 +176,15 @@ impl TestServer {
         }
         let api = field("api");
         let router = field("router");
+        let rendezvous: SocketAddr = {
+            let start = ready
+                .find("rendezvous=rendezvous://")
+                .expect("rendezvous in ready line")
+                + 24;
+            let rest = &ready[start..];
+            let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+            rest[..end].parse().expect("rendezvous addr")
+        };
         let key = std::fs::read_to_string(data.join("owner.api-key"))
             .expect("owner key")
             .trim()
@@ -180,6 +193,7 @@ impl TestServer {
             dir,
             api,
             router,
+            rendezvous,
             key,
             child,
             log,
