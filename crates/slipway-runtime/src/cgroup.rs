@@ -251,6 +251,44 @@ impl CgroupDriver {
         })
     }
 
+    /// Turns on `favordynmods` for the host's cgroup2 mount (the v2 root, or `unified/` on a
+    /// hybrid host): moving a process into a cgroup then no longer waits for an RCU grace period.
+    /// Measured here: joining a dyno's cgroups took 0.2 ms with it and up to 15 ms without;
+    /// forks and exits get slightly dearer host-wide. It lasts until the next reboot or remount.
+    /// Returns whether it is on; `Ok(false)` where there is no cgroup2 mount (pure v1).
+    pub fn favor_dynmods(&self) -> Result<bool, CgroupError> {
+        let Some(mount) = self.bases.unified.as_ref().and_then(|b| b.parent()) else {
+            return Ok(false);
+        };
+        let info = Path::new("/proc/self/mountinfo");
+        let io_err = |action: &'static str, error: io::Error| CgroupError::Io {
+            action,
+            path: mount.to_path_buf(),
+            error,
+        };
+        let text = read_string(info).map_err(|e| io_err("read mountinfo for", e))?;
+        let Some(plan) = favordynmods_remount(&text, mount) else {
+            return Ok(false);
+        };
+        let (flags, data) = match plan {
+            Remount::AlreadyOn => return Ok(true),
+            Remount::With { flags, data } => (flags, data),
+        };
+        nix::mount::mount(
+            None::<&str>,
+            mount,
+            None::<&str>,
+            flags | nix::mount::MsFlags::MS_REMOUNT,
+            Some(data.as_str()),
+        )
+        .map_err(|e| io_err("remount", e.into()))?;
+        let text = read_string(info).map_err(|e| io_err("read mountinfo for", e))?;
+        Ok(matches!(
+            favordynmods_remount(&text, mount),
+            Some(Remount::AlreadyOn)
+        ))
+    }
+
     /// The host's cgroup layout.
     pub fn mode(&self) -> CgroupMode {
         self.mode
@@ -580,6 +618,64 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     (shares.saturating_mul(100) / 1024).clamp(1, 10_000)
 }
 
+/// What remounting a cgroup2 mount with `favordynmods` takes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Remount {
+    AlreadyOn,
+    /// Remount with these per-mount flags (kept as they are) and superblock options (all of
+    /// today's plus `favordynmods`, since a remount replaces them).
+    With {
+        flags: nix::mount::MsFlags,
+        data: String,
+    },
+}
+
+/// Reads `/proc/self/mountinfo` text for the cgroup2 mount at `mount_point`.
+pub fn favordynmods_remount(mountinfo: &str, mount_point: &Path) -> Option<Remount> {
+    use nix::mount::MsFlags;
+    let want = mount_point.to_str()?;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let (Some(point), Some(opts)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let right: Vec<&str> = right.split(' ').collect();
+        if *point != want || right.first() != Some(&"cgroup2") {
+            continue;
+        }
+        let super_opts = right.get(2).copied().unwrap_or("");
+        if super_opts.split(',').any(|o| o == "favordynmods") {
+            return Some(Remount::AlreadyOn);
+        }
+        let mut flags = MsFlags::empty();
+        for o in opts.split(',') {
+            flags |= match o {
+                "ro" => MsFlags::MS_RDONLY,
+                "nosuid" => MsFlags::MS_NOSUID,
+                "nodev" => MsFlags::MS_NODEV,
+                "noexec" => MsFlags::MS_NOEXEC,
+                "noatime" => MsFlags::MS_NOATIME,
+                "nodiratime" => MsFlags::MS_NODIRATIME,
+                "relatime" => MsFlags::MS_RELATIME,
+                _ => MsFlags::empty(),
+            };
+        }
+        let mut data: Vec<&str> = super_opts
+            .split(',')
+            .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
+            .collect();
+        data.push("favordynmods");
+        return Some(Remount::With {
+            flags,
+            data: data.join(","),
+        });
+    }
+    None
+}
+
 /// The mode for the `statfs` magic numbers of the root and of `<root>/unified` (if it exists).
 pub fn mode_from_magic(root_magic: u64, unified_magic: Option<u64>) -> CgroupMode {
     if root_magic == CGROUP2_SUPER_MAGIC {
@@ -724,6 +820,28 @@ fn read_u64(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn favordynmods_remount_keeps_the_mounts_options() {
+        use nix::mount::MsFlags;
+        let info = "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n\
+                    41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,favordynmods\n";
+        assert_eq!(
+            favordynmods_remount(info, Path::new("/sys/fs/cgroup")),
+            Some(Remount::With {
+                flags: MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC
+                    | MsFlags::MS_RELATIME,
+                data: "nsdelegate,memory_recursiveprot,favordynmods".into()
+            })
+        );
+        assert_eq!(
+            favordynmods_remount(info, Path::new("/sys/fs/cgroup/unified")),
+            Some(Remount::AlreadyOn)
+        );
+        assert_eq!(favordynmods_remount(info, Path::new("/nope")), None);
+    }
 
     #[test]
     fn magic_numbers_map_to_modes() {

@@ -52,6 +52,9 @@ pub struct ContainerRuntime {
 
 impl ContainerRuntime {
     pub fn new(cfg: ContainerConfig) -> Self {
+        if let Err(error) = std::fs::create_dir_all(cfg.dynos_dir.join("scratch")) {
+            tracing::warn!(%error, dir = %cfg.dynos_dir.display(), "Cannot create the dynos' mount point.");
+        }
         ContainerRuntime { cfg }
     }
 }
@@ -132,8 +135,9 @@ impl ContainerRuntime {
                     spec.stack
                 ))
             })?;
-        let dyno_dir = self.cfg.dynos_dir.join(&spec.id);
-        std::fs::create_dir_all(&dyno_dir)?;
+        // Every dyno mounts its own tmpfs on the same `<dynos_dir>/scratch`, each in its own
+        // mount namespace, so a start makes nothing on the host's disk.
+        let dyno_dir = self.cfg.dynos_dir.clone();
         let cgroup = match &self.cfg.cgroups {
             Some(driver) => {
                 let limits = Limits {
@@ -155,7 +159,7 @@ impl ContainerRuntime {
             Some(net) => match net.acquire().await {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    cleanup(cgroup.clone(), None, dyno_dir.clone()).await;
+                    cleanup(cgroup.clone(), None).await;
                     return Err(RuntimeError::Setup(e.to_string()));
                 }
             },
@@ -225,12 +229,7 @@ impl ContainerRuntime {
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                cleanup(
-                    cgroup,
-                    slot.map(|s| (self.cfg.network.clone(), s)),
-                    dyno_dir,
-                )
-                .await;
+                cleanup(cgroup, slot.map(|s| (self.cfg.network.clone(), s))).await;
                 return Err(RuntimeError::Spawn(e));
             }
         };
@@ -279,12 +278,7 @@ impl ContainerRuntime {
                 Err(e) => {
                     let _ = kill(shim, Signal::SIGKILL);
                     let code = wait_status(&mut child).await;
-                    cleanup(
-                        cgroup,
-                        slot.map(|s| (self.cfg.network.clone(), s)),
-                        dyno_dir,
-                    )
-                    .await;
+                    cleanup(cgroup, slot.map(|s| (self.cfg.network.clone(), s))).await;
                     return Err(RuntimeError::Setup(format!("{e} (status {code})")));
                 }
             }
@@ -303,7 +297,7 @@ impl ContainerRuntime {
                 .as_ref()
                 .map(|c| read_stats(c, quota));
             *last_w.lock().unwrap_or_else(|e| e.into_inner()) = stats;
-            cleanup(cg, slot.map(|s| (net, s)), dyno_dir).await;
+            cleanup(cg, slot.map(|s| (net, s))).await;
             let _ = tx.send(Some(code));
         });
         let mut dyno = RunningDyno::new(
@@ -321,13 +315,9 @@ impl ContainerRuntime {
     }
 }
 
-/// Removes what a dyno instance used: its cgroup (killing stragglers), its network namespace
-/// and its directory.
-async fn cleanup(
-    cgroup: Arc<Mutex<Option<DynoCgroup>>>,
-    slot: Option<(Option<Network>, NetSlot)>,
-    dyno_dir: PathBuf,
-) {
+/// Removes what a dyno instance used: its cgroup (killing stragglers) and its network
+/// namespace. (Its files were on a tmpfs in its own mount namespace, gone with it.)
+async fn cleanup(cgroup: Arc<Mutex<Option<DynoCgroup>>>, slot: Option<(Option<Network>, NetSlot)>) {
     let cg = cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
     let _ = tokio::task::spawn_blocking(move || {
         if let Some(cg) = cg {
@@ -335,7 +325,6 @@ async fn cleanup(
                 tracing::warn!(%error, "Could not remove a dyno's cgroup.");
             }
         }
-        let _ = std::fs::remove_dir_all(&dyno_dir);
     })
     .await;
     if let Some((Some(net), slot)) = slot {

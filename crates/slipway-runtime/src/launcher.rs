@@ -341,11 +341,23 @@ fn build_root(spec: &LaunchSpec) {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         none,
     );
-    let d = &spec.dyno_dir;
-    let root = d.join("root");
-    let etc = d.join("etc");
+    // Everything the dyno writes, and its mount points, live on a tmpfs that dies with it, so
+    // a start touches the host's disk no more than it must.
+    let scratch = spec.dyno_dir.join("scratch");
+    if let Err(e) = std::fs::create_dir_all(&scratch) {
+        fail(&format!("creating {}", scratch.display()), e);
+    }
+    mnt(
+        Some("tmpfs"),
+        &scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&format!("size={},mode=0755", spec.scratch_size)),
+    );
+    let root = scratch.join("root");
+    let etc = scratch.join("etc");
     for dir in [&root, &etc] {
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = std::fs::create_dir(dir) {
             fail(&format!("creating {}", dir.display()), e);
         }
     }
@@ -366,17 +378,6 @@ fn build_root(spec: &LaunchSpec) {
         .map(|l| format!("{l}\n"))
         .collect();
     write_file(&etc.join("resolv.conf"), &resolv);
-
-    // Writable layers live on a tmpfs that dies with the dyno.
-    let scratch = d.join("scratch");
-    let _ = std::fs::create_dir_all(&scratch);
-    mnt(
-        Some("tmpfs"),
-        &scratch,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&format!("size={},mode=0755", spec.scratch_size)),
-    );
     // The stack, no setuid, no devices: read-only, or for a build dyno a throwaway overlay.
     if spec.writable_root {
         let (upper, work) = (scratch.join("root-upper"), scratch.join("root-work"));
