@@ -165,6 +165,11 @@ pub fn launcher_main() -> ! {
         fail("unshare", e);
     }
     // Block the forwarded signals before forking so none is lost between fork and sigwait.
+    // Compiled once; init and the app each install it after the forks.
+    let filters = match crate::seccomp::compile() {
+        Ok(f) => f,
+        Err(e) => fail("compiling the seccomp filter", e),
+    };
     let shim_set = forwarded_set(true);
     if let Err(e) = shim_set.thread_block() {
         fail("blocking signals", e);
@@ -172,7 +177,7 @@ pub fn launcher_main() -> ! {
     // SAFETY: single-threaded process; the child only calls async-signal-safe functions until it
     // execs or exits (it is itself a fresh single-threaded process).
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => init(spec),
+        Ok(ForkResult::Child) => init(spec, &filters),
         Ok(ForkResult::Parent { child }) => {
             if spec.tty.is_some() {
                 // Only init sends on the console socket; its end must close when init does.
@@ -539,7 +544,7 @@ fn build_root(spec: &LaunchSpec) {
 }
 
 /// Drops every privilege: capabilities, groups, uid; NO_NEW_PRIVS; seccomp.
-fn drop_privileges(uid: u32, gid: u32) {
+fn drop_privileges(uid: u32, gid: u32, filters: &crate::seccomp::Filters) {
     use caps::{CapSet, Capability};
     for cap in caps::all() {
         if cap != Capability::CAP_SETPCAP {
@@ -566,13 +571,13 @@ fn drop_privileges(uid: u32, gid: u32) {
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         fail("NO_NEW_PRIVS", e);
     }
-    if let Err(e) = crate::seccomp::apply() {
+    if let Err(e) = filters.apply() {
         fail("seccomp", e);
     }
 }
 
 /// PID 1 of the dyno.
-fn init(spec: LaunchSpec) -> ! {
+fn init(spec: LaunchSpec, filters: &crate::seccomp::Filters) -> ! {
     build_root(&spec);
     // The terminal comes from the dyno's own devpts, now at /dev/pts.
     let terminal = spec.tty.map(|size| match crate::tty::open_terminal(size) {
@@ -587,7 +592,7 @@ fn init(spec: LaunchSpec) -> ! {
             if slave.is_some() {
                 let _ = nix::unistd::close(crate::tty::CONSOLE_FD);
             }
-            run_app(&spec, slave.as_deref())
+            run_app(&spec, slave.as_deref(), filters)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail("fork of the app", e),
@@ -601,7 +606,7 @@ fn init(spec: LaunchSpec) -> ! {
         drop(master);
         let _ = nix::unistd::close(crate::tty::CONSOLE_FD);
     }
-    drop_privileges(spec.uid, spec.gid);
+    drop_privileges(spec.uid, spec.gid, filters);
     // After setresuid, which clears it.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let set = forwarded_set(true);
@@ -639,7 +644,7 @@ fn cstr(s: &str) -> CString {
 }
 
 /// The app: unprivileged, in `/app`, running the command through bash.
-fn run_app(spec: &LaunchSpec, terminal: Option<&str>) -> ! {
+fn run_app(spec: &LaunchSpec, terminal: Option<&str>, filters: &crate::seccomp::Filters) -> ! {
     match terminal {
         Some(path) => {
             if let Err(e) = crate::tty::attach_terminal(path, spec.uid, spec.gid) {
@@ -652,7 +657,7 @@ fn run_app(spec: &LaunchSpec, terminal: Option<&str>) -> ! {
     }
     // Signals blocked in init must not stay blocked in the app.
     let _ = SigSet::all().thread_unblock();
-    drop_privileges(spec.uid, spec.gid);
+    drop_privileges(spec.uid, spec.gid, filters);
     let cwd = spec.cwd.as_deref().unwrap_or(Path::new("/app"));
     if let Err(e) = chdir(cwd) {
         fail(&format!("chdir {}", cwd.display()), e);

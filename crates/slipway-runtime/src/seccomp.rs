@@ -100,8 +100,14 @@ fn arch() -> Result<TargetArch, String> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())
 }
 
-/// Installs the filter on the calling thread (NO_NEW_PRIVS must already be set).
-pub fn apply() -> Result<(), String> {
+/// The dyno's filters, compiled once before the launcher forks and installed in each process.
+pub struct Filters {
+    clone3: BpfProgram,
+    deny: BpfProgram,
+}
+
+/// Compiles the filters for this machine.
+pub fn compile() -> Result<Filters, String> {
     let arch = arch()?;
     let deny = program(libc::EPERM as u32, arch)?;
     // clone3 carries its flags in memory a filter cannot read: make libc fall back to clone.
@@ -115,8 +121,15 @@ pub fn apply() -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let clone3 = BpfProgram::try_from(clone3).map_err(|e| e.to_string())?;
-    seccompiler::apply_filter(&clone3).map_err(|e| e.to_string())?;
-    seccompiler::apply_filter(&deny).map_err(|e| e.to_string())
+    Ok(Filters { clone3, deny })
+}
+
+impl Filters {
+    /// Installs the filters on the calling thread (NO_NEW_PRIVS must already be set).
+    pub fn apply(&self) -> Result<(), String> {
+        seccompiler::apply_filter(&self.clone3).map_err(|e| e.to_string())?;
+        seccompiler::apply_filter(&self.deny).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
