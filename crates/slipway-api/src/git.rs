@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -15,7 +16,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use slipway_build::BuildRequest;
-use slipway_store::{NewRelease, ReleaseConfig, ReleaseSlug};
+use slipway_store::{NewRelease, ReleaseConfig, ReleaseRow, ReleaseSlug};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::warn;
@@ -344,7 +345,7 @@ async fn run_build(
     if !built.process_types.contains_key("web") {
         say(" !     No web process type: this app will not answer HTTP requests. Add `web: <command>` to the Procfile.");
     }
-    let result: ApiResult<i64> = async {
+    let result: ApiResult<ReleaseRow> = async {
         let slug = s
             .store
             .create_slug(
@@ -364,25 +365,38 @@ async fn run_build(
             .await?;
         let short = &commit[..7];
         s.api_log(&app.id, &format!("Deploy {short} by {}", who.email));
-        let r = s
-            .release(
-                &app,
-                NewRelease {
-                    slug: ReleaseSlug::Exactly(Some(slug.id)),
-                    config: ReleaseConfig::Inherit,
-                    description: format!("Deploy {short}"),
-                    user_email: who.email.clone(),
-                    user_id: who.id.clone(),
-                },
-            )
-            .await?;
-        Ok(r.version)
+        s.create_release(
+            &app,
+            NewRelease {
+                slug: ReleaseSlug::Exactly(Some(slug.id)),
+                config: ReleaseConfig::Inherit,
+                description: format!("Deploy {short}"),
+                user_email: who.email.clone(),
+                user_id: who.id.clone(),
+            },
+        )
+        .await
     }
     .await;
     match result {
-        Ok(version) => {
+        Ok(release) => {
             say("-----> Launching...");
-            say(&format!("       Released v{version}"));
+            if release.status == "pending" {
+                say("-----> Running release command...");
+            }
+            let sink_out = out.clone();
+            let sink: slipway_runtime::OutputSink = Arc::new(move |line: &str| {
+                let _ = sink_out.send(format!("       {line}"));
+            });
+            if !s.finish_release(&app.id, &release.id, Some(sink)).await {
+                say(" !     Release command failed: this release was not deployed and the previous one keeps running.");
+                say(&format!(
+                    " !     See its output with: slipway logs -a {} --dyno release",
+                    app.name
+                ));
+                return false;
+            }
+            say(&format!("       Released v{}", release.version));
             say(&format!(
                 "       {} deployed to Slipway",
                 s.web_url(&app.name)

@@ -105,15 +105,66 @@ impl AppState {
         self.logs.emit(app_id, Source::Heroku, "api", message);
     }
 
-    /// Creates a release, logs it and moves the dynos to it.
-    pub(crate) async fn release(&self, app: &AppRow, new: NewRelease) -> ApiResult<ReleaseRow> {
+    /// Creates a release and logs it; the caller runs [`Self::finish_release`].
+    pub(crate) async fn create_release(
+        &self,
+        app: &AppRow,
+        new: NewRelease,
+    ) -> ApiResult<ReleaseRow> {
         let r = self.store.create_release(&app.id, new).await?;
         self.api_log(
             &app.id,
             &format!("Release v{} created by {}", r.version, r.user_email),
         );
-        self.manager.schedule(&app.id);
         Ok(r)
+    }
+
+    /// Creates a release and, in the background, runs its release phase (if its slug has a
+    /// `release` process) and moves the dynos to it.
+    pub(crate) async fn release(&self, app: &AppRow, new: NewRelease) -> ApiResult<ReleaseRow> {
+        let r = self.create_release(app, new).await?;
+        let (this, app_id, id) = (self.clone(), app.id.clone(), r.id.clone());
+        tokio::spawn(async move {
+            let _ = this.finish_release(&app_id, &id, None).await;
+        });
+        Ok(r)
+    }
+
+    /// Runs a release's release phase and moves the dynos to it if it passes; logs a failure.
+    pub(crate) async fn finish_release(
+        &self,
+        app_id: &str,
+        release_id: &str,
+        output: Option<slipway_runtime::OutputSink>,
+    ) -> bool {
+        match self
+            .manager
+            .finish_release(app_id, release_id, output)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                let version = self
+                    .store
+                    .release(app_id, release_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|r| r.version)
+                    .unwrap_or(0);
+                self.api_log(
+                    app_id,
+                    &format!("Release v{version} failed: its release command did not exit 0; the previous release keeps running"),
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Release phase could not run.");
+                self.api_log(app_id, &format!("Release failed: {error}"));
+                let _ = self.store.set_release_status(release_id, "failed").await;
+                false
+            }
+        }
     }
 
     async fn release_json(&self, app: &AppRow, r: &ReleaseRow, current: i64) -> Release {

@@ -2,11 +2,17 @@
 //!
 //! [`Manager::reconcile`] reads an app's current release, slug and formation from the store and
 //! compares them with the dynos it runs: dynos of an old release, or beyond the scaled quantity,
-//! are stopped (SIGTERM, then SIGKILL after the grace period); missing ones are started through the
-//! [`DynoRuntime`]. Each dyno has a supervisor task that boots it, marks web dynos `up` once they
-//! listen on `$PORT`, restarts it after a crash with a growing delay, and reports every change to
-//! the app's log in Heroku's words. The up web dynos of each app are pushed to a [`RouteSink`]
-//! (the router) whenever they change.
+//! are stopped (SIGTERM, then SIGKILL after the grace period) while their replacements start;
+//! with the `preboot` feature, new web dynos must be up before the router switches to them and
+//! the old ones are stopped. Each dyno has a supervisor task (`supervise`) that boots it, marks
+//! web dynos `up` once they listen on `$PORT`, restarts it after a crash with Heroku's cool-offs,
+//! cycles it daily, and reports every change to the app's log in Heroku's words. A release whose
+//! slug has a `release` process runs it in a one-off dyno first ([`Manager::release_phase`]);
+//! only a release whose phase passed becomes current. The up web dynos of each app are pushed to
+//! a [`RouteSink`] (the router) whenever they change.
+
+pub mod schedule;
+mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -17,12 +23,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use slipway_build::SlugStore;
 use slipway_logs::{LogRouter, Source};
-use slipway_runtime::{DynoIo, DynoRuntime, DynoSpec, DynoStdio, OutputSink, RunningDyno};
-use slipway_store::Store;
+use slipway_runtime::{DynoIo, DynoRuntime, DynoSpec, DynoStdio, OutputSink};
+use slipway_store::{ReleaseRow, Store};
 use slipway_types::{Backend, RouteSink};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::warn;
+
+pub use schedule::{restart_delay, Cycling};
+use supervise::{supervise, Ctl};
 
 /// Errors from the dyno manager.
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +51,16 @@ pub enum ManagerError {
 pub struct ManagerConfig {
     /// Where slugs are unpacked, once per slug.
     pub slug_root: PathBuf,
-    /// How long a web dyno has to listen on `$PORT` (Heroku: 60 s).
+    /// How long a web dyno has to listen on `$PORT` unless the app says otherwise (Heroku: 60 s).
     pub boot_timeout: Duration,
     /// Grace between SIGTERM and SIGKILL (Heroku: 30 s).
     pub stop_timeout: Duration,
+    /// How long a release phase may run (Heroku: 1 hour).
+    pub release_timeout: Duration,
 }
+
+/// The longest boot timeout an app may ask for (Heroku's limit).
+pub const MAX_BOOT_TIMEOUT: u32 = 120;
 
 /// A dyno's state, as `ps` and the API show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +97,15 @@ pub struct DynoStatus {
     /// When the state last changed.
     pub updated_at: DateTime<Utc>,
     pub addr: Option<SocketAddr>,
-    /// A one-off dyno (`run.N`): never restarted, gone when its command ends.
+    /// A one-off dyno (`run.N`, `release.N`): never restarted, gone when its command ends.
     pub oneoff: bool,
+    /// Whether the router may send it requests once it is up (false for a preboot dyno until
+    /// the switch).
+    pub routable: bool,
+    /// When a crashed dyno is tried again.
+    pub restart_at: Option<DateTime<Utc>>,
+    /// How its process last exited.
+    pub exit_status: Option<i32>,
 }
 
 /// The streams of an attached one-off dyno, and its exit status.
@@ -101,16 +122,25 @@ pub enum RestartTarget {
     Dyno(String),
 }
 
+/// An app's dyno settings, read at every start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub boot_timeout: Duration,
+    pub cycling: Cycling,
+}
+
 struct Slot {
     status: Arc<Mutex<DynoStatus>>,
-    stop: watch::Sender<bool>,
+    ctl: watch::Sender<Ctl>,
     task: JoinHandle<()>,
 }
 
 #[derive(Default)]
 struct AppDynos {
     app_name: String,
-    slots: BTreeMap<String, Slot>,
+    slots: Vec<Slot>,
+    /// Supervisors of dynos that are being stopped, awaited at shutdown.
+    draining: Vec<JoinHandle<()>>,
 }
 
 struct Inner {
@@ -122,6 +152,9 @@ struct Inner {
     config: ManagerConfig,
     apps: Mutex<HashMap<String, AppDynos>>,
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    release_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each app's dyno settings, refreshed whenever the app is reconciled.
+    settings: Mutex<HashMap<String, Settings>>,
     unpack_lock: tokio::sync::Mutex<()>,
     /// Set by [`Manager::shutdown`]: no dyno starts after it.
     shutting_down: std::sync::atomic::AtomicBool,
@@ -133,8 +166,20 @@ pub struct Manager {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A one-off dyno to start.
+struct OneOff {
+    process_type: &'static str,
+    command: String,
+    size: String,
+    env: BTreeMap<String, String>,
+    release: ReleaseRow,
+    stdio: DynoStdio,
+    attach: Option<oneshot::Sender<Attached>>,
+    extra_output: Option<OutputSink>,
 }
 
 impl Manager {
@@ -156,6 +201,8 @@ impl Manager {
                 config,
                 apps: Mutex::default(),
                 app_locks: Mutex::default(),
+                release_locks: Mutex::default(),
+                settings: Mutex::default(),
                 unpack_lock: tokio::sync::Mutex::new(()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -174,8 +221,13 @@ impl Manager {
             .clone()
     }
 
-    /// Reconciles every app in the store; used at start.
+    /// Reconciles every app in the store; used at start. Releases left pending by a previous run
+    /// (whose release phase was cut short) run their release phase again first.
     pub async fn reconcile_all(&self) -> Result<(), ManagerError> {
+        for release in self.inner.store.pending_releases().await? {
+            self.finish_release(&release.app_id, &release.id, None)
+                .await?;
+        }
         for app in self.inner.store.apps().await? {
             if let Err(error) = self.reconcile(&app.id).await {
                 warn!(app = %app.name, %error, "Reconcile failed.");
@@ -202,12 +254,40 @@ impl Manager {
         self.reconcile_locked(app_id).await
     }
 
+    /// The app's dyno settings as last read (the server's defaults before that).
+    pub(crate) fn settings(&self, app_id: &str) -> Settings {
+        lock(&self.inner.settings)
+            .get(app_id)
+            .copied()
+            .unwrap_or(Settings {
+                boot_timeout: self.inner.config.boot_timeout,
+                cycling: Cycling::Daily,
+            })
+    }
+
+    /// Takes the app's dyno settings from its row.
+    fn cache_settings(&self, app: &slipway_store::AppRow) {
+        let boot_timeout = app
+            .boot_timeout
+            .map(|s| Duration::from_secs(u64::from(s.clamp(1, MAX_BOOT_TIMEOUT))))
+            .unwrap_or(self.inner.config.boot_timeout);
+        let cycling = Cycling::parse(&app.cycling).unwrap_or(Cycling::Daily);
+        lock(&self.inner.settings).insert(
+            app.id.clone(),
+            Settings {
+                boot_timeout,
+                cycling,
+            },
+        );
+    }
+
     async fn reconcile_locked(&self, app_id: &str) -> Result<(), ManagerError> {
         let store = &self.inner.store;
         let Some(app) = store.app(app_id).await? else {
-            self.stop_where(app_id, |_| true).await;
+            self.stop_where(app_id, |_| true, true).await;
             return Ok(());
         };
+        self.cache_settings(&app);
         let release = store.current_release(&app.id).await?;
         let slug = match release.as_ref().and_then(|r| r.slug_id.clone()) {
             Some(id) => store.slug(&id).await?,
@@ -230,7 +310,7 @@ impl Manager {
             }
         }
         let (Some(release), Some(slug)) = (release, slug) else {
-            self.stop_where(app_id, |_| true).await;
+            self.stop_where(app_id, |_| true, true).await;
             return Ok(());
         };
         // Unpack the new slug before anything stops, so the gap between old and new is short.
@@ -239,20 +319,14 @@ impl Manager {
         } else {
             Some(self.unpacked(&slug.sha256).await?)
         };
-        // Stop dynos that are not wanted or are on another release, size or command.
-        self.stop_where(app_id, |s| {
-            !s.oneoff
-                && !desired.iter().any(|(name, _, command, size)| {
+        let keep = |s: &DynoStatus| {
+            s.oneoff
+                || desired.iter().any(|(name, _, command, size)| {
                     &s.name == name
                         && s.release_id == release.id
                         && &s.command == command
                         && &s.size == size
                 })
-        })
-        .await;
-        let Some(slug_dir) = slug_dir else {
-            self.publish(app_id);
-            return Ok(());
         };
         if self
             .inner
@@ -261,78 +335,121 @@ impl Manager {
         {
             return Ok(());
         }
-        let mut apps = lock(&self.inner.apps);
-        let entry = apps.entry(app_id.to_string()).or_default();
-        entry.app_name = app.name.clone();
-        for (name, process_type, command, size) in desired {
-            if entry.slots.contains_key(&name) {
-                continue;
+        let Some(slug_dir) = slug_dir else {
+            self.stop_where(app_id, |s| !keep(s), false).await;
+            self.publish(app_id);
+            return Ok(());
+        };
+        // Preboot: when web dynos of another release are serving, the new ones boot beside them
+        // and take over only once they are up.
+        let preboot = store.feature(app_id, "preboot").await?
+            && self.dynos(app_id).iter().any(|s| {
+                s.process_type == "web" && s.state == DynoState::Up && s.release_id != release.id
+            });
+        if preboot {
+            self.stop_where(app_id, |s| !keep(s) && s.process_type != "web", false)
+                .await;
+        } else {
+            // Heroku's stop-then-start: the old dynos get SIGTERM and the new ones start at once.
+            self.stop_where(app_id, |s| !keep(s), false).await;
+        }
+        let started: Vec<Arc<Mutex<DynoStatus>>> = {
+            let mut apps = lock(&self.inner.apps);
+            let entry = apps.entry(app_id.to_string()).or_default();
+            entry.app_name = app.name.clone();
+            let mut started = Vec::new();
+            for (name, process_type, command, size) in desired.iter().cloned() {
+                let present = entry.slots.iter().any(|s| {
+                    let st = lock(&s.status);
+                    st.name == name
+                        && st.release_id == release.id
+                        && st.command == command
+                        && st.size == size
+                });
+                if present {
+                    continue;
+                }
+                let routable = !(preboot && process_type == "web");
+                let now = Utc::now();
+                let status = Arc::new(Mutex::new(DynoStatus {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    name: name.clone(),
+                    process_type,
+                    size: size.clone(),
+                    command: command.clone(),
+                    state: DynoState::Starting,
+                    release_id: release.id.clone(),
+                    release_version: release.version,
+                    created_at: now,
+                    updated_at: now,
+                    addr: None,
+                    oneoff: false,
+                    routable,
+                    restart_at: None,
+                    exit_status: None,
+                }));
+                let mut env = release.config.clone();
+                env.insert("DYNO".into(), name.clone());
+                let spec = DynoSpec {
+                    id: String::new(),
+                    size,
+                    stack: slug.stack.clone(),
+                    name,
+                    command,
+                    slug_dir: slug_dir.clone(),
+                    env,
+                    stdio: DynoStdio::Logs,
+                };
+                let (ctl, ctl_rx) = watch::channel(Ctl::default());
+                let task = tokio::spawn(supervise(
+                    self.clone(),
+                    app_id.to_string(),
+                    spec,
+                    status.clone(),
+                    ctl_rx,
+                    None,
+                    None,
+                ));
+                started.push(status.clone());
+                entry.slots.push(Slot { status, ctl, task });
             }
-            let now = Utc::now();
-            let status = Arc::new(Mutex::new(DynoStatus {
-                id: uuid::Uuid::new_v4().to_string(),
-                name: name.clone(),
-                process_type,
-                size,
-                command: command.clone(),
-                state: DynoState::Starting,
-                release_id: release.id.clone(),
-                release_version: release.version,
-                created_at: now,
-                updated_at: now,
-                addr: None,
-                oneoff: false,
-            }));
-            let mut env = release.config.clone();
-            env.insert("DYNO".into(), name.clone());
-            let spec = DynoSpec {
-                id: String::new(),
-                size: lock(&status).size.clone(),
-                stack: slug.stack.clone(),
-                name: name.clone(),
-                command,
-                slug_dir: slug_dir.clone(),
-                env,
-                stdio: DynoStdio::Logs,
-            };
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(supervise(
-                self.clone(),
-                app_id.to_string(),
-                spec,
-                status.clone(),
-                stop_rx,
-                None,
-            ));
-            entry.slots.insert(
-                name,
-                Slot {
-                    status,
-                    stop: stop_tx,
-                    task,
-                },
-            );
+            started
+        };
+        if preboot {
+            let new_web: Vec<_> = started
+                .into_iter()
+                .filter(|s| lock(s).process_type == "web")
+                .collect();
+            // The new web dynos boot; the old ones serve meanwhile.
+            let wait = self.settings(app_id).boot_timeout + Duration::from_secs(5);
+            let all_up = || new_web.iter().all(|s| lock(s).state == DynoState::Up);
+            let deadline = tokio::time::Instant::now() + wait;
+            while !all_up() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The switch: new dynos in, old ones out, in one routing table update.
+            for s in &new_web {
+                lock(s).routable = true;
+            }
+            self.stop_where(app_id, |s| !keep(s), false).await;
+            self.publish(app_id);
         }
         Ok(())
     }
 
-    /// Stops the dynos of an app that match `pred` and waits until they are down.
-    async fn stop_where(&self, app_id: &str, pred: impl Fn(&DynoStatus) -> bool) {
+    /// Stops the dynos of an app that match `pred`: out of the routing table, then SIGTERM.
+    /// With `wait`, returns once they have exited; otherwise at once (they finish in the
+    /// background and [`Manager::shutdown`] waits for them).
+    async fn stop_where(&self, app_id: &str, pred: impl Fn(&DynoStatus) -> bool, wait: bool) {
         let stopping: Vec<Slot> = {
             let mut apps = lock(&self.inner.apps);
             let Some(entry) = apps.get_mut(app_id) else {
                 return;
             };
-            let names: Vec<String> = entry
-                .slots
-                .iter()
-                .filter(|(_, s)| pred(&lock(&s.status)))
-                .map(|(n, _)| n.clone())
-                .collect();
-            names
-                .into_iter()
-                .filter_map(|n| entry.slots.remove(&n))
-                .collect()
+            let (stop, keep): (Vec<Slot>, Vec<Slot>) =
+                entry.slots.drain(..).partition(|s| pred(&lock(&s.status)));
+            entry.slots = keep;
+            stop
         };
         if stopping.is_empty() {
             return;
@@ -340,22 +457,39 @@ impl Manager {
         // Take them out of the routing table before they get SIGTERM.
         self.publish(app_id);
         for slot in &stopping {
-            let _ = slot.stop.send(true);
+            slot.ctl.send_modify(|c| c.stop = true);
         }
-        futures_util::future::join_all(stopping.into_iter().map(|s| s.task)).await;
+        let tasks = stopping.into_iter().map(|s| s.task);
+        if wait {
+            futures_util::future::join_all(tasks).await;
+        } else {
+            let mut apps = lock(&self.inner.apps);
+            let entry = apps.entry(app_id.to_string()).or_default();
+            entry.draining.retain(|t| !t.is_finished());
+            entry.draining.extend(tasks);
+        }
     }
 
-    /// Restarts dynos: stops them, then starts them again on the current release.
+    /// Restarts dynos where they are: SIGTERM, the grace period, then a fresh start on the same
+    /// release (a crashed dyno waiting out its cool-off starts at once). Logged `Restarting`.
     pub async fn restart(&self, app_id: &str, target: RestartTarget) -> Result<(), ManagerError> {
-        let lock = self.app_lock(app_id);
-        let _guard = lock.lock().await;
-        self.stop_where(app_id, |s| match &target {
-            RestartTarget::All => !s.oneoff,
-            RestartTarget::Type(t) => !s.oneoff && &s.process_type == t,
-            RestartTarget::Dyno(n) => &s.name == n,
-        })
-        .await;
-        self.reconcile_locked(app_id).await
+        let lock_ = self.app_lock(app_id);
+        let _guard = lock_.lock().await;
+        let apps = lock(&self.inner.apps);
+        if let Some(entry) = apps.get(app_id) {
+            for slot in &entry.slots {
+                let st = lock(&slot.status);
+                let hit = match &target {
+                    RestartTarget::All => !st.oneoff,
+                    RestartTarget::Type(t) => !st.oneoff && &st.process_type == t,
+                    RestartTarget::Dyno(n) => &st.name == n,
+                };
+                if hit {
+                    slot.ctl.send_modify(|c| c.restarts += 1);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Starts a one-off dyno (`run.N`) running `command` on the current release, with `env`
@@ -371,13 +505,47 @@ impl Manager {
         started_by: &str,
         stdio: DynoStdio,
     ) -> Result<(DynoStatus, Option<oneshot::Receiver<Attached>>), ManagerError> {
-        let store = &self.inner.store;
-        let app = store.app(app_id).await?.ok_or(ManagerError::NotDeployed)?;
-        let release = store
-            .current_release(&app.id)
+        let release = self
+            .inner
+            .store
+            .current_release(app_id)
             .await?
             .ok_or(ManagerError::NotDeployed)?;
-        let slug_id = release.slug_id.clone().ok_or(ManagerError::NotDeployed)?;
+        let (attach, attached) = match stdio {
+            DynoStdio::Logs => (None, None),
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        let status = self
+            .start_oneoff(
+                app_id,
+                OneOff {
+                    process_type: "run",
+                    command: command.to_string(),
+                    size: size.to_string(),
+                    env,
+                    release,
+                    stdio,
+                    attach,
+                    extra_output: None,
+                },
+            )
+            .await?;
+        self.log(
+            app_id,
+            &status.name,
+            &format!("Starting process with command `{command}` by user {started_by}"),
+        );
+        Ok((status, attached))
+    }
+
+    async fn start_oneoff(&self, app_id: &str, o: OneOff) -> Result<DynoStatus, ManagerError> {
+        let store = &self.inner.store;
+        let app = store.app(app_id).await?.ok_or(ManagerError::NotDeployed)?;
+        self.cache_settings(&app);
+        let slug_id = o.release.slug_id.clone().ok_or(ManagerError::NotDeployed)?;
         let slug = store
             .slug(&slug_id)
             .await?
@@ -388,8 +556,8 @@ impl Manager {
         entry.app_name = app.name.clone();
         let name = loop {
             let n: u32 = 1000 + (uuid::Uuid::new_v4().as_u128() % 9000) as u32;
-            let name = format!("run.{n}");
-            if !entry.slots.contains_key(&name) {
+            let name = format!("{}.{n}", o.process_type);
+            if !entry.slots.iter().any(|s| lock(&s.status).name == name) {
                 break name;
             }
         };
@@ -397,68 +565,192 @@ impl Manager {
         let status = DynoStatus {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.clone(),
-            process_type: "run".into(),
-            size: size.to_string(),
-            command: command.to_string(),
+            process_type: o.process_type.into(),
+            size: o.size.clone(),
+            command: o.command.clone(),
             state: DynoState::Starting,
-            release_id: release.id.clone(),
-            release_version: release.version,
+            release_id: o.release.id.clone(),
+            release_version: o.release.version,
             created_at: now,
             updated_at: now,
             addr: None,
             oneoff: true,
+            routable: false,
+            restart_at: None,
+            exit_status: None,
         };
         let shared = Arc::new(Mutex::new(status.clone()));
-        let mut full_env = release.config.clone();
-        full_env.extend(env);
+        let mut full_env = o.release.config.clone();
+        full_env.extend(o.env);
         full_env.insert("DYNO".into(), name.clone());
         let spec = DynoSpec {
             id: String::new(),
-            size: size.to_string(),
+            size: o.size,
             stack: slug.stack.clone(),
-            name: name.clone(),
-            command: command.to_string(),
+            name,
+            command: o.command,
             slug_dir,
             env: full_env,
-            stdio,
+            stdio: o.stdio,
         };
-        let (attach_tx, attach_rx) = match stdio {
-            DynoStdio::Logs => (None, None),
-            _ => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-        };
-        self.log(
-            app_id,
-            &name,
-            &format!("Starting process with command `{command}` by user {started_by}"),
-        );
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ctl, ctl_rx) = watch::channel(Ctl::default());
         let task = tokio::spawn(supervise(
             self.clone(),
             app_id.to_string(),
             spec,
             shared.clone(),
-            stop_rx,
-            attach_tx,
+            ctl_rx,
+            o.attach,
+            o.extra_output,
         ));
-        entry.slots.insert(
-            name,
-            Slot {
-                status: shared,
-                stop: stop_tx,
-                task,
-            },
+        entry.slots.push(Slot {
+            status: shared,
+            ctl,
+            task,
+        });
+        Ok(status)
+    }
+
+    /// Runs a release's release phase, if its slug has a `release` process, in a one-off dyno
+    /// `release.N` (output to the logs and to `output`), marks the release succeeded or failed,
+    /// and moves the app's dynos to it if it succeeded. Release phases of an app run one at a
+    /// time. Returns whether the release succeeded.
+    pub async fn finish_release(
+        &self,
+        app_id: &str,
+        release_id: &str,
+        output: Option<OutputSink>,
+    ) -> Result<bool, ManagerError> {
+        let lock_ = lock(&self.inner.release_locks)
+            .entry(app_id.to_string())
+            .or_default()
+            .clone();
+        let _guard = lock_.lock().await;
+        let store = &self.inner.store;
+        let Some(release) = store.release(app_id, release_id).await? else {
+            return Ok(false);
+        };
+        if release.status != "pending" {
+            let ok = release.status == "succeeded";
+            if ok {
+                self.schedule(app_id);
+            }
+            return Ok(ok);
+        }
+        let command = match &release.slug_id {
+            Some(id) => store
+                .slug(id)
+                .await?
+                .and_then(|s| s.process_types.get("release").cloned()),
+            None => None,
+        };
+        let ok = match command {
+            None => true,
+            Some(command) => {
+                self.release_phase(app_id, &release, &command, output)
+                    .await?
+            }
+        };
+        store
+            .set_release_status(&release.id, if ok { "succeeded" } else { "failed" })
+            .await?;
+        if ok {
+            self.reconcile(app_id).await?;
+        }
+        Ok(ok)
+    }
+
+    async fn release_phase(
+        &self,
+        app_id: &str,
+        release: &ReleaseRow,
+        command: &str,
+        output: Option<OutputSink>,
+    ) -> Result<bool, ManagerError> {
+        let size = self
+            .inner
+            .store
+            .formation(app_id)
+            .await?
+            .into_iter()
+            .find(|f| f.process_type == "web")
+            .map(|f| f.size)
+            .unwrap_or_else(|| slipway_store::DEFAULT_SIZE.to_string());
+        let status = self
+            .start_oneoff(
+                app_id,
+                OneOff {
+                    process_type: "release",
+                    command: command.to_string(),
+                    size,
+                    env: BTreeMap::new(),
+                    release: release.clone(),
+                    stdio: DynoStdio::Logs,
+                    attach: None,
+                    extra_output: output,
+                },
+            )
+            .await?;
+        let name = status.name.clone();
+        self.log(
+            app_id,
+            &name,
+            &format!(
+                "Starting process with command `{command}` for release v{}",
+                release.version
+            ),
         );
-        Ok((status, attach_rx))
+        // The one-off leaves the app's list when it ends; its exit status is in its status.
+        let shared = {
+            let apps = lock(&self.inner.apps);
+            apps.get(app_id).and_then(|e| {
+                e.slots
+                    .iter()
+                    .find(|s| lock(&s.status).id == status.id)
+                    .map(|s| (s.status.clone(), s.ctl.clone()))
+            })
+        };
+        let Some((shared, ctl)) = shared else {
+            return Ok(false);
+        };
+        let deadline = tokio::time::Instant::now() + self.inner.config.release_timeout;
+        loop {
+            let code = lock(&shared).exit_status;
+            let gone = !self.dynos(app_id).iter().any(|d| d.id == status.id);
+            if gone {
+                return Ok(code == Some(0));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.log(
+                    app_id,
+                    &name,
+                    "Error R99 (Platform error) -> the release phase ran past its time limit",
+                );
+                ctl.send_modify(|c| c.stop = true);
+                // Wait for it to go.
+                while self.dynos(app_id).iter().any(|d| d.id == status.id) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops one dyno (`ps:stop`): a one-off ends; a formation dyno is started again.
     pub async fn stop_dyno(&self, app_id: &str, name: &str) -> Result<(), ManagerError> {
         let lock = self.app_lock(app_id);
         let _guard = lock.lock().await;
-        self.stop_where(app_id, |s| s.name == name).await;
+        self.stop_where(app_id, |s| s.name == name, true).await;
+        self.reconcile_locked(app_id).await
+    }
+
+    /// Stops every dyno of a process type (`ps:stop web`); formation dynos start again.
+    pub async fn stop_type(&self, app_id: &str, process_type: &str) -> Result<(), ManagerError> {
+        let lock = self.app_lock(app_id);
+        let _guard = lock.lock().await;
+        self.stop_where(app_id, |s| s.process_type == process_type, true)
+            .await;
         self.reconcile_locked(app_id).await
     }
 
@@ -466,8 +758,9 @@ impl Manager {
     pub async fn remove_app(&self, app_id: &str, app_name: &str) {
         let lock = self.app_lock(app_id);
         let _guard = lock.lock().await;
-        self.stop_where(app_id, |_| true).await;
-        lock_remove(&self.inner.apps, app_id);
+        self.stop_where(app_id, |_| true, true).await;
+        let draining = lock_remove(&self.inner.apps, app_id);
+        futures_util::future::join_all(draining).await;
         self.inner.routes.remove_app(app_name);
     }
 
@@ -478,49 +771,51 @@ impl Manager {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<String> = lock(&self.inner.apps).keys().cloned().collect();
         futures_util::future::join_all(ids.iter().map(|id| async move {
-            let lock = self.app_lock(id);
-            let _guard = lock.lock().await;
-            self.stop_where(id, |_| true).await
+            let app_lock = self.app_lock(id);
+            let _guard = app_lock.lock().await;
+            self.stop_where(id, |_| true, true).await;
+            let draining = lock(&self.inner.apps)
+                .get_mut(id)
+                .map(|e| std::mem::take(&mut e.draining))
+                .unwrap_or_default();
+            futures_util::future::join_all(draining).await;
         }))
         .await;
     }
 
-    /// The dynos of an app, by name.
+    /// The dynos of an app.
     pub fn dynos(&self, app_id: &str) -> Vec<DynoStatus> {
         let apps = lock(&self.inner.apps);
-        apps.get(app_id)
-            .map(|a| a.slots.values().map(|s| lock(&s.status).clone()).collect())
-            .unwrap_or_default()
+        let mut v: Vec<DynoStatus> = apps
+            .get(app_id)
+            .map(|a| a.slots.iter().map(|s| lock(&s.status).clone()).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.created_at.cmp(&b.created_at)));
+        v
     }
 
-    /// Drops a one-off dyno that has ended from the app's list (if it is still that instance).
-    fn forget_oneoff(&self, app_id: &str, name: &str, id: &str) {
+    /// Drops a one-off dyno that has ended from the app's list.
+    pub(crate) fn forget(&self, app_id: &str, status: &Arc<Mutex<DynoStatus>>) {
         let mut apps = lock(&self.inner.apps);
         if let Some(entry) = apps.get_mut(app_id) {
-            if entry
-                .slots
-                .get(name)
-                .is_some_and(|s| lock(&s.status).id == id)
-            {
-                entry.slots.remove(name);
-            }
+            entry.slots.retain(|s| !Arc::ptr_eq(&s.status, status));
         }
     }
 
-    /// Pushes the app's up web dynos to the router. The table is written under the same lock the
-    /// states are read under, so an older view never overwrites a newer one.
-    fn publish(&self, app_id: &str) {
+    /// Pushes the app's up, routable web dynos to the router. The table is written under the same
+    /// lock the states are read under, so an older view never overwrites a newer one.
+    pub(crate) fn publish(&self, app_id: &str) {
         let apps = lock(&self.inner.apps);
         let Some(entry) = apps.get(app_id) else {
             return;
         };
         let backends = entry
             .slots
-            .values()
+            .iter()
             .filter_map(|s| {
                 let st = lock(&s.status);
-                match (st.process_type.as_str(), st.state, st.addr) {
-                    ("web", DynoState::Up, Some(addr)) => Some(Backend {
+                match (st.process_type.as_str(), st.state, st.addr, st.routable) {
+                    ("web", DynoState::Up, Some(addr), true) => Some(Backend {
                         dyno: st.name.clone(),
                         addr,
                     }),
@@ -557,284 +852,17 @@ impl Manager {
         Ok(dir)
     }
 
-    fn log(&self, app_id: &str, dyno: &str, message: &str) {
+    pub(crate) fn log(&self, app_id: &str, dyno: &str, message: &str) {
         self.inner.logs.emit(app_id, Source::Heroku, dyno, message);
     }
 }
 
-fn lock_remove(apps: &Mutex<HashMap<String, AppDynos>>, app_id: &str) {
-    lock(apps).remove(app_id);
-}
-
-/// Delay before restarting a dyno after its `crashes`-th crash in a row: the first restart is
-/// immediate, later ones wait longer and longer, up to 20 minutes.
-pub fn restart_delay(crashes: u32) -> Duration {
-    if crashes <= 1 {
-        return Duration::ZERO;
-    }
-    let secs = 10u64.saturating_mul(1u64 << (crashes - 2).min(20));
-    Duration::from_secs(secs.min(20 * 60))
-}
-
-enum Outcome {
-    Exited(i32),
-    Stop,
-    BootTimeout,
-}
-
-async fn stop_requested(rx: &mut watch::Receiver<bool>) {
-    // A dropped sender also means stop.
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Polls until something accepts connections on `addr`.
-async fn wait_listening(addr: SocketAddr) {
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn set_state(m: &Manager, app_id: &str, status: &Arc<Mutex<DynoStatus>>, state: DynoState) {
-    let (name, old) = {
-        let mut st = lock(status);
-        let old = st.state;
-        st.state = state;
-        st.updated_at = Utc::now();
-        (st.name.clone(), old)
-    };
-    if old != state {
-        m.log(
-            app_id,
-            &name,
-            &format!("State changed from {} to {}", old.as_str(), state.as_str()),
-        );
-    }
-    m.publish(app_id);
-}
-
-/// Runs one dyno for as long as it is wanted, restarting it when it exits.
-async fn supervise(
-    m: Manager,
-    app_id: String,
-    spec: DynoSpec,
-    status: Arc<Mutex<DynoStatus>>,
-    mut stop_rx: watch::Receiver<bool>,
-    mut attach: Option<oneshot::Sender<Attached>>,
-) {
-    let name = spec.name.clone();
-    let is_web = lock(&status).process_type == "web";
-    let oneoff = lock(&status).oneoff;
-    let mut crashes = 0u32;
-    loop {
-        if *stop_rx.borrow() {
-            break;
-        }
-        if lock(&status).state != DynoState::Starting {
-            set_state(&m, &app_id, &status, DynoState::Starting);
-        }
-        // One-off dynos were announced with who started them.
-        if !oneoff {
-            m.log(
-                &app_id,
-                &name,
-                &format!("Starting process with command `{}`", spec.command),
-            );
-        }
-        let logs = m.inner.logs.clone();
-        let (sink_app, sink_dyno) = (app_id.clone(), name.clone());
-        let sink: OutputSink =
-            Arc::new(move |line: &str| logs.emit(&sink_app, Source::App, &sink_dyno, line));
-        let started = tokio::time::Instant::now();
-        let mut instance = spec.clone();
-        instance.id = uuid::Uuid::new_v4().simple().to_string();
-        let mut dyno: RunningDyno = match m.inner.runtime.start(instance, sink).await {
-            Ok(d) => d,
-            Err(error) => {
-                warn!(app_id = %app_id, dyno = %name, %error, "Dyno failed to start.");
-                m.log(
-                    &app_id,
-                    &name,
-                    &format!("Error R99 (Platform error) -> {error}"),
-                );
-                if oneoff {
-                    m.log(&app_id, &name, "State changed from starting to crashed");
-                    let id = lock(&status).id.clone();
-                    m.forget_oneoff(&app_id, &name, &id);
-                    break;
-                }
-                set_state(&m, &app_id, &status, DynoState::Crashed);
-                crashes += 1;
-                if wait_or_stop(restart_delay(crashes.max(2)), &mut stop_rx).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        lock(&status).addr = Some(dyno.addr);
-        if let (Some(tx), Some(io)) = (attach.take(), dyno.io.take()) {
-            let _ = tx.send(Attached {
-                io,
-                exit: dyno.exit.clone(),
-            });
-        }
-        let booted = if is_web {
-            tokio::select! {
-                r = tokio::time::timeout(m.inner.config.boot_timeout, wait_listening(dyno.addr)) => {
-                    if r.is_ok() { None } else { Some(Outcome::BootTimeout) }
-                }
-                code = dyno.wait() => Some(Outcome::Exited(code)),
-                _ = stop_requested(&mut stop_rx) => Some(Outcome::Stop),
-            }
-        } else {
-            None
-        };
-        let outcome = match booted {
-            Some(o) => o,
-            None => {
-                set_state(&m, &app_id, &status, DynoState::Up);
-                info!(app_id = %app_id, dyno = %name, "Dyno up.");
-                let monitor = dyno.monitor();
-                tokio::select! {
-                    code = dyno.wait() => Outcome::Exited(code),
-                    _ = stop_requested(&mut stop_rx) => Outcome::Stop,
-                    never = watch_memory(&m, &app_id, &name, &monitor) => match never {},
-                }
-            }
-        };
-        match outcome {
-            Outcome::Stop => {
-                graceful_stop(&m, &app_id, &name, &mut dyno).await;
-                set_state(&m, &app_id, &status, DynoState::Down);
-                break;
-            }
-            Outcome::BootTimeout => {
-                let secs = m.inner.config.boot_timeout.as_secs();
-                m.log(&app_id, &name, &format!(
-                    "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {secs} seconds of launch"
-                ));
-                m.log(&app_id, &name, "Stopping process with SIGKILL");
-                dyno.kill();
-                let code = dyno.wait().await;
-                m.log(
-                    &app_id,
-                    &name,
-                    &format!("Process exited with status {code}"),
-                );
-            }
-            Outcome::Exited(code) => {
-                if dyno.monitor().memory().is_some_and(|s| s.oom_kills > 0) {
-                    m.log(&app_id, &name, "Error R15 (Memory quota vastly exceeded)");
-                    m.log(&app_id, &name, "Stopping process with SIGKILL");
-                }
-                m.log(
-                    &app_id,
-                    &name,
-                    &format!("Process exited with status {code}"),
-                );
-            }
-        }
-        if oneoff {
-            m.log(&app_id, &name, "State changed from up to complete");
-            // The id is read first: forget_oneoff locks every dyno's status itself.
-            let id = lock(&status).id.clone();
-            m.forget_oneoff(&app_id, &name, &id);
-            break;
-        }
-        set_state(&m, &app_id, &status, DynoState::Crashed);
-        // A dyno that ran for a while before exiting starts a new crash series.
-        if started.elapsed() > Duration::from_secs(600) {
-            crashes = 0;
-        }
-        crashes += 1;
-        if wait_or_stop(restart_delay(crashes), &mut stop_rx).await {
-            set_state(&m, &app_id, &status, DynoState::Down);
-            break;
-        }
-    }
-}
-
-/// How often a dyno's memory is read, and how often R14 repeats while it stays over quota.
-const MEMORY_CHECK: Duration = Duration::from_secs(5);
-const R14_REPEAT: Duration = Duration::from_secs(60);
-
-/// Logs R14 whenever a dyno goes over its memory quota, as Heroku does. Never returns.
-async fn watch_memory(
-    m: &Manager,
-    app_id: &str,
-    name: &str,
-    monitor: &slipway_runtime::DynoMonitor,
-) -> std::convert::Infallible {
-    let mut last_warning: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::time::sleep(MEMORY_CHECK).await;
-        let Some(stats) = monitor.memory() else {
-            continue;
-        };
-        if stats.usage > stats.quota {
-            let due = last_warning.is_none_or(|t| t.elapsed() >= R14_REPEAT);
-            if due {
-                let mb = stats.usage / (1024 * 1024);
-                let pct = stats.usage as f64 * 100.0 / stats.quota.max(1) as f64;
-                m.log(
-                    app_id,
-                    name,
-                    &format!("Process running mem={mb}M({pct:.1}%)"),
-                );
-                m.log(app_id, name, "Error R14 (Memory quota exceeded)");
-                last_warning = Some(tokio::time::Instant::now());
-            }
-        } else {
-            last_warning = None;
-        }
-    }
-}
-
-/// Sleeps for `delay` unless a stop comes first; true if it did.
-async fn wait_or_stop(delay: Duration, stop_rx: &mut watch::Receiver<bool>) -> bool {
-    if *stop_rx.borrow() {
-        return true;
-    }
-    if delay.is_zero() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => false,
-        _ = stop_requested(stop_rx) => true,
-    }
-}
-
-/// SIGTERM, a grace period, then SIGKILL.
-async fn graceful_stop(m: &Manager, app_id: &str, name: &str, dyno: &mut RunningDyno) {
-    m.log(app_id, name, "Stopping all processes with SIGTERM");
-    dyno.terminate();
-    let grace = m.inner.config.stop_timeout;
-    let code = match tokio::time::timeout(grace, dyno.wait()).await {
-        Ok(code) => code,
-        Err(_) => {
-            m.log(app_id, name, &format!(
-                "Error R12 (Exit timeout) -> At least one process failed to exit within {} seconds of SIGTERM",
-                grace.as_secs()
-            ));
-            m.log(app_id, name, "Stopping all processes with SIGKILL");
-            dyno.kill();
-            dyno.wait().await
-        }
-    };
-    m.log(app_id, name, &format!("Process exited with status {code}"));
+fn lock_remove(apps: &Mutex<HashMap<String, AppDynos>>, app_id: &str) -> Vec<JoinHandle<()>> {
+    lock(apps)
+        .remove(app_id)
+        .map(|e| e.draining)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restart_delays_grow_and_cap() {
-        assert_eq!(restart_delay(1), Duration::ZERO);
-        assert_eq!(restart_delay(2), Duration::from_secs(10));
-        assert_eq!(restart_delay(3), Duration::from_secs(20));
-        assert_eq!(restart_delay(50), Duration::from_secs(1200));
-    }
-}
+mod tests;

@@ -14,6 +14,7 @@ mod seccomp;
 pub mod stack;
 pub mod tty;
 
+pub use nix::sys::signal::Signal;
 pub use tty::{DynoIo, DynoStdio, PtyMaster, TtySize};
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::killpg;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -111,6 +112,16 @@ impl RunningDyno {
         }
     }
 
+    /// A dyno run by something other than these runtimes (a test's fake runtime): `signal`
+    /// receives what [`Self::terminate`] and [`Self::kill`] send.
+    pub fn from_parts(
+        addr: SocketAddr,
+        exit: watch::Receiver<Option<i32>>,
+        signal: Arc<dyn Fn(Signal) + Send + Sync>,
+    ) -> Self {
+        RunningDyno::new(addr, exit, Arc::new(FnControl(signal)))
+    }
+
     /// A handle that reads the dyno's memory.
     pub fn monitor(&self) -> DynoMonitor {
         DynoMonitor(self.control.clone())
@@ -136,6 +147,14 @@ impl RunningDyno {
                 return self.exit.borrow().unwrap_or(-1);
             }
         }
+    }
+}
+
+struct FnControl(Arc<dyn Fn(Signal) + Send + Sync>);
+
+impl DynoControl for FnControl {
+    fn signal(&self, sig: Signal) {
+        (self.0)(sig)
     }
 }
 

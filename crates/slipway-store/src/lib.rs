@@ -31,6 +31,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_stacks.sql"),
+    include_str!("../migrations/0003_dyno_manager.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -52,6 +53,12 @@ pub struct AppRow {
     pub buildpacks: Vec<String>,
     /// The stack the next build runs on.
     pub stack: String,
+    /// The router answers 503 (H80) while on.
+    pub maintenance: bool,
+    /// Seconds a web dyno has to bind `$PORT`; `None` means the server's default.
+    pub boot_timeout: Option<u32>,
+    /// Daily dyno cycling: `daily`, `off`, or `HH:MM` (UTC).
+    pub cycling: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -188,6 +195,8 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(opts)
             .await?;
         let store = Store { pool };
@@ -307,6 +316,11 @@ impl Store {
             owner_email: row.try_get("owner_email")?,
             buildpacks: json(row, "buildpacks")?,
             stack: row.try_get("stack")?,
+            maintenance: row.try_get::<i64, _>("maintenance")? != 0,
+            boot_timeout: row
+                .try_get::<Option<i64>, _>("boot_timeout")?
+                .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+            cycling: row.try_get("cycling")?,
             created_at: ts(row, "created_at")?,
             updated_at: ts(row, "updated_at")?,
         })
@@ -375,7 +389,7 @@ impl Store {
 
     pub async fn delete_app(&self, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["formation", "releases", "slugs"] {
+        for table in ["app_features", "formation", "releases", "slugs"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app_id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
@@ -397,6 +411,89 @@ impl Store {
             .bind(app_id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Turns maintenance mode on or off.
+    pub async fn set_maintenance(&self, app_id: &str, on: bool) -> Result<()> {
+        self.set_app_column(app_id, "maintenance", on as i64).await
+    }
+
+    /// Sets the boot timeout in seconds (`None`: the server's default).
+    pub async fn set_boot_timeout(&self, app_id: &str, secs: Option<u32>) -> Result<()> {
+        sqlx::query("UPDATE apps SET boot_timeout = ?, updated_at = ? WHERE id = ?")
+            .bind(secs.map(i64::from))
+            .bind(now().to_rfc3339())
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets daily cycling: `daily`, `off` or `HH:MM` (validated by the caller).
+    pub async fn set_cycling(&self, app_id: &str, cycling: &str) -> Result<()> {
+        sqlx::query("UPDATE apps SET cycling = ?, updated_at = ? WHERE id = ?")
+            .bind(cycling)
+            .bind(now().to_rfc3339())
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_app_column(&self, app_id: &str, column: &str, value: i64) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE apps SET {column} = ?, updated_at = ? WHERE id = ?"
+        ))
+        .bind(value)
+        .bind(now().to_rfc3339())
+        .bind(app_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The features turned on for an app, with when.
+    pub async fn features(&self, app_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows =
+            sqlx::query("SELECT name, created_at FROM app_features WHERE app_id = ? ORDER BY name")
+                .bind(app_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, ts(r, "created_at")?)))
+            .collect()
+    }
+
+    /// Whether a feature is on for an app.
+    pub async fn feature(&self, app_id: &str, name: &str) -> Result<bool> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM app_features WHERE app_id = ? AND name = ?")
+                .bind(app_id)
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
+    }
+
+    /// Turns a feature on or off for an app.
+    pub async fn set_feature(&self, app_id: &str, name: &str, enabled: bool) -> Result<()> {
+        if enabled {
+            sqlx::query(
+                "INSERT OR IGNORE INTO app_features (app_id, name, created_at) VALUES (?, ?, ?)",
+            )
+            .bind(app_id)
+            .bind(name)
+            .bind(now().to_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM app_features WHERE app_id = ? AND name = ?")
+                .bind(app_id)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 
@@ -480,8 +577,10 @@ impl Store {
         let t = now().to_rfc3339();
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Built on the newest release that has not failed: one still in its release phase counts,
+        // so a config change made meanwhile keeps its slug and the deploy keeps the change.
         let current = sqlx::query(
-            "SELECT * FROM releases WHERE app_id = ? AND status = 'succeeded' ORDER BY version DESC LIMIT 1",
+            "SELECT * FROM releases WHERE app_id = ? AND status != 'failed' ORDER BY version DESC LIMIT 1",
         )
         .bind(app_id)
         .fetch_optional(&mut *tx)
@@ -511,6 +610,24 @@ impl Store {
             ReleaseSlug::Exactly(s) => s,
             ReleaseSlug::Inherit => current.as_ref().and_then(|r| r.slug_id.clone()),
         };
+        // A slug with a `release` process makes a pending release until its release phase passes.
+        let process_types: Option<String> = match &slug_id {
+            Some(sid) => {
+                sqlx::query_scalar("SELECT process_types FROM slugs WHERE id = ?")
+                    .bind(sid)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        let has_release_phase = process_types
+            .and_then(|p| serde_json::from_str::<BTreeMap<String, String>>(&p).ok())
+            .is_some_and(|p| p.contains_key("release"));
+        let status = if has_release_phase {
+            "pending"
+        } else {
+            "succeeded"
+        };
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?",
         )
@@ -519,7 +636,7 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO releases (id, app_id, version, slug_id, config, description, status, user_email, user_id, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(app_id)
@@ -527,6 +644,7 @@ impl Store {
         .bind(&slug_id)
         .bind(to_json(&config))
         .bind(&new.description)
+        .bind(status)
         .bind(&new.user_email)
         .bind(&new.user_id)
         .bind(&t)
@@ -564,6 +682,26 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         row.as_ref().map(Self::release_row).transpose()
+    }
+
+    /// Marks a pending release `succeeded` or `failed` (after its release phase).
+    pub async fn set_release_status(&self, release_id: &str, status: &str) -> Result<()> {
+        sqlx::query("UPDATE releases SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(now().to_rfc3339())
+            .bind(release_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Releases still pending, oldest first (their release phase has yet to finish).
+    pub async fn pending_releases(&self) -> Result<Vec<ReleaseRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM releases WHERE status = 'pending' ORDER BY app_id, version")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::release_row).collect()
     }
 
     /// The newest succeeded release; every app has one from creation on.
@@ -608,7 +746,8 @@ impl Store {
         types: impl IntoIterator<Item = &str>,
     ) -> Result<()> {
         let t = now().to_rfc3339();
-        for ty in types {
+        // The release phase is not a formation process: it runs once per release.
+        for ty in types.into_iter().filter(|t| *t != "release") {
             sqlx::query(
                 "INSERT INTO formation (id, app_id, process_type, quantity, size, created_at, updated_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, process_type) DO NOTHING",

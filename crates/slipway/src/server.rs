@@ -424,6 +424,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             slug_root: data.join("unpacked"),
             boot_timeout: config.boot_timeout,
             stop_timeout: config.stop_timeout,
+            release_timeout: std::time::Duration::from_secs(3600),
         },
     );
     let state = AppState::new(
