@@ -77,7 +77,7 @@ impl AppState {
             build_stack: stack,
             web_url: self.web_url(&app.name),
             git_url: format!("http://{host}/{}.git", app.name),
-            maintenance: false,
+            maintenance: app.maintenance,
             acm: false,
             archived_at: None,
             buildpack_provided_description: None,
@@ -90,6 +90,8 @@ impl AppState {
             created_at: app.created_at,
             released_at,
             updated_at: app.updated_at,
+            boot_timeout: app.boot_timeout,
+            dyno_cycling: Some(app.cycling.clone()),
         })
     }
 
@@ -259,6 +261,7 @@ impl AppState {
             attach_url: None,
             created_at: d.created_at,
             updated_at: d.updated_at,
+            restart_at: d.restart_at,
         }
     }
 }
@@ -423,6 +426,8 @@ impl AppState {
         if self.routes.backends(&app.name).is_none() {
             self.routes.set_backends(&app.id, &app.name, vec![]);
         }
+        self.routes
+            .set_maintenance(&app.id, &app.name, app.maintenance);
     }
 }
 
@@ -440,9 +445,26 @@ pub async fn app_info(
 struct UpdateApp {
     #[serde(default)]
     build_stack: Option<serde_json::Value>,
+    #[serde(default)]
+    maintenance: Option<bool>,
+    /// Present with `null` resets to the server's default.
+    #[serde(default, deserialize_with = "present")]
+    boot_timeout: Option<Option<serde_json::Value>>,
+    #[serde(default)]
+    dyno_cycling: Option<String>,
 }
 
-/// `PATCH /apps/{app}`: `build_stack` (a name, or `{"name": ...}`) sets the stack of the next build.
+/// Tells a field sent as `null` (Some(None)) from one not sent (None).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<serde_json::Value>>, D::Error> {
+    Ok(Some(Option::<serde_json::Value>::deserialize(d)?))
+}
+
+/// `PATCH /apps/{app}`: `build_stack` (a name, or `{"name": ...}`) sets the stack of the next
+/// build; `maintenance` turns maintenance mode on or off; Slipway's `boot_timeout` (seconds,
+/// 1–120, `null` for the default) and `dyno_cycling` (`daily`, `off`, `HH:MM` UTC) set how the
+/// app's dynos are managed.
 pub async fn update_app(
     State(s): State<AppState>,
     Auth(who): Auth,
@@ -469,6 +491,46 @@ pub async fn update_app(
         }
         s.store.set_stack(&app.id, &name).await?;
         s.api_log(&app.id, &format!("Set stack to {name} by {}", who.email));
+    }
+    let max = slipway_manager::MAX_BOOT_TIMEOUT;
+    let boot_timeout = match req.boot_timeout {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(v)) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim_end_matches('s').parse().ok())) {
+            Some(n) if (1..=u64::from(max)).contains(&n) => Some(Some(n as u32)),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "boot_timeout must be a number of seconds from 1 to {max}."
+                )))
+            }
+        },
+    };
+    let cycling = match &req.dyno_cycling {
+        Some(c) => Some(
+            slipway_manager::Cycling::parse(c)
+                .map_err(ApiError::invalid)?
+                .as_setting(),
+        ),
+        None => None,
+    };
+    if let Some(secs) = boot_timeout {
+        s.store.set_boot_timeout(&app.id, secs).await?;
+        let shown = secs.map_or("the default".to_string(), |s| format!("{s} seconds"));
+        s.api_log(&app.id, &format!("Set boot timeout to {shown} by {}", who.email));
+        s.manager.schedule(&app.id);
+    }
+    if let Some(c) = cycling {
+        s.store.set_cycling(&app.id, &c).await?;
+        s.api_log(&app.id, &format!("Set dyno cycling to {c} by {}", who.email));
+        s.manager.schedule(&app.id);
+    }
+    if let Some(on) = req.maintenance {
+        if on != app.maintenance {
+            s.store.set_maintenance(&app.id, on).await?;
+            s.routes.set_maintenance(&app.id, &app.name, on);
+            let what = if on { "Enable" } else { "Disable" };
+            s.api_log(&app.id, &format!("{what} Maintenance mode by {}", who.email));
+        }
     }
     let app = s.load_app(&who, &app.id).await?;
     Ok(Json(s.app_json(&app, &host).await?))
@@ -1159,4 +1221,136 @@ pub async fn set_buildpacks(
         .map_err(ApiError::invalid)?;
     s.store.set_buildpacks(&app.id, &list).await?;
     Ok(Json(buildpack_json(&list)))
+}
+
+/// `POST /apps/{app}/formations/{type}/actions/stop`: stops every dyno of a type (`ps:stop web`);
+/// formation dynos start again.
+pub async fn stop_formation(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, ptype)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let app = s.load_app(&who, &app).await?;
+    if !s.manager.dynos(&app.id).iter().any(|d| d.process_type == ptype) {
+        return Err(ApiError::not_found(
+            "dyno",
+            format!("Couldn't find any {ptype} dynos."),
+        ));
+    }
+    s.api_log(&app.id, &format!("Stop {ptype} dynos by user {}", who.email));
+    let (m, id) = (s.manager.clone(), app.id.clone());
+    tokio::spawn(async move {
+        if let Err(error) = m.stop_type(&id, &ptype).await {
+            tracing::warn!(%error, "Stop failed.");
+        }
+    });
+    Ok(Json(serde_json::json!({})))
+}
+
+// ---- features -----------------------------------------------------------------------------
+
+/// The app features Slipway has: (name, stable id, display name, description).
+const FEATURES: &[(&str, &str, &str, &str)] = &[(
+    "preboot",
+    "3c1a1d4e-6f0b-4d52-9a1e-5b7f0c2d8e01",
+    "Preboot",
+    "New web dynos start and must be up before the router switches to them; the old ones then get SIGTERM and finish their requests.",
+)];
+
+fn feature_json(
+    (name, id, display, description): (&str, &str, &str, &str),
+    enabled_at: Option<chrono::DateTime<chrono::Utc>>,
+    app: &AppRow,
+) -> serde_json::Value {
+    let at = enabled_at.unwrap_or(app.created_at);
+    serde_json::json!({
+        "id": id,
+        "name": name,
+        "display_name": display,
+        "description": description,
+        "doc_url": "",
+        "enabled": enabled_at.is_some(),
+        "state": "general",
+        "feedback_email": "",
+        "created_at": at,
+        "updated_at": at,
+    })
+}
+
+async fn find_feature(
+    s: &AppState,
+    app: &AppRow,
+    name: &str,
+) -> ApiResult<serde_json::Value> {
+    let f = FEATURES
+        .iter()
+        .find(|f| f.0 == name || f.1 == name)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "app-feature",
+                format!(
+                    "Couldn't find that feature ({name}). Features: {}.",
+                    FEATURES.iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+    let on = s.store.features(&app.id).await?;
+    let at = on.iter().find(|(n, _)| n == f.0).map(|(_, t)| *t);
+    Ok(feature_json(*f, at, app))
+}
+
+/// `GET /apps/{app}/features`.
+pub async fn list_features(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    let app = s.load_app(&who, &app).await?;
+    let on = s.store.features(&app.id).await?;
+    Ok(Json(
+        FEATURES
+            .iter()
+            .map(|f| {
+                let at = on.iter().find(|(n, _)| n == f.0).map(|(_, t)| *t);
+                feature_json(*f, at, &app)
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /apps/{app}/features/{feature}`.
+pub async fn feature_info(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, feature)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let app = s.load_app(&who, &app).await?;
+    Ok(Json(find_feature(&s, &app, &feature).await?))
+}
+
+#[derive(Deserialize)]
+struct UpdateFeature {
+    enabled: Option<bool>,
+}
+
+/// `PATCH /apps/{app}/features/{feature}` with `{"enabled": true|false}`.
+pub async fn update_feature(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((app, feature)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let app = s.load_app(&who, &app).await?;
+    let req: UpdateFeature = parse_json(&body)?;
+    let enabled = req
+        .enabled
+        .ok_or_else(|| ApiError::invalid("Send {\"enabled\": true} or {\"enabled\": false}."))?;
+    let current = find_feature(&s, &app, &feature).await?;
+    let name = current["name"].as_str().unwrap_or_default().to_string();
+    if current["enabled"] != enabled {
+        s.store.set_feature(&app.id, &name, enabled).await?;
+        let what = if enabled { "Enable" } else { "Disable" };
+        s.api_log(&app.id, &format!("{what} {name} feature by {}", who.email));
+    }
+    Ok(Json(find_feature(&s, &app, &name).await?))
 }

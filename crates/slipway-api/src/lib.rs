@@ -164,6 +164,15 @@ pub fn router(state: AppState) -> axum::Router {
         )
         .route("/apps/{app}/dynos/{dyno}/actions/stop", post(stop_dyno))
         .route(
+            "/apps/{app}/formations/{ptype}/actions/stop",
+            post(stop_formation),
+        )
+        .route("/apps/{app}/features", get(list_features))
+        .route(
+            "/apps/{app}/features/{feature}",
+            get(feature_info).patch(update_feature),
+        )
+        .route(
             "/apps/{app}/dynos/{dyno}",
             get(dyno_info).delete(restart_dyno),
         )

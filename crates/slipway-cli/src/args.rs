@@ -100,9 +100,39 @@ pub enum Cmd {
     /// Change dyno sizes: `web=standard-2x worker=basic`, or one size for every type.
     #[command(name = "ps:type", visible_aliases = ["ps:resize", "resize"])]
     PsType(PsType),
-    /// Stop a dyno (`run.1234` ends; a formation dyno is started again).
+    /// Stop a dyno or every dyno of a type (`run.1234` ends; formation dynos start again).
     #[command(name = "ps:stop", visible_alias = "stop")]
     PsStop(PsStop),
+    /// Wait until every dyno runs the current release.
+    #[command(name = "ps:wait")]
+    PsWait(PsWait),
+    /// Show or set how long web dynos have to bind $PORT (1-120 s, or `default`).
+    #[command(name = "ps:boot-timeout")]
+    PsBootTimeout(PsSetting),
+    /// Show or set daily dyno cycling: `daily`, `off`, or a time such as 04:30 (UTC).
+    #[command(name = "ps:cycling")]
+    PsCycling(PsSetting),
+    /// List the app's features and whether each is on.
+    #[command(name = "features")]
+    Features(AppJson),
+    /// Show one feature.
+    #[command(name = "features:info")]
+    FeaturesInfo(FeatureArgs),
+    /// Turn a feature on (`preboot`).
+    #[command(name = "features:enable")]
+    FeaturesEnable(FeatureArgs),
+    /// Turn a feature off.
+    #[command(name = "features:disable")]
+    FeaturesDisable(FeatureArgs),
+    /// Show whether maintenance mode is on.
+    #[command(name = "maintenance")]
+    Maintenance(AppArgsOnly),
+    /// Turn maintenance mode on: the router answers 503 with a maintenance page.
+    #[command(name = "maintenance:on")]
+    MaintenanceOn(AppArgsOnly),
+    /// Turn maintenance mode off.
+    #[command(name = "maintenance:off")]
+    MaintenanceOff(AppArgsOnly),
     /// Run a command in a one-off dyno, attached to this terminal.
     #[command(name = "run")]
     Run(Run),
@@ -324,11 +354,47 @@ pub struct PsType {
 
 #[derive(Debug, Args)]
 pub struct PsStop {
-    /// The dyno to stop, e.g. `run.1234` or `web.1`.
+    /// The dyno to stop, e.g. `run.1234` or `web.1`, or a process type, e.g. `worker`.
     #[arg(value_name = "DYNO")]
     pub dyno: String,
     #[command(flatten)]
     pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PsWait {
+    /// Wait only for dynos of this process type.
+    #[arg(short = 't', long = "type")]
+    pub process_type: Option<String>,
+    /// Seconds between checks.
+    #[arg(short = 'w', long = "wait-interval", default_value_t = 2)]
+    pub wait_interval: u64,
+    /// Give up after this many seconds (default: wait as long as it takes).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PsSetting {
+    /// The new value; without it, the current one is shown.
+    #[arg(value_name = "VALUE")]
+    pub value: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FeatureArgs {
+    /// The feature, e.g. `preboot`.
+    #[arg(value_name = "FEATURE")]
+    pub feature: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

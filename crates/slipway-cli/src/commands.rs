@@ -18,6 +18,7 @@ mod attach;
 mod auth;
 mod buildpacks;
 mod config;
+mod features;
 mod git_cmds;
 mod logs;
 mod ps;
@@ -179,6 +180,16 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::Stack(a) => stacks::show(ctx, a).await,
         Cmd::StackSet(a) => stacks::set(ctx, a).await,
         Cmd::PsStop(a) => ps::stop(ctx, a).await,
+        Cmd::PsWait(a) => ps::wait(ctx, a).await,
+        Cmd::PsBootTimeout(a) => ps::setting(ctx, a, "boot_timeout").await,
+        Cmd::PsCycling(a) => ps::setting(ctx, a, "dyno_cycling").await,
+        Cmd::Features(a) => features::list(ctx, a).await,
+        Cmd::FeaturesInfo(a) => features::info(ctx, a).await,
+        Cmd::FeaturesEnable(a) => features::set(ctx, a, true).await,
+        Cmd::FeaturesDisable(a) => features::set(ctx, a, false).await,
+        Cmd::Maintenance(a) => features::show_maintenance(ctx, a).await,
+        Cmd::MaintenanceOn(a) => features::set_maintenance(ctx, a, true).await,
+        Cmd::MaintenanceOff(a) => features::set_maintenance(ctx, a, false).await,
         Cmd::Run(a) => ps::run(ctx, a, true).await,
         Cmd::RunDetached(a) => ps::run(ctx, a, false).await,
         Cmd::PsRestart(a) => ps::restart(ctx, a).await,

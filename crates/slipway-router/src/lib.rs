@@ -57,6 +57,8 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 struct AppRoutes {
     app_id: String,
     backends: Arc<Vec<Backend>>,
+    /// `maintenance:on`: every request gets the maintenance page (H80).
+    maintenance: bool,
 }
 
 /// App name → up web dynos; cheap to clone, shared by the manager and the router.
@@ -82,15 +84,30 @@ impl RouteTable {
     pub fn backends(&self, app_name: &str) -> Option<Vec<Backend>> {
         self.get(app_name).map(|r| r.backends.to_vec())
     }
+
+    /// Turns maintenance mode on or off for an app.
+    pub fn set_maintenance(&self, app_id: &str, app_name: &str, on: bool) {
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        let entry = apps.entry(app_name.to_string()).or_insert_with(|| AppRoutes {
+            app_id: app_id.to_string(),
+            backends: Arc::new(Vec::new()),
+            maintenance: false,
+        });
+        entry.app_id = app_id.to_string();
+        entry.maintenance = on;
+    }
 }
 
 impl RouteSink for RouteTable {
     fn set_backends(&self, app_id: &str, app_name: &str, backends: Vec<Backend>) {
-        self.apps.write().unwrap_or_else(|e| e.into_inner()).insert(
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        let maintenance = apps.get(app_name).is_some_and(|r| r.maintenance);
+        apps.insert(
             app_name.to_string(),
             AppRoutes {
                 app_id: app_id.to_string(),
                 backends: Arc::new(backends),
+                maintenance,
             },
         );
     }
@@ -119,6 +136,8 @@ enum RouterError {
     DynoClosed,
     /// The dyno did not start answering within [`RESPONSE_TIMEOUT`].
     Timeout,
+    /// The app is in maintenance mode.
+    Maintenance,
 }
 
 impl RouterError {
@@ -136,6 +155,11 @@ impl RouterError {
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             RouterError::Timeout => ("H12", "Request timeout", StatusCode::SERVICE_UNAVAILABLE),
+            RouterError::Maintenance => (
+                "H80",
+                "Maintenance mode",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
         }
     }
 }
@@ -230,6 +254,9 @@ fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
 const NO_SUCH_APP: &str = "<!DOCTYPE html><html><head><title>No such app</title></head><body>\
 <h1>There is no app here</h1><p>No Slipway app is configured for this host name. Check the name, or \
 create the app with <code>slipway apps:create</code>.</p></body></html>\n";
+const MAINTENANCE: &str = "<!DOCTYPE html><html><head><title>Offline for Maintenance</title></head><body>\
+<h1>Offline for maintenance</h1><p>This app is undergoing maintenance right now. Please check back \
+later.</p></body></html>\n";
 const APP_ERROR: &str = "<!DOCTYPE html><html><head><title>Application Error</title></head><body>\
 <h1>Application error</h1><p>An error occurred in the application and your page could not be served. \
 If you are the application owner, check your logs for details: <code>slipway logs --tail</code>.</p></body></html>\n";
@@ -297,6 +324,9 @@ impl Router {
             status: 0,
             bytes: None,
         };
+        if routes.maintenance {
+            return self.fail(&routes.app_id, line, RouterError::Maintenance);
+        }
         let backend = routes.backends.choose(&mut rand::thread_rng()).cloned();
         let Some(backend) = backend else {
             return self.fail(&routes.app_id, line, RouterError::NoWebDynos);
@@ -354,9 +384,18 @@ impl Router {
     fn fail(&self, app_id: &str, mut line: LogFields, err: RouterError) -> Response<RespBody> {
         let (code, desc, status) = err.code();
         line.status = status.as_u16();
-        self.logs
-            .emit(app_id, Source::Heroku, "router", &line.error(code, desc));
-        text(status, APP_ERROR)
+        // Maintenance is the owner's choice, not a failure: Heroku logs it at=info.
+        let (entry, page) = match err {
+            RouterError::Maintenance => (line.coded("info", code, desc), MAINTENANCE),
+            _ => (line.coded("error", code, desc), APP_ERROR),
+        };
+        self.logs.emit(app_id, Source::Heroku, "router", &entry);
+        let mut resp = text(status, page);
+        if matches!(err, RouterError::Maintenance) {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
+        resp
     }
 }
 
@@ -396,8 +435,8 @@ impl LogFields {
         format!("at=info {}", self.rest())
     }
 
-    fn error(&self, code: &str, desc: &str) -> String {
-        format!("at=error code={code} desc=\"{desc}\" {}", self.rest())
+    fn coded(&self, level: &str, code: &str, desc: &str) -> String {
+        format!("at={level} code={code} desc=\"{desc}\" {}", self.rest())
     }
 }
 

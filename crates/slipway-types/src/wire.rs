@@ -81,6 +81,12 @@ pub struct App {
     #[serde(default)]
     pub released_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Slipway: seconds a web dyno has to bind `$PORT` (`null`: the server's default).
+    #[serde(default)]
+    pub boot_timeout: Option<u32>,
+    /// Slipway: daily dyno cycling, `daily`, `off` or `HH:MM` (UTC).
+    #[serde(default)]
+    pub dyno_cycling: Option<String>,
 }
 
 /// `{id, version}` reference to a release.
@@ -156,6 +162,9 @@ pub struct Dyno {
     pub attach_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Slipway: when a crashed dyno is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /apps/{app}/log-sessions` answer.

@@ -9,7 +9,9 @@ use slipway_types::{Dyno, Formation};
 
 use super::Ctx;
 use crate::api::{decode_all, seg};
-use crate::args::{parse_scale_change, Ps, PsRestart, PsScale, PsStop, PsType, Run, ScaleChange};
+use crate::args::{
+    parse_scale_change, Ps, PsRestart, PsScale, PsSetting, PsStop, PsType, PsWait, Run, ScaleChange,
+};
 use crate::format::{dyno_sort_key, header, time_ago};
 
 /// `ps [TYPE...]`: dynos grouped by process type, size and command; one-off dynos first.
@@ -64,8 +66,15 @@ pub async fn list(ctx: &mut Ctx<'_>, a: Ps) -> Result<()> {
     for ((ty, size, command), ds) in &groups {
         let mut s = header(&format!("{ty} ({size}): {command} ({})", ds.len()));
         for d in ds {
+            let next = match d.restart_at {
+                Some(at) if d.state == "crashed" => {
+                    let mins = (at - ctx.now).num_minutes().max(0);
+                    format!(", restarting in ~ {mins}m ({})", at.format("%H:%M:%S %z"))
+                }
+                _ => String::new(),
+            };
             s.push_str(&format!(
-                "{}: {} {}\n",
+                "{}: {} {}{next}\n",
                 d.name,
                 d.state,
                 time_ago(d.updated_at, ctx.now)
@@ -203,16 +212,23 @@ pub async fn resize(ctx: &mut Ctx<'_>, a: PsType) -> Result<()> {
     Ok(())
 }
 
-/// `ps:stop DYNO`.
+/// `ps:stop DYNO` or `ps:stop TYPE`.
 pub async fn stop(ctx: &mut Ctx<'_>, a: PsStop) -> Result<()> {
     let app = ctx.app(&a.app)?;
     let api = ctx.api()?;
-    let path = format!("/apps/{}/dynos/{}/actions/stop", seg(&app), seg(&a.dyno));
-    ctx.action(
-        &format!("Stopping {} dyno on {app}", a.dyno),
-        api.call(Method::POST, &path, Some(&json!({}))),
-    )
-    .await?;
+    let (path, label) = if a.dyno.contains('.') {
+        (
+            format!("/apps/{}/dynos/{}/actions/stop", seg(&app), seg(&a.dyno)),
+            format!("Stopping {} dyno on {app}", a.dyno),
+        )
+    } else {
+        (
+            format!("/apps/{}/formations/{}/actions/stop", seg(&app), seg(&a.dyno)),
+            format!("Stopping {} dynos on {app}", a.dyno),
+        )
+    };
+    ctx.action(&label, api.call(Method::POST, &path, Some(&json!({}))))
+        .await?;
     writeln!(ctx.out, "done")?;
     Ok(())
 }
@@ -342,5 +358,113 @@ pub async fn restart(ctx: &mut Ctx<'_>, a: PsRestart) -> Result<()> {
     ctx.action(&label, api.call(Method::DELETE, &path, None))
         .await?;
     writeln!(ctx.out, "done")?;
+    Ok(())
+}
+
+/// `ps:wait`: polls until every formation dyno (of `--type`) is up on the current release.
+pub async fn wait(ctx: &mut Ctx<'_>, a: PsWait) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let releases = api
+        .list(
+            &format!("/apps/{}/releases", seg(&app)),
+            Some("version ..; max=50, order=desc"),
+            false,
+        )
+        .await?;
+    let current = releases
+        .iter()
+        .find(|r| r["current"] == true)
+        .and_then(|r| r["version"].as_i64())
+        .ok_or_else(|| anyhow::anyhow!("{app} has no current release yet."))?;
+    let started = std::time::Instant::now();
+    write!(ctx.out, "Waiting for every dyno to be running v{current}... ")?;
+    ctx.out.flush()?;
+    loop {
+        let formation: Vec<Formation> = decode_all(
+            api.list(&format!("/apps/{}/formation", seg(&app)), None, true)
+                .await?,
+            "a formation",
+        )?;
+        let dynos: Vec<Dyno> = decode_all(
+            api.list(&format!("/apps/{}/dynos", seg(&app)), None, true)
+                .await?,
+            "a dyno",
+        )?;
+        let wanted = |t: &str| a.process_type.as_deref().is_none_or(|w| w == t);
+        let total: u32 = formation
+            .iter()
+            .filter(|f| wanted(&f.process_type))
+            .map(|f| f.quantity)
+            .sum();
+        let on_current = dynos
+            .iter()
+            .filter(|d| d.process_type != "run" && d.process_type != "release" && wanted(&d.process_type))
+            .filter(|d| d.release.version == current && d.state == "up")
+            .count() as u32;
+        let others = dynos
+            .iter()
+            .filter(|d| d.process_type != "run" && d.process_type != "release" && wanted(&d.process_type))
+            .any(|d| d.release.version != current);
+        if on_current >= total && !others {
+            writeln!(ctx.out, "{on_current} / {total}, done")?;
+            return Ok(());
+        }
+        if a.timeout.is_some_and(|t| started.elapsed().as_secs() >= t) {
+            writeln!(ctx.out, "{on_current} / {total}")?;
+            bail!(
+                "Timed out: {on_current} of {total} dynos run v{current}. See slipway ps and slipway logs."
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(a.wait_interval.max(1))).await;
+    }
+}
+
+/// `ps:boot-timeout [SECONDS|default]` and `ps:cycling [daily|off|HH:MM]`.
+pub async fn setting(ctx: &mut Ctx<'_>, a: PsSetting, field: &str) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    let api = ctx.api()?;
+    let path = format!("/apps/{}", seg(&app));
+    let show = |info: &Value| -> String {
+        match (field, &info[field]) {
+            ("boot_timeout", Value::Number(n)) => format!("{n} seconds"),
+            ("boot_timeout", _) => "default (the server's, normally 60 seconds)".into(),
+            (_, Value::String(s)) if s.contains(':') => format!("daily at {s} UTC"),
+            (_, Value::String(s)) if s == "daily" => {
+                "daily (24 h after each start, plus up to 216 minutes)".into()
+            }
+            (_, Value::String(s)) => s.clone(),
+            _ => "daily".into(),
+        }
+    };
+    let label = if field == "boot_timeout" {
+        "Boot timeout"
+    } else {
+        "Dyno cycling"
+    };
+    let Some(value) = a.value else {
+        let info = api.call(Method::GET, &path, None).await?;
+        writeln!(ctx.out, "{label} for {app}: {}", show(&info))?;
+        return Ok(());
+    };
+    let body = if field == "boot_timeout" {
+        if value == "default" {
+            json!({ field: null })
+        } else {
+            let secs: u64 = value.trim_end_matches('s').parse().map_err(|_| {
+                anyhow::anyhow!("{value:?} is not a number of seconds (1-120) or `default`.")
+            })?;
+            json!({ field: secs })
+        }
+    } else {
+        json!({ field: value })
+    };
+    let info = ctx
+        .action(
+            &format!("Setting {} for {app}", label.to_lowercase()),
+            api.call(Method::PATCH, &path, Some(&body)),
+        )
+        .await?;
+    writeln!(ctx.out, "done, {}", show(&info))?;
     Ok(())
 }
