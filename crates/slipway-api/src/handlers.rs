@@ -496,7 +496,10 @@ pub async fn update_app(
     let boot_timeout = match req.boot_timeout {
         None => None,
         Some(None) => Some(None),
-        Some(Some(v)) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim_end_matches('s').parse().ok())) {
+        Some(Some(v)) => match v.as_u64().or_else(|| {
+            v.as_str()
+                .and_then(|s| s.trim_end_matches('s').parse().ok())
+        }) {
             Some(n) if (1..=u64::from(max)).contains(&n) => Some(Some(n as u32)),
             _ => {
                 return Err(ApiError::invalid(format!(
@@ -516,12 +519,18 @@ pub async fn update_app(
     if let Some(secs) = boot_timeout {
         s.store.set_boot_timeout(&app.id, secs).await?;
         let shown = secs.map_or("the default".to_string(), |s| format!("{s} seconds"));
-        s.api_log(&app.id, &format!("Set boot timeout to {shown} by {}", who.email));
+        s.api_log(
+            &app.id,
+            &format!("Set boot timeout to {shown} by {}", who.email),
+        );
         s.manager.schedule(&app.id);
     }
     if let Some(c) = cycling {
         s.store.set_cycling(&app.id, &c).await?;
-        s.api_log(&app.id, &format!("Set dyno cycling to {c} by {}", who.email));
+        s.api_log(
+            &app.id,
+            &format!("Set dyno cycling to {c} by {}", who.email),
+        );
         s.manager.schedule(&app.id);
     }
     if let Some(on) = req.maintenance {
@@ -529,7 +538,10 @@ pub async fn update_app(
             s.store.set_maintenance(&app.id, on).await?;
             s.routes.set_maintenance(&app.id, &app.name, on);
             let what = if on { "Enable" } else { "Disable" };
-            s.api_log(&app.id, &format!("{what} Maintenance mode by {}", who.email));
+            s.api_log(
+                &app.id,
+                &format!("{what} Maintenance mode by {}", who.email),
+            );
         }
     }
     let app = s.load_app(&who, &app.id).await?;
@@ -1231,13 +1243,21 @@ pub async fn stop_formation(
     Path((app, ptype)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let app = s.load_app(&who, &app).await?;
-    if !s.manager.dynos(&app.id).iter().any(|d| d.process_type == ptype) {
+    if !s
+        .manager
+        .dynos(&app.id)
+        .iter()
+        .any(|d| d.process_type == ptype)
+    {
         return Err(ApiError::not_found(
             "dyno",
             format!("Couldn't find any {ptype} dynos."),
         ));
     }
-    s.api_log(&app.id, &format!("Stop {ptype} dynos by user {}", who.email));
+    s.api_log(
+        &app.id,
+        &format!("Stop {ptype} dynos by user {}", who.email),
+    );
     let (m, id) = (s.manager.clone(), app.id.clone());
     tokio::spawn(async move {
         if let Err(error) = m.stop_type(&id, &ptype).await {
@@ -1277,11 +1297,7 @@ fn feature_json(
     })
 }
 
-async fn find_feature(
-    s: &AppState,
-    app: &AppRow,
-    name: &str,
-) -> ApiResult<serde_json::Value> {
+async fn find_feature(s: &AppState, app: &AppRow, name: &str) -> ApiResult<serde_json::Value> {
     let f = FEATURES
         .iter()
         .find(|f| f.0 == name || f.1 == name)

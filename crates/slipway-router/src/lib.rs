@@ -88,11 +88,13 @@ impl RouteTable {
     /// Turns maintenance mode on or off for an app.
     pub fn set_maintenance(&self, app_id: &str, app_name: &str, on: bool) {
         let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
-        let entry = apps.entry(app_name.to_string()).or_insert_with(|| AppRoutes {
-            app_id: app_id.to_string(),
-            backends: Arc::new(Vec::new()),
-            maintenance: false,
-        });
+        let entry = apps
+            .entry(app_name.to_string())
+            .or_insert_with(|| AppRoutes {
+                app_id: app_id.to_string(),
+                backends: Arc::new(Vec::new()),
+                maintenance: false,
+            });
         entry.app_id = app_id.to_string();
         entry.maintenance = on;
     }
@@ -155,11 +157,9 @@ impl RouterError {
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             RouterError::Timeout => ("H12", "Request timeout", StatusCode::SERVICE_UNAVAILABLE),
-            RouterError::Maintenance => (
-                "H80",
-                "Maintenance mode",
-                StatusCode::SERVICE_UNAVAILABLE,
-            ),
+            RouterError::Maintenance => {
+                ("H80", "Maintenance mode", StatusCode::SERVICE_UNAVAILABLE)
+            }
         }
     }
 }
@@ -254,7 +254,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
 const NO_SUCH_APP: &str = "<!DOCTYPE html><html><head><title>No such app</title></head><body>\
 <h1>There is no app here</h1><p>No Slipway app is configured for this host name. Check the name, or \
 create the app with <code>slipway apps:create</code>.</p></body></html>\n";
-const MAINTENANCE: &str = "<!DOCTYPE html><html><head><title>Offline for Maintenance</title></head><body>\
+const MAINTENANCE: &str =
+    "<!DOCTYPE html><html><head><title>Offline for Maintenance</title></head><body>\
 <h1>Offline for maintenance</h1><p>This app is undergoing maintenance right now. Please check back \
 later.</p></body></html>\n";
 const APP_ERROR: &str = "<!DOCTYPE html><html><head><title>Application Error</title></head><body>\

@@ -10,7 +10,9 @@
 //!    on a tmpfs scratch, minimal `/dev` with a private devpts, `/proc` with read-only `/proc/sys`,
 //!    tmpfs `/tmp`, generated `/etc/hosts`, `resolv.conf`, `hostname`), pivots into it, forks the
 //!    app, drops to the dyno user, reaps zombies, turns SIGTERM into `kill(-1, SIGTERM)` for the
-//!    whole dyno and exits with the app's status. Its death (or the shim's) ends the pid namespace.
+//!    whole dyno and exits with the app's status: at once when the app exits by itself, or once
+//!    every process has exited after a SIGTERM (so each gets its grace period). Its death (or the
+//!    shim's) ends the pid namespace.
 //! 3. **app**: no capabilities, no supplementary groups, the dyno uid, NO_NEW_PRIVS and a seccomp
 //!    deny-list, then `bash -c` of the Procfile command in `/app`.
 //!
@@ -611,8 +613,12 @@ fn init(spec: LaunchSpec, filters: &crate::seccomp::Filters) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let set = forwarded_set(true);
     let mut app_status: Option<i32> = None;
+    // Set once SIGTERM has been passed on: from then on every process gets its grace period,
+    // and the dyno ends when the last one has exited (or the manager's SIGKILL comes).
+    let mut terminating = false;
     loop {
         // Reap everything that has exited; note the app's status.
+        let mut children_left = true;
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => break,
@@ -621,17 +627,26 @@ fn init(spec: LaunchSpec, filters: &crate::seccomp::Filters) -> ! {
                         app_status = exit_code(status);
                     }
                 }
-                Err(nix::errno::Errno::ECHILD) => break,
+                Err(nix::errno::Errno::ECHILD) => {
+                    children_left = false;
+                    break;
+                }
                 Err(_) => break,
             }
         }
         if let Some(code) = app_status {
-            // The dyno ends with its app; the kernel kills what is left when PID 1 exits.
-            std::process::exit(code);
+            // Otherwise the dyno ends with its app; the kernel kills what is left when PID 1
+            // exits.
+            if !terminating || !children_left {
+                std::process::exit(code);
+            }
         }
         match set.wait() {
             Ok(Signal::SIGCHLD) => {}
             Ok(sig) => {
+                if sig == Signal::SIGTERM {
+                    terminating = true;
+                }
                 let _ = kill(Pid::from_raw(-1), sig);
             }
             Err(_) => {}

@@ -189,12 +189,20 @@ pub trait DynoRuntime: Send + Sync + 'static {
 #[derive(Debug, Default, Clone)]
 pub struct HostRuntime;
 
-struct ProcessGroup(Pid);
+struct ProcessGroup {
+    pid: Pid,
+    /// Set by SIGTERM: the group then gets its grace period even after the shell has exited.
+    terminating: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl DynoControl for ProcessGroup {
     fn signal(&self, sig: Signal) {
+        if sig == Signal::SIGTERM {
+            self.terminating
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         // ESRCH means it is already gone, which is what we want.
-        let _ = killpg(self.0, sig);
+        let _ = killpg(self.pid, sig);
     }
 }
 
@@ -306,18 +314,28 @@ impl HostRuntime {
             tokio::spawn(forward_lines(err, output));
         }
         let (tx, rx) = watch::channel(None);
+        let terminating = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let term = terminating.clone();
         tokio::spawn(async move {
             let code = wait_status(&mut child).await;
-            // The shell is gone; make sure nothing it left behind in the group survives.
             if let Some(pid) = pid {
-                let _ = killpg(pid, Signal::SIGKILL);
+                if term.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Stopping: the rest of the group finishes its work (the manager's SIGKILL
+                    // ends the grace period).
+                    while killpg(pid, None).is_ok() {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                } else {
+                    // The shell is gone; make sure nothing it left behind survives.
+                    let _ = killpg(pid, Signal::SIGKILL);
+                }
             }
             let _ = tx.send(Some(code));
         });
-        let control: Arc<dyn DynoControl> = match pid {
-            Some(pid) => Arc::new(ProcessGroup(pid)),
-            None => Arc::new(ProcessGroup(Pid::from_raw(-1))),
-        };
+        let control: Arc<dyn DynoControl> = Arc::new(ProcessGroup {
+            pid: pid.unwrap_or(Pid::from_raw(-1)),
+            terminating,
+        });
         let mut dyno = RunningDyno::new(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), rx, control);
         dyno.io = io;
         Ok(dyno)

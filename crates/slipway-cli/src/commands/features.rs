@@ -56,10 +56,7 @@ pub async fn info(ctx: &mut Ctx<'_>, a: FeatureArgs) -> Result<()> {
     write!(ctx.out, "{}", header(&text("name")))?;
     let rows = vec![
         vec!["Description:".to_string(), text("description")],
-        vec![
-            "Enabled:".to_string(),
-            (f["enabled"] == true).to_string(),
-        ],
+        vec!["Enabled:".to_string(), (f["enabled"] == true).to_string()],
     ];
     write!(ctx.out, "{}", crate::format::table(&rows))?;
     Ok(())

@@ -223,7 +223,11 @@ pub async fn stop(ctx: &mut Ctx<'_>, a: PsStop) -> Result<()> {
         )
     } else {
         (
-            format!("/apps/{}/formations/{}/actions/stop", seg(&app), seg(&a.dyno)),
+            format!(
+                "/apps/{}/formations/{}/actions/stop",
+                seg(&app),
+                seg(&a.dyno)
+            ),
             format!("Stopping {} dynos on {app}", a.dyno),
         )
     };
@@ -378,7 +382,10 @@ pub async fn wait(ctx: &mut Ctx<'_>, a: PsWait) -> Result<()> {
         .and_then(|r| r["version"].as_i64())
         .ok_or_else(|| anyhow::anyhow!("{app} has no current release yet."))?;
     let started = std::time::Instant::now();
-    write!(ctx.out, "Waiting for every dyno to be running v{current}... ")?;
+    write!(
+        ctx.out,
+        "Waiting for every dyno to be running v{current}... "
+    )?;
     ctx.out.flush()?;
     loop {
         let formation: Vec<Formation> = decode_all(
@@ -399,12 +406,16 @@ pub async fn wait(ctx: &mut Ctx<'_>, a: PsWait) -> Result<()> {
             .sum();
         let on_current = dynos
             .iter()
-            .filter(|d| d.process_type != "run" && d.process_type != "release" && wanted(&d.process_type))
+            .filter(|d| {
+                d.process_type != "run" && d.process_type != "release" && wanted(&d.process_type)
+            })
             .filter(|d| d.release.version == current && d.state == "up")
             .count() as u32;
         let others = dynos
             .iter()
-            .filter(|d| d.process_type != "run" && d.process_type != "release" && wanted(&d.process_type))
+            .filter(|d| {
+                d.process_type != "run" && d.process_type != "release" && wanted(&d.process_type)
+            })
             .any(|d| d.release.version != current);
         if on_current >= total && !others {
             writeln!(ctx.out, "{on_current} / {total}, done")?;
