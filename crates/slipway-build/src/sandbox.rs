@@ -212,6 +212,7 @@ impl BuildDyno {
             writable_root: true,
             raw: true,
             tty: None,
+            relay: None,
         })
     }
 

@@ -57,6 +57,26 @@ pub struct ManagerConfig {
     pub stop_timeout: Duration,
     /// How long a release phase may run (Heroku: 1 hour).
     pub release_timeout: Duration,
+    /// Where records of running dynos are kept, so a restarted server takes them over
+    /// ([`Manager::adopt_all`]); `None` keeps no records.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What the manager records about a running dyno instance that can outlive the server.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DynoRecord {
+    pub instance: String,
+    /// The dyno's id as the API shows it.
+    pub id: String,
+    pub app_id: String,
+    pub name: String,
+    pub process_type: String,
+    pub size: String,
+    pub command: String,
+    pub release_id: String,
+    pub release_version: i64,
+    pub oneoff: bool,
+    pub created_at: DateTime<Utc>,
 }
 
 /// The longest boot timeout an app may ask for (Heroku's limit).
@@ -219,6 +239,139 @@ impl Manager {
             .entry(app_id.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Takes over the dynos a previous server left running (recorded in the state dir): their
+    /// output, states and routes carry on without a restart; one that ended meanwhile is
+    /// handled as any exit. Call before [`Manager::reconcile_all`], which then starts only
+    /// what is missing. Returns how many were taken over.
+    pub async fn adopt_all(&self) -> usize {
+        let Some(dir) = self.inner.config.state_dir.clone() else {
+            return 0;
+        };
+        let mut adopted = 0;
+        let entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("dyno"))
+            .collect();
+        for path in entries {
+            let record: Option<DynoRecord> = std::fs::read(&path)
+                .ok()
+                .and_then(|t| serde_json::from_slice(&t).ok());
+            let Some(record) = record else {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            match self.adopt(&record).await {
+                Ok(()) => adopted += 1,
+                Err(error) => {
+                    warn!(dyno = %record.name, %error, "Could not take over a dyno.");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        adopted
+    }
+
+    async fn adopt(&self, r: &DynoRecord) -> Result<(), ManagerError> {
+        let store = &self.inner.store;
+        let sink = self.output_sink(&r.app_id, &r.name, None);
+        let dyno = self.inner.runtime.adopt(&r.instance, sink).await?;
+        let app = store.app(&r.app_id).await?;
+        let release = match &app {
+            Some(_) => store.release(&r.app_id, &r.release_id).await?,
+            None => None,
+        };
+        let slug = match release.as_ref().and_then(|rel| rel.slug_id.clone()) {
+            Some(id) => store.slug(&id).await?,
+            None => None,
+        };
+        let (Some(app), Some(release), Some(slug)) = (app, release, slug) else {
+            // Its app or release is gone: it has no place here any more.
+            dyno.kill();
+            return Err(ManagerError::NotDeployed);
+        };
+        self.cache_settings(&app);
+        let slug_dir = self.unpacked(&slug.sha256).await?;
+        let mut env = release.config.clone();
+        env.insert("DYNO".into(), r.name.clone());
+        let spec = DynoSpec {
+            id: r.instance.clone(),
+            size: r.size.clone(),
+            stack: slug.stack.clone(),
+            name: r.name.clone(),
+            command: r.command.clone(),
+            slug_dir,
+            env,
+            stdio: DynoStdio::Logs,
+        };
+        let status = Arc::new(Mutex::new(DynoStatus {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            process_type: r.process_type.clone(),
+            size: r.size.clone(),
+            command: r.command.clone(),
+            state: DynoState::Starting,
+            release_id: r.release_id.clone(),
+            release_version: r.release_version,
+            created_at: r.created_at,
+            updated_at: Utc::now(),
+            addr: Some(dyno.addr),
+            oneoff: r.oneoff,
+            routable: true,
+            restart_at: None,
+            exit_status: None,
+        }));
+        let (ctl, ctl_rx) = watch::channel(Ctl::default());
+        let task = tokio::spawn(supervise::supervise_from(
+            self.clone(),
+            r.app_id.clone(),
+            spec,
+            status.clone(),
+            ctl_rx,
+            Some(dyno),
+        ));
+        let mut apps = lock(&self.inner.apps);
+        let entry = apps.entry(r.app_id.clone()).or_default();
+        entry.app_name = app.name.clone();
+        entry.slots.push(Slot { status, ctl, task });
+        Ok(())
+    }
+
+    /// Where a dyno's output goes: the app's log, and `extra` if given.
+    pub(crate) fn output_sink(
+        &self,
+        app_id: &str,
+        dyno: &str,
+        extra: Option<OutputSink>,
+    ) -> OutputSink {
+        let logs = self.inner.logs.clone();
+        let (app_id, dyno) = (app_id.to_string(), dyno.to_string());
+        Arc::new(move |line: &str| {
+            logs.emit(&app_id, Source::App, &dyno, line);
+            if let Some(extra) = &extra {
+                extra(line);
+            }
+        })
+    }
+
+    /// Records a running instance that can outlive the server.
+    pub(crate) fn record(&self, r: &DynoRecord) {
+        if let Some(dir) = &self.inner.config.state_dir {
+            if let Ok(json) = serde_json::to_vec(r) {
+                let _ = std::fs::write(dir.join(format!("{}.dyno", r.instance)), json);
+            }
+        }
+    }
+
+    /// Forgets the record of an instance that has ended.
+    pub(crate) fn unrecord(&self, instance: &str) {
+        if let Some(dir) = &self.inner.config.state_dir {
+            let _ = std::fs::remove_file(dir.join(format!("{instance}.dyno")));
+        }
     }
 
     /// Reconciles every app in the store; used at start. Releases left pending by a previous run

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use slipway_logs::Source;
 use slipway_runtime::{DynoSpec, OutputSink, RunningDyno};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
@@ -85,9 +84,35 @@ pub(crate) async fn supervise(
     app_id: String,
     spec: DynoSpec,
     status: Arc<Mutex<DynoStatus>>,
+    ctl: watch::Receiver<Ctl>,
+    attach: Option<oneshot::Sender<Attached>>,
+    extra_output: Option<OutputSink>,
+) {
+    run(m, app_id, spec, status, ctl, attach, extra_output, None).await
+}
+
+/// [`supervise`] for a dyno a previous server started (`spec.id` is its instance).
+pub(crate) async fn supervise_from(
+    m: Manager,
+    app_id: String,
+    spec: DynoSpec,
+    status: Arc<Mutex<DynoStatus>>,
+    ctl: watch::Receiver<Ctl>,
+    adopted: Option<RunningDyno>,
+) {
+    run(m, app_id, spec, status, ctl, None, None, adopted).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    m: Manager,
+    app_id: String,
+    spec: DynoSpec,
+    status: Arc<Mutex<DynoStatus>>,
     mut ctl: watch::Receiver<Ctl>,
     mut attach: Option<oneshot::Sender<Attached>>,
     extra_output: Option<OutputSink>,
+    mut adopted: Option<RunningDyno>,
 ) {
     let name = spec.name.clone();
     let (is_web, oneoff) = {
@@ -101,54 +126,70 @@ pub(crate) async fn supervise(
             break;
         }
         let settings = m.settings(&app_id);
-        if lock(&status).state != DynoState::Starting {
-            set_state(&m, &app_id, &status, DynoState::Starting);
-        }
-        // One-off dynos were announced with who started them.
-        if !oneoff {
-            m.log(
-                &app_id,
-                &name,
-                &format!("Starting process with command `{}`", spec.command),
-            );
-        }
-        let logs = m.inner.logs.clone();
-        let (sink_app, sink_dyno) = (app_id.clone(), name.clone());
-        let extra = extra_output.clone();
-        let sink: OutputSink = Arc::new(move |line: &str| {
-            logs.emit(&sink_app, Source::App, &sink_dyno, line);
-            if let Some(extra) = &extra {
-                extra(line);
-            }
-        });
-        let mut instance = spec.clone();
-        instance.id = uuid::Uuid::new_v4().simple().to_string();
-        let mut dyno: RunningDyno = match m.inner.runtime.start(instance, sink).await {
-            Ok(d) => d,
-            Err(error) => {
-                warn!(app_id = %app_id, dyno = %name, %error, "Dyno failed to start.");
-                m.log(
-                    &app_id,
-                    &name,
-                    &format!("Error R99 (Platform error) -> {error}"),
-                );
-                if oneoff {
-                    m.log(&app_id, &name, "State changed from starting to crashed");
-                    m.forget(&app_id, &status);
-                    return;
+        let taken_over = adopted.is_some();
+        let (mut dyno, instance) = match adopted.take() {
+            Some(d) => (d, spec.id.clone()),
+            None => {
+                if lock(&status).state != DynoState::Starting {
+                    set_state(&m, &app_id, &status, DynoState::Starting);
                 }
-                // The platform's fault, not the app's: retried every few seconds, no cool-off.
-                set_state(&m, &app_id, &status, DynoState::Crashed);
-                match wait_retry(&status, PLATFORM_RETRY, &mut ctl, seen_restarts).await {
-                    Some(restarts) => {
-                        seen_restarts = restarts;
-                        continue;
+                // One-off dynos were announced with who started them.
+                if !oneoff {
+                    m.log(
+                        &app_id,
+                        &name,
+                        &format!("Starting process with command `{}`", spec.command),
+                    );
+                }
+                let sink = m.output_sink(&app_id, &name, extra_output.clone());
+                let mut instance = spec.clone();
+                instance.id = uuid::Uuid::new_v4().simple().to_string();
+                let id = instance.id.clone();
+                match m.inner.runtime.start(instance, sink).await {
+                    Ok(d) => (d, id),
+                    Err(error) => {
+                        warn!(app_id = %app_id, dyno = %name, %error, "Dyno failed to start.");
+                        m.log(
+                            &app_id,
+                            &name,
+                            &format!("Error R99 (Platform error) -> {error}"),
+                        );
+                        if oneoff {
+                            m.log(&app_id, &name, "State changed from starting to crashed");
+                            m.forget(&app_id, &status);
+                            return;
+                        }
+                        // The platform's fault, not the app's: retried every few seconds, no
+                        // cool-off.
+                        set_state(&m, &app_id, &status, DynoState::Crashed);
+                        match wait_retry(&status, PLATFORM_RETRY, &mut ctl, seen_restarts).await {
+                            Some(restarts) => {
+                                seen_restarts = restarts;
+                                continue;
+                            }
+                            None if ctl.borrow().stop => break,
+                            None => continue,
+                        }
                     }
-                    None if ctl.borrow().stop => break,
-                    None => continue,
                 }
             }
         };
+        if dyno.adoptable {
+            let st = lock(&status).clone();
+            m.record(&crate::DynoRecord {
+                instance: instance.clone(),
+                id: st.id.clone(),
+                app_id: app_id.clone(),
+                name: st.name,
+                process_type: st.process_type,
+                size: st.size,
+                command: st.command,
+                release_id: st.release_id,
+                release_version: st.release_version,
+                oneoff: st.oneoff,
+                created_at: st.created_at,
+            });
+        }
         let started = tokio::time::Instant::now();
         lock(&status).addr = Some(dyno.addr);
         if let (Some(tx), Some(io)) = (attach.take(), dyno.io.take()) {
@@ -174,7 +215,16 @@ pub(crate) async fn supervise(
         let outcome = match booted {
             Some(o) => o,
             None => {
-                set_state(&m, &app_id, &status, DynoState::Up);
+                if taken_over {
+                    // Taken over from the previous server: already up, nothing to announce.
+                    {
+                        let mut st = lock(&status);
+                        st.state = DynoState::Up;
+                    }
+                    m.publish(&app_id);
+                } else {
+                    set_state(&m, &app_id, &status, DynoState::Up);
+                }
                 info!(app_id = %app_id, dyno = %name, "Dyno up.");
                 let monitor = dyno.monitor();
                 let cycle = settings
@@ -195,6 +245,7 @@ pub(crate) async fn supervise(
         match outcome {
             Outcome::Stop => {
                 graceful_stop(&m, &app_id, &name, &mut dyno).await;
+                m.unrecord(&instance);
                 set_state(&m, &app_id, &status, DynoState::Down);
                 break;
             }
@@ -208,6 +259,7 @@ pub(crate) async fn supervise(
                 // Out of the routing table before the signal.
                 set_state(&m, &app_id, &status, DynoState::Starting);
                 graceful_stop(&m, &app_id, &name, &mut dyno).await;
+                m.unrecord(&instance);
                 if oneoff {
                     m.forget(&app_id, &status);
                     return;
@@ -223,6 +275,7 @@ pub(crate) async fn supervise(
                 m.log(&app_id, &name, "Stopping process with SIGKILL");
                 dyno.kill();
                 let code = dyno.wait().await;
+                m.unrecord(&instance);
                 m.log(
                     &app_id,
                     &name,
@@ -230,6 +283,7 @@ pub(crate) async fn supervise(
                 );
             }
             Outcome::Exited(code) => {
+                m.unrecord(&instance);
                 if dyno.monitor().memory().is_some_and(|s| s.oom_kills > 0) {
                     m.log(&app_id, &name, "Error R15 (Memory quota vastly exceeded)");
                     m.log(&app_id, &name, "Stopping process with SIGKILL");

@@ -135,6 +135,7 @@ impl World {
                 boot_timeout: Duration::from_secs(60),
                 stop_timeout: Duration::from_secs(30),
                 release_timeout: Duration::from_secs(3600),
+                state_dir: None,
             },
         );
         let w = World {

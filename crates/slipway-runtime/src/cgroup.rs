@@ -351,6 +351,12 @@ impl CgroupDriver {
     /// of a previous run. Returns how many were removed. Call it at server start, before any
     /// dyno is created.
     pub fn cleanup_stale(&self) -> Result<usize, CgroupError> {
+        self.cleanup_stale_except(&BTreeSet::new())
+    }
+
+    /// [`Self::cleanup_stale`], sparing the cgroups named in `keep` (dynos that outlived the
+    /// previous server and are taken over).
+    pub fn cleanup_stale_except(&self, keep: &BTreeSet<String>) -> Result<usize, CgroupError> {
         let mut names = BTreeSet::new();
         for base in self.bases.all() {
             let entries = match fs::read_dir(base) {
@@ -366,7 +372,10 @@ impl CgroupDriver {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("dyno-") && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if name.starts_with("dyno-")
+                    && !keep.contains(&name)
+                    && entry.file_type().is_ok_and(|t| t.is_dir())
+                {
                     names.insert(name);
                 }
             }
@@ -396,6 +405,12 @@ impl CgroupDriver {
             rmdir_until(dir, deadline)?;
         }
         Ok(())
+    }
+
+    /// The cgroup of a dyno that outlived the previous server, by its name (`dyno-<id>`).
+    pub fn existing(&self, name: &str) -> Result<DynoCgroup, CgroupError> {
+        validate_name(name)?;
+        Ok(self.open(name))
     }
 
     /// A handle on `<base>/<name>` in every hierarchy, whether it exists or not.

@@ -52,6 +52,7 @@ pub struct ContainerRuntime {
 
 impl ContainerRuntime {
     pub fn new(cfg: ContainerConfig) -> Self {
+        let _ = std::fs::create_dir_all(cfg.dynos_dir.join("state"));
         if let Err(error) = std::fs::create_dir_all(cfg.dynos_dir.join("scratch")) {
             tracing::warn!(%error, dir = %cfg.dynos_dir.display(), "Cannot create the dynos' mount point.");
         }
@@ -172,6 +173,10 @@ impl ContainerRuntime {
                 (SocketAddr::from((Ipv4Addr::LOCALHOST, p)), p)
             }
         };
+        // Dynos whose output goes to the logs outlive the server: their output comes through
+        // the shim's relay socket.
+        let relay = (spec.stdio == DynoStdio::Logs)
+            .then(|| self.state_dir().join(format!("{}.sock", spec.id)));
         let mut env: BTreeMap<String, String> = spec.env.clone();
         env.insert("PORT".into(), port.to_string());
         let launch = LaunchSpec {
@@ -200,6 +205,7 @@ impl ContainerRuntime {
                 DynoStdio::Tty(size) => Some(size),
                 _ => None,
             },
+            relay: relay.clone(),
         };
         let json =
             serde_json::to_string(&launch).map_err(|e| RuntimeError::Setup(e.to_string()))?;
@@ -209,7 +215,11 @@ impl ContainerRuntime {
             .env(SPEC_ENV, json)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(if relay.is_some() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
@@ -250,7 +260,7 @@ impl ContainerRuntime {
             tokio::spawn(forward_lines(out, output.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward_lines(err, output));
+            tokio::spawn(forward_lines(err, output.clone()));
         }
         if let Some((ours, theirs)) = console {
             // Init sends the terminal's master once the dyno's root is built; if the dyno fails
@@ -289,17 +299,48 @@ impl ContainerRuntime {
         let quota = size.memory_quota_bytes();
         let last = Arc::new(Mutex::new(None));
         let last_w = last.clone();
-        tokio::spawn(async move {
-            let code = wait_status(&mut child).await;
-            let stats = cg
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map(|c| read_stats(c, quota));
-            *last_w.lock().unwrap_or_else(|e| e.into_inner()) = stats;
-            cleanup(cg, slot.map(|s| (net, s))).await;
-            let _ = tx.send(Some(code));
-        });
+        let adoptable = relay.is_some();
+        if let Some(sock) = relay {
+            let token = AdoptToken {
+                id: spec.id.clone(),
+                shim_pid: shim.as_raw(),
+                addr,
+                cgroup: cgroup
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|c| c.name().to_string()),
+                netns_ip: slot.as_ref().map(|s| s.ip),
+                quota,
+            };
+            let token_file = self.state_dir().join(format!("{}.token", spec.id));
+            if let Ok(json) = serde_json::to_vec(&token) {
+                let _ = std::fs::write(&token_file, json);
+            }
+            // The shim is our child until we go: reap it, and tell the follower it is gone.
+            let (child_tx, child_rx) = watch::channel(None);
+            tokio::spawn(async move {
+                let code = wait_status(&mut child).await;
+                let _ = child_tx.send(Some(code));
+            });
+            tokio::spawn(async move {
+                let code = follow(&sock, output, shim, Some(child_rx)).await;
+                finish(&cg, quota, &last_w, slot.map(|s| (net, s)), &sock).await;
+                let _ = tx.send(Some(code));
+            });
+        } else {
+            tokio::spawn(async move {
+                let code = wait_status(&mut child).await;
+                let stats = cg
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|c| read_stats(c, quota));
+                *last_w.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+                cleanup(cg, slot.map(|s| (net, s))).await;
+                let _ = tx.send(Some(code));
+            });
+        }
         let mut dyno = RunningDyno::new(
             addr,
             rx,
@@ -311,7 +352,190 @@ impl ContainerRuntime {
             }),
         );
         dyno.io = io;
+        dyno.adoptable = adoptable;
         Ok(dyno)
+    }
+
+    /// Where relay sockets, exit files and adoption tokens live.
+    fn state_dir(&self) -> PathBuf {
+        self.cfg.dynos_dir.join("state")
+    }
+
+    async fn adopt_dyno(&self, id: &str, output: OutputSink) -> Result<RunningDyno, RuntimeError> {
+        let dir = self.state_dir();
+        let gone = |why: String| RuntimeError::Setup(why);
+        let text = std::fs::read(dir.join(format!("{id}.token")))
+            .map_err(|e| gone(format!("no token for dyno {id}: {e}")))?;
+        let token: AdoptToken =
+            serde_json::from_slice(&text).map_err(|e| gone(format!("bad token: {e}")))?;
+        let sock = dir.join(format!("{id}.sock"));
+        let shim = Pid::from_raw(token.shim_pid);
+        let cgroup = match (&self.cfg.cgroups, &token.cgroup) {
+            (Some(driver), Some(name)) => driver.existing(name).ok(),
+            _ => None,
+        };
+        let slot = match (&self.cfg.network, token.netns_ip) {
+            (Some(net), Some(ip)) => net.take_adopted(ip),
+            _ => None,
+        };
+        let cgroup = Arc::new(Mutex::new(cgroup));
+        let (tx, rx) = watch::channel(None);
+        let (net, cg) = (self.cfg.network.clone(), cgroup.clone());
+        let last = Arc::new(Mutex::new(None));
+        let last_w = last.clone();
+        let quota = token.quota;
+        if shim_alive(shim, id) || crate::relay::exit_file(&sock).exists() {
+            tokio::spawn(async move {
+                let code = follow(&sock, output, shim, None).await;
+                finish(&cg, quota, &last_w, slot.map(|s| (net, s)), &sock).await;
+                let _ = tx.send(Some(code));
+            });
+        } else {
+            finish(&cg, quota, &last_w, slot.map(|s| (net, s)), &sock).await;
+            return Err(gone(format!("dyno {id} is gone")));
+        }
+        let mut dyno = RunningDyno::new(
+            token.addr,
+            rx,
+            Arc::new(ContainerControl {
+                shim,
+                cgroup,
+                quota,
+                last,
+            }),
+        );
+        dyno.adoptable = true;
+        Ok(dyno)
+    }
+}
+
+/// What a server needs to take over a running dyno, kept in `<state>/<id>.token`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct AdoptToken {
+    id: String,
+    shim_pid: i32,
+    addr: SocketAddr,
+    cgroup: Option<String>,
+    netns_ip: Option<Ipv4Addr>,
+    quota: u64,
+}
+
+/// Whether `pid` is still the shim of dyno `id` (and not a reused pid).
+fn shim_alive(pid: Pid, id: &str) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{}/environ", pid.as_raw())) else {
+        return false;
+    };
+    let needle = format!("{id}.sock");
+    env.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Dynos that outlived the previous server, from the tokens in `<dynos_dir>/state`: the live
+/// ones' (cgroup names, network addresses) to keep at start-up. Tokens of dynos that are gone
+/// without an exit status are removed.
+pub fn surviving(dynos_dir: &Path) -> (std::collections::BTreeSet<String>, Vec<Ipv4Addr>) {
+    let dir = dynos_dir.join("state");
+    let mut cgroups = std::collections::BTreeSet::new();
+    let mut ips = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("token") {
+            continue;
+        }
+        let Some(token) = std::fs::read(&path)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<AdoptToken>(&t).ok())
+        else {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        };
+        if shim_alive(Pid::from_raw(token.shim_pid), &token.id) {
+            cgroups.extend(token.cgroup.clone());
+            ips.extend(token.netns_ip);
+        }
+    }
+    (cgroups, ips)
+}
+
+/// Follows a dyno's relay socket: output lines to `output`, until the dyno's status arrives
+/// (or, when the shim goes without one, its exit file or its wait status).
+async fn follow(
+    sock: &Path,
+    output: OutputSink,
+    shim: Pid,
+    mut child: Option<watch::Receiver<Option<i32>>>,
+) -> i32 {
+    use tokio::io::AsyncBufReadExt;
+    let exit_file = crate::relay::exit_file(sock);
+    let from_exit_file = || {
+        std::fs::read_to_string(&exit_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    let shim_gone = |child: &Option<watch::Receiver<Option<i32>>>| match child {
+        Some(rx) => *rx.borrow(),
+        None => nix::sys::signal::kill(shim, None).is_err().then_some(-1),
+    };
+    let mut tries = 0u32;
+    let stream = loop {
+        if let Ok(s) = tokio::net::UnixStream::connect(sock).await {
+            break s;
+        }
+        if let Some(code) = from_exit_file() {
+            return code;
+        }
+        if let Some(code) = shim_gone(&child) {
+            return from_exit_file().unwrap_or(if code < 0 { 255 } else { code });
+        }
+        tries += 1;
+        let wait = if tries < 400 { 5 } else { 100 };
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    };
+    let mut lines = tokio::io::BufReader::new(stream).split(b'\n');
+    while let Ok(Some(line)) = lines.next_segment().await {
+        match crate::relay::parse_record(&line) {
+            Some(crate::relay::Record::Output(text)) => output(&text),
+            Some(crate::relay::Record::Dropped(n)) => output(&format!(
+                "[{n} lines of output were dropped while Slipway was restarting]"
+            )),
+            Some(crate::relay::Record::Exit(code)) => return code,
+            None => {}
+        }
+    }
+    // The shim went without a status (killed): wait for it to be gone, then use what is known.
+    loop {
+        if let Some(code) = from_exit_file() {
+            return code;
+        }
+        if let Some(code) = shim_gone(&child) {
+            return if code < 0 { 128 + 9 } else { code };
+        }
+        match child.as_mut() {
+            Some(rx) => {
+                let _ = rx.changed().await;
+            }
+            None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// After a relayed dyno has ended: the last memory reading, its cgroup and namespace removed,
+/// its state files deleted.
+async fn finish(
+    cg: &Arc<Mutex<Option<DynoCgroup>>>,
+    quota: u64,
+    last: &Arc<Mutex<Option<MemoryStats>>>,
+    slot: Option<(Option<Network>, NetSlot)>,
+    sock: &Path,
+) {
+    let stats = cg
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|c| read_stats(c, quota));
+    *last.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    cleanup(cg.clone(), slot).await;
+    for ext in ["sock", "exit", "token"] {
+        let _ = std::fs::remove_file(sock.with_extension(ext));
     }
 }
 
@@ -349,6 +573,14 @@ impl DynoRuntime for ContainerRuntime {
                 .map_err(|e| RuntimeError::Setup(e.to_string()))??;
             Ok(())
         })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        id: &'a str,
+        output: OutputSink,
+    ) -> BoxFuture<'a, Result<RunningDyno, RuntimeError>> {
+        Box::pin(self.adopt_dyno(id, output))
     }
 
     fn name(&self) -> &'static str {

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -81,6 +82,10 @@ pub struct LaunchSpec {
     /// ([`crate::tty::CONSOLE_FD`]).
     #[serde(default)]
     pub tty: Option<crate::tty::TtySize>,
+    /// Relay mode (see [`crate::relay`]): the dyno's output goes to a pipe the shim serves on
+    /// this unix socket, and the dyno outlives the server.
+    #[serde(default)]
+    pub relay: Option<PathBuf>,
 }
 
 /// A host path bound into a dyno.
@@ -138,9 +143,12 @@ pub fn launcher_main() -> ! {
         Err(e) => fail("reading the launch spec", e),
     };
     std::env::remove_var(SPEC_ENV);
-    // Killed with the dyno manager, never left behind.
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-        fail("PR_SET_PDEATHSIG", e);
+    // Without a relay, killed with the dyno manager, never left behind; with one, the dyno
+    // outlives it and the next server takes it over.
+    if spec.relay.is_none() {
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+            fail("PR_SET_PDEATHSIG", e);
+        }
     }
     let me = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
@@ -176,6 +184,30 @@ pub fn launcher_main() -> ! {
     if let Err(e) = shim_set.thread_block() {
         fail("blocking signals", e);
     }
+    // Relay mode: the dyno writes to a pipe the shim reads, served on a unix socket.
+    let relay = spec.relay.clone().map(|sock| {
+        let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => fail("creating the output pipe", e),
+        };
+        let _ = std::fs::remove_file(&sock);
+        let listener = match std::os::unix::net::UnixListener::bind(&sock) {
+            Ok(l) => l,
+            Err(e) => fail(&format!("listening on {}", sock.display()), e),
+        };
+        use std::os::fd::AsRawFd;
+        for target in [1, 2] {
+            if let Err(e) = nix::unistd::dup2(write.as_raw_fd(), target) {
+                fail("redirecting output", e);
+            }
+        }
+        drop(write);
+        let dir = match std::fs::File::open(sock.parent().unwrap_or(Path::new("/"))) {
+            Ok(d) => OwnedFd::from(d),
+            Err(e) => fail("opening the state dir", e),
+        };
+        (read, listener, sock, dir)
+    });
     // SAFETY: single-threaded process; the child only calls async-signal-safe functions until it
     // execs or exits (it is itself a fresh single-threaded process).
     match unsafe { fork() } {
@@ -185,7 +217,18 @@ pub fn launcher_main() -> ! {
                 // Only init sends on the console socket; its end must close when init does.
                 let _ = nix::unistd::close(crate::tty::CONSOLE_FD);
             }
-            shim(child, &shim_set)
+            match relay {
+                Some((read, listener, sock, dir)) => {
+                    // Only the dyno's processes may hold the pipe, so it ends with them.
+                    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                        use std::os::fd::AsRawFd;
+                        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+                        let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
+                    }
+                    crate::relay::shim_relay(child, &shim_set, read, listener, sock, dir)
+                }
+                None => shim(child, &shim_set),
+            }
         }
         Err(e) => fail("fork", e),
     }
@@ -738,6 +781,7 @@ mod tests {
             writable_root: false,
             raw: false,
             tty: None,
+            relay: None,
         };
         let mut json: serde_json::Value = serde_json::to_value(&spec).unwrap();
         for k in ["binds", "cwd", "writable_root", "raw"] {

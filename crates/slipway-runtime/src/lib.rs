@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod container;
 pub mod launcher;
 pub mod net;
+pub mod relay;
 mod seccomp;
 pub mod stack;
 pub mod tty;
@@ -84,6 +85,8 @@ pub struct RunningDyno {
     pub exit: watch::Receiver<Option<i32>>,
     /// For a dyno started with a terminal or pipes: its streams, to be taken once.
     pub io: Option<DynoIo>,
+    /// Whether it outlives the server and can be taken over by the next one ([`DynoRuntime::adopt`]).
+    pub adoptable: bool,
     control: Arc<dyn DynoControl>,
 }
 
@@ -108,6 +111,7 @@ impl RunningDyno {
             addr,
             exit,
             io: None,
+            adoptable: false,
             control,
         }
     }
@@ -180,6 +184,19 @@ pub trait DynoRuntime: Send + Sync + 'static {
         _dir: &'a std::path::Path,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async { Ok(()) })
+    }
+    /// Takes over dyno instance `id` started by a previous server (its output from now on goes to
+    /// `output`); an error if it is gone or this runtime cannot.
+    fn adopt<'a>(
+        &'a self,
+        id: &'a str,
+        _output: OutputSink,
+    ) -> BoxFuture<'a, Result<RunningDyno, RuntimeError>> {
+        Box::pin(async move {
+            Err(RuntimeError::Setup(format!(
+                "dyno {id} cannot be taken over by this runtime"
+            )))
+        })
     }
     /// A short name for logs and `ps`: `host`, `container`.
     fn name(&self) -> &'static str;

@@ -189,6 +189,9 @@ pub struct NetConfig {
     pub resolver: Option<Ipv4Addr>,
     /// Prefix of namespace, veth and nftables table names; unique per server on a host.
     pub name_prefix: String,
+    /// Addresses of dynos that outlived the previous server: their namespaces are kept and
+    /// handed back by [`Network::take_adopted`].
+    pub keep: Vec<Ipv4Addr>,
 }
 
 impl Default for NetConfig {
@@ -202,6 +205,7 @@ impl Default for NetConfig {
             pool_size: 8,
             resolver: None,
             name_prefix: "sw".into(),
+            keep: Vec::new(),
         }
     }
 }
@@ -312,6 +316,8 @@ struct Inner {
 struct State {
     addresses: Addresses,
     ready: VecDeque<NetSlot>,
+    /// Namespaces of dynos that outlived the previous server, by address.
+    adopted: std::collections::HashMap<Ipv4Addr, NetSlot>,
     filling: bool,
     closed: bool,
 }
@@ -364,7 +370,20 @@ impl Network {
             Some(ip) => ip,
             None => host_resolver().await?,
         };
-        let left = sweep(&cfg.name_prefix).await?;
+        // Offsets of the namespaces kept for running dynos.
+        let (first, last) = cfg.subnet.dyno_offsets();
+        let kept: Vec<u32> = cfg
+            .keep
+            .iter()
+            .map(|ip| u32::from(*ip).wrapping_sub(u32::from(cfg.subnet.addr)))
+            .filter(|o| (first..=last).contains(o))
+            .filter(|o| {
+                Path::new(NETNS_DIR)
+                    .join(format!("{}n{o:x}", cfg.name_prefix))
+                    .exists()
+            })
+            .collect();
+        let left = sweep(&cfg.name_prefix, &kept).await?;
         if left > 0 {
             info!(
                 prefix = %cfg.name_prefix,
@@ -377,11 +396,29 @@ impl Network {
             .await
             .map_err(io_error(format!("turn on IPv4 forwarding in {IP_FORWARD}")))?;
         run("nft", &["-f", "-"], Some(&ruleset(&cfg, resolver))).await?;
+        let mut addresses = Addresses::new(cfg.subnet.dyno_offsets());
+        let mut adopted = std::collections::HashMap::new();
+        for &offset in &kept {
+            addresses.taken.insert(offset);
+            let name = format!("{}n{offset:x}", cfg.name_prefix);
+            let ip = cfg.subnet.nth(offset);
+            adopted.insert(
+                ip,
+                NetSlot {
+                    path: Path::new(NETNS_DIR).join(&name),
+                    name,
+                    ip,
+                    gateway: cfg.subnet.gateway(),
+                    offset,
+                },
+            );
+        }
         let net = Network {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    addresses: Addresses::new(cfg.subnet.dyno_offsets()),
+                    addresses,
                     ready: VecDeque::new(),
+                    adopted,
                     filling: false,
                     closed: false,
                 }),
@@ -443,6 +480,19 @@ impl Network {
         rx.await.map_err(|_| NetError::Closed)?
     }
 
+    /// The namespace of a dyno that outlived the previous server (kept by `setup`), once.
+    pub fn take_adopted(&self, ip: Ipv4Addr) -> Option<NetSlot> {
+        self.inner.state().adopted.remove(&ip)
+    }
+
+    /// Releases the kept namespaces no dyno claimed (their dynos had ended).
+    pub fn release_unclaimed(&self) {
+        let slots: Vec<NetSlot> = self.inner.state().adopted.drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            self.release(slot);
+        }
+    }
+
     /// Tears a namespace down in the background. It is never reused: a dyno may have left
     /// state in it. Its address becomes free once the namespace is gone.
     pub fn release(&self, slot: NetSlot) {
@@ -459,7 +509,7 @@ impl Network {
         inner.state().closed = true;
         self.settled().await;
         inner.state().ready.clear();
-        sweep(&inner.prefix).await?;
+        sweep(&inner.prefix, &[]).await?;
         let table = table_name(&inner.prefix);
         let script = format!("table inet {table} {{}}\ndelete table inet {table}\n");
         run("nft", &["-f", "-"], Some(&script)).await?;
@@ -722,14 +772,15 @@ fn list_dir(dir: &str) -> Vec<String> {
 }
 
 /// Removes every veth and namespace with our prefix; returns how many namespaces there were.
-async fn sweep(prefix: &str) -> Result<usize, NetError> {
+async fn sweep(prefix: &str, keep: &[u32]) -> Result<usize, NetError> {
+    let kept = |kind: char, n: &str| keep.iter().any(|o| n == format!("{prefix}{kind}{o:x}"));
     let veths: Vec<String> = list_dir(SYS_NET)
         .into_iter()
-        .filter(|n| is_ours(prefix, 'v', n))
+        .filter(|n| is_ours(prefix, 'v', n) && !kept('v', n))
         .collect();
     let namespaces: Vec<String> = list_dir(NETNS_DIR)
         .into_iter()
-        .filter(|n| is_ours(prefix, 'n', n))
+        .filter(|n| is_ours(prefix, 'n', n) && !kept('n', n))
         .collect();
     remove(&veths, &namespaces).await?;
     Ok(namespaces.len())

@@ -102,8 +102,14 @@ impl Stack {
     }
 
     /// Builds (or refreshes) the development stack under `dir` from the host's `/usr`.
+    ///
+    /// A stack in use is never changed under its dynos (removing a mount point would unmount it
+    /// in every dyno that has one there): the tree is built beside, kept if it equals the one in
+    /// place, and otherwise swapped in with the old one moved to `rootfs.old.<n>`
+    /// ([`Stack::prune_old`] removes those once no dyno can be using them).
     pub fn host(dir: &Path) -> std::io::Result<Stack> {
-        let root = dir.join("rootfs");
+        let live = dir.join("rootfs");
+        let root = dir.join("rootfs.new");
         if root.exists() {
             std::fs::remove_dir_all(&root)?;
         }
@@ -151,17 +157,95 @@ impl Stack {
         for f in ["hosts", "resolv.conf", "hostname"] {
             std::fs::write(etc.join(f), "")?;
         }
+        if live.exists() && manifest(&live)? == manifest(&root)? {
+            std::fs::remove_dir_all(&root)?;
+        } else {
+            if live.exists() {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                std::fs::rename(&live, dir.join(format!("rootfs.old.{stamp}")))?;
+            }
+            std::fs::rename(&root, &live)?;
+        }
         Ok(Stack {
             name: "slipway-host".into(),
-            root,
+            root: live,
             binds: vec![(PathBuf::from("/usr"), "usr".into())],
         })
     }
+
+    /// Removes host stack trees replaced by [`Stack::host`]; call only when no dyno runs.
+    pub fn prune_old(dir: &Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("rootfs.old.")
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Every path below `root` with what it is: its mode and its contents or link target.
+fn manifest(root: &Path) -> std::io::Result<Vec<(PathBuf, u32, Vec<u8>)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let body = if meta.file_type().is_symlink() {
+                std::fs::read_link(&path)?
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                Vec::new()
+            } else {
+                std::fs::read(&path)?
+            };
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            out.push((rel, meta.permissions().mode(), body));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_stack_is_not_rebuilt_under_running_dynos() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Stack::host(dir.path()).unwrap();
+        let marker = first.root.join("usr/.in-use");
+        std::fs::write(&marker, "").unwrap();
+        // Same content apart from what a dyno put there: rebuilt beside and found different,
+        // so the old tree is moved aside, not deleted.
+        let second = Stack::host(dir.path()).unwrap();
+        assert_eq!(first.root, second.root);
+        let old: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rootfs.old."))
+            .collect();
+        assert_eq!(old.len(), 1);
+        assert!(old[0].path().join("usr/.in-use").exists());
+        // Unchanged: kept as it is (same inode).
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&second.root).unwrap().ino();
+        let third = Stack::host(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&third.root).unwrap().ino(), ino);
+        Stack::prune_old(dir.path());
+        assert!(!old[0].path().exists());
+    }
 
     #[test]
     fn installed_stacks_are_found_by_name_only() {

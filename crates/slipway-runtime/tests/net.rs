@@ -67,6 +67,7 @@ fn unique_config(pool_size: usize) -> NetConfig {
         // Any address works for the rules; these tests never resolve names.
         resolver: Some(Ipv4Addr::new(192, 0, 2, 53)),
         name_prefix: format!("t{tag}"),
+        keep: Vec::new(),
     }
 }
 

@@ -60,6 +60,10 @@ pub struct ServerArgs {
     /// Names this server's bridge, nftables table, namespaces and cgroups; unique per host.
     #[arg(long, env = "SLIPWAY_NODE_NAME")]
     pub node_name: Option<String>,
+    /// What stopping the server does to dynos: keep (they run on; the next start takes them
+    /// over) or stop (SIGTERM, the grace period, SIGKILL).
+    #[arg(long, env = "SLIPWAY_ON_EXIT")]
+    pub on_exit: Option<String>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -79,6 +83,7 @@ struct FileConfig {
     network: Option<String>,
     dyno_subnet: Option<String>,
     node_name: Option<String>,
+    on_exit: Option<String>,
 }
 
 /// The server's resolved settings.
@@ -111,6 +116,8 @@ pub struct Config {
     pub dyno_subnet: String,
     /// Default `slipway`: bridge `slipway0`, cgroups `slipway`.
     pub node_name: String,
+    /// Default `keep`: dynos outlive the server. `stop` stops them when it stops.
+    pub keep_dynos_on_exit: bool,
 }
 
 /// A setting that is forced on, forced off, or decided by the host's self-check.
@@ -268,6 +275,16 @@ impl Config {
                     bail!("node_name = {n:?} must be 1 to 9 lowercase letters and digits, starting with a letter");
                 }
                 n
+            },
+            keep_dynos_on_exit: match args
+                .on_exit
+                .or(file.on_exit)
+                .unwrap_or_else(|| "keep".into())
+                .as_str()
+            {
+                "keep" => true,
+                "stop" => false,
+                other => bail!("on_exit = {other:?} is not one of keep, stop"),
             },
         })
     }

@@ -186,7 +186,13 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
         .map_err(|e| format!("cannot prepare the slipway-host stack: {e}"))?;
     let cgroups = CgroupDriver::detect(std::path::Path::new("/sys/fs/cgroup"), &config.node_name)
         .map_err(|e| e.to_string())?;
-    let _ = cgroups.cleanup_stale();
+    // Dynos a previous server left running keep their cgroups and namespaces.
+    let dynos_dir = config.data_dir.join("dynos");
+    let (keep_cgroups, keep_ips) = slipway_runtime::container::surviving(&dynos_dir);
+    if keep_cgroups.is_empty() {
+        Stack::prune_old(&config.data_dir.join("stacks/slipway-host"));
+    }
+    let _ = cgroups.cleanup_stale_except(&keep_cgroups);
     // Joining a cgroup otherwise waits for an RCU grace period: up to 15 ms per dyno start.
     let favored = match cgroups.favor_dynmods() {
         Ok(on) => on,
@@ -233,6 +239,7 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
                     .parse()
                     .map_err(|e: slipway_runtime::net::NetError| e.to_string())?;
                 let cfg = NetConfig {
+                    keep: keep_ips.clone(),
                     bridge: format!("{}0", config.node_name),
                     subnet,
                     name_prefix: config.node_name.clone(),
@@ -258,9 +265,17 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
             }
         }
     };
-    let dynos_dir = config.data_dir.join("dynos");
-    let _ = std::fs::remove_dir_all(&dynos_dir);
-    std::fs::create_dir_all(&dynos_dir).map_err(|e| e.to_string())?;
+    // Only the state of surviving dynos is kept from an earlier run.
+    for entry in std::fs::read_dir(&dynos_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name() != "state" && entry.file_name() != "scratch" {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    std::fs::create_dir_all(dynos_dir.join("state")).map_err(|e| e.to_string())?;
     let exe = launcher_exe()?;
     let build_sandbox = BuildSandbox {
         exe: exe.clone(),
@@ -425,6 +440,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             boot_timeout: config.boot_timeout,
             stop_timeout: config.stop_timeout,
             release_timeout: std::time::Duration::from_secs(3600),
+            state_dir: runtime
+                .cgroups
+                .is_some()
+                .then(|| data.join("dynos").join("state")),
         },
     );
     let state = AppState::new(
@@ -452,6 +471,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));
     for app in store.apps().await? {
         state.routes_register(&app);
+    }
+    // Dynos the previous server left running carry on under this one.
+    let adopted = manager.adopt_all().await;
+    if let Some(net) = &runtime.network {
+        net.release_unclaimed();
+    }
+    if adopted > 0 {
+        info!("Took over {adopted} running dynos from the previous run.");
     }
     {
         let manager = manager.clone();
@@ -491,8 +518,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         router_addr.port()
     );
     shutdown_signal().await;
-    info!("Shutting down: stopping dynos.");
     let _ = stop_tx.send(true);
+    if config.keep_dynos_on_exit && runtime.cgroups.is_some() {
+        info!("Shutting down; dynos keep running and the next start takes them over (--on-exit stop stops them).");
+        router_task.abort();
+        rendezvous_task.abort();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
+        info!("Slipway stopped.");
+        return Ok(());
+    }
+    info!("Shutting down: stopping dynos.");
     // Dynos get their grace period; a second signal, or a stop that takes far longer, ends the
     // server anyway (the dynos die with it through PDEATHSIG).
     let deadline = config.stop_timeout + std::time::Duration::from_secs(15);

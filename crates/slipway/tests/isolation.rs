@@ -164,38 +164,3 @@ async fn a_dyno_cannot_reach_out() {
     );
     drop(host_service);
 }
-
-#[tokio::test(flavor = "multi_thread")]
-async fn dynos_do_not_outlive_a_killed_server() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED: container dynos need root");
-        return;
-    }
-    let mut s = TestServer::start();
-    let dir = s.home().join("orphan");
-    s.repo(&dir, &[("Procfile", "worker: sleep 4343\n")]);
-    s.ok(&dir, &["apps:create", "orphan"]);
-    let out = s.git(&dir, &["push", "slipway", "main"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    s.ok(&dir, &["ps:scale", "worker=1"]);
-    let pid = eventually(30, "the worker runs", || async {
-        find_host_pid("sleep 4343")
-    })
-    .await;
-    // SIGKILL: the server gets no chance to stop its dynos.
-    s.kill_hard();
-    eventually(15, "the dyno dies with the server", || async {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || find_host_pid("sleep 4343").is_none())
-        .then_some(())
-    })
-    .await;
-    // A new server on the same names sweeps the killed one's network and cgroups, and runs the
-    // worker again.
-    let s = s.restart_after_kill();
-    eventually(30, "the worker runs again", || async {
-        find_host_pid("sleep 4343")
-    })
-    .await;
-    drop(s);
-}

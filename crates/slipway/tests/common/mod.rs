@@ -125,6 +125,8 @@ impl TestServer {
                 "127.0.0.1:0",
                 "--stop-timeout",
                 "3s",
+                "--on-exit",
+                "stop",
             ])
             .args(["--node-name", &net.node_name, "--dyno-subnet", &net.subnet])
             .args(extra)
