@@ -326,6 +326,10 @@ impl Manager {
             exit_status: None,
         }));
         let (ctl, ctl_rx) = watch::channel(Ctl::default());
+        // The slot is in place before its supervisor can publish routes (which takes this lock).
+        let mut apps = lock(&self.inner.apps);
+        let entry = apps.entry(r.app_id.clone()).or_default();
+        entry.app_name = app.name.clone();
         let task = tokio::spawn(supervise::supervise_from(
             self.clone(),
             r.app_id.clone(),
@@ -334,9 +338,6 @@ impl Manager {
             ctl_rx,
             Some(dyno),
         ));
-        let mut apps = lock(&self.inner.apps);
-        let entry = apps.entry(r.app_id.clone()).or_default();
-        entry.app_name = app.name.clone();
         entry.slots.push(Slot { status, ctl, task });
         Ok(())
     }

@@ -244,6 +244,9 @@ async fn run(
         };
         match outcome {
             Outcome::Stop => {
+                if is_web {
+                    drain().await;
+                }
                 graceful_stop(&m, &app_id, &name, &mut dyno).await;
                 m.unrecord(&instance);
                 set_state(&m, &app_id, &status, DynoState::Down);
@@ -258,6 +261,9 @@ async fn run(
                 m.log(&app_id, &name, why);
                 // Out of the routing table before the signal.
                 set_state(&m, &app_id, &status, DynoState::Starting);
+                if is_web {
+                    drain().await;
+                }
                 graceful_stop(&m, &app_id, &name, &mut dyno).await;
                 m.unrecord(&instance);
                 if oneoff {
@@ -393,6 +399,14 @@ async fn watch_memory(
             last_warning = None;
         }
     }
+}
+
+/// How long a web dyno taken out of the routing table still gets new connections from requests
+/// the router had already sent its way, before SIGTERM.
+const DRAIN: Duration = Duration::from_millis(500);
+
+async fn drain() {
+    tokio::time::sleep(DRAIN).await;
 }
 
 /// SIGTERM to every process, the grace period, then SIGKILL (R12).

@@ -165,3 +165,46 @@ async fn dynos_outlive_a_killed_server_and_are_taken_over() {
     }
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_server_leaves_its_dynos_running() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: container dynos need root");
+        return;
+    }
+    // The default: stopping the server keeps the dynos.
+    let mut s = TestServer::start_with(&["--on-exit", "keep"]);
+    let dir = s.home().join("keep");
+    s.repo(
+        &dir,
+        &[("Procfile", "web: python3 web.py\n"), ("web.py", WEB)],
+    );
+    s.ok(&dir, &["apps:create", "keep"]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = eventually(60, "the web dyno answers", || token(&s)).await;
+    s.stop_gracefully();
+    let log = s.log.lock().unwrap().join("\n");
+    assert!(log.contains("dynos keep running"), "{log}");
+    // The next server (this one stops its dynos when it goes) finds the same process serving.
+    let s = s.restart_after_kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        if let Some(t) = token(&s).await {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the web dyno does not answer after the restart:\n{log}\n---\n{}",
+            s.log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after, before);
+    assert!(s
+        .log
+        .lock()
+        .unwrap()
+        .join("\n")
+        .contains("Took over 1 running dynos"));
+}

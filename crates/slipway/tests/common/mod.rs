@@ -125,12 +125,12 @@ impl TestServer {
                 "127.0.0.1:0",
                 "--stop-timeout",
                 "3s",
-                "--on-exit",
-                "stop",
             ])
             .args(["--node-name", &net.node_name, "--dyno-subnet", &net.subnet])
             .args(extra)
             .env("SLIPWAY_LOG", "info")
+            // Tests stop their dynos with the server; a test may pass `--on-exit keep`.
+            .env("SLIPWAY_ON_EXIT", "stop")
             .env("NO_COLOR", "1")
             .env("HOME", dir.path())
             .envs(env.iter().copied())
@@ -201,6 +201,13 @@ impl TestServer {
             log,
             net,
         }
+    }
+
+    /// Stops the server with SIGTERM, as an operator would, and waits for it to exit.
+    pub fn stop_gracefully(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
     }
 
     /// Kills the server with SIGKILL, as a crash would.
