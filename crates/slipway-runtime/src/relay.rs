@@ -90,6 +90,7 @@ pub(crate) fn shim_relay(
     let mut dropped: u64 = 0;
     let mut status: Option<i32> = None;
     let mut output_open = true;
+    let mut waited_for_client = false;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Send what is queued.
@@ -119,6 +120,20 @@ pub(crate) fn shim_relay(
         if let Some(code) = status.filter(|_| !output_open) {
             if !partial.is_empty() {
                 queue.push_back(std::mem::take(&mut partial));
+                continue;
+            }
+            // A dyno that ended before its server connected (a short command) still has its
+            // output delivered: the server is given a few seconds to come.
+            if client.is_none() && !queue.is_empty() && !waited_for_client {
+                waited_for_client = true;
+                let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+                if matches!(poll(&mut fds, PollTimeout::from(5000u16)), Ok(n) if n > 0) {
+                    if let Ok((conn, _)) = listener.accept() {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(5)));
+                        client = Some(conn);
+                    }
+                }
                 continue;
             }
             // The status is written down first: a connection can look alive to a writer after

@@ -130,6 +130,10 @@ async fn run(runs: usize) -> anyhow::Result<()> {
     if let Some(net) = &rt.network {
         net.teardown().await?;
     }
+    if let Some(cg) = &rt.cgroups {
+        let _ = cg.cleanup_stale();
+        let _ = cg.remove_base();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let (c, p) = (median(container), median(plain));
     println!("runs: {runs}");
