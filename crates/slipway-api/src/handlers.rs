@@ -123,8 +123,14 @@ impl AppState {
 
     /// Creates a release and, in the background, runs its release phase (if its slug has a
     /// `release` process) and moves the dynos to it.
+    ///
+    /// The router learns config var changes (`ERROR_PAGE_URL`...) at once when the release
+    /// needs no release phase, else when it passes.
     pub(crate) async fn release(&self, app: &AppRow, new: NewRelease) -> ApiResult<ReleaseRow> {
         let r = self.create_release(app, new).await?;
+        if let Err(e) = self.refresh_routes(app).await {
+            tracing::warn!(app = %app.name, error = %e.message, "Could not refresh the app's router settings.");
+        }
         let (this, app_id, id) = (self.clone(), app.id.clone(), r.id.clone());
         tokio::spawn(async move {
             let _ = this.finish_release(&app_id, &id, None).await;
@@ -133,7 +139,23 @@ impl AppState {
     }
 
     /// Runs a release's release phase and moves the dynos to it if it passes; logs a failure.
+    /// Either way the router is then told the current release's config.
     pub(crate) async fn finish_release(
+        &self,
+        app_id: &str,
+        release_id: &str,
+        output: Option<slipway_runtime::OutputSink>,
+    ) -> bool {
+        let ok = self.run_release(app_id, release_id, output).await;
+        if let Ok(Some(app)) = self.store.app(app_id).await {
+            if let Err(e) = self.refresh_routes(&app).await {
+                tracing::warn!(app = %app.name, error = %e.message, "Could not refresh the app's router settings.");
+            }
+        }
+        ok
+    }
+
+    async fn run_release(
         &self,
         app_id: &str,
         release_id: &str,
@@ -414,20 +436,23 @@ pub async fn create_app(
         }
     };
     crate::git::init_repo(&s, &app.name).await?;
-    s.routes_register(&app);
+    s.routes_register(&app).await;
     s.api_log(&app.id, &format!("Release v1 created by {}", who.email));
     Ok((StatusCode::CREATED, Json(s.app_json(&app, &host).await?)).into_response())
 }
 
 impl AppState {
-    /// Makes the router know an app (with no dynos yet), so its host answers 503 H14, not 404.
-    pub fn routes_register(&self, app: &AppRow) {
+    /// Makes the router know an app (with no dynos yet), so its host answers 503 H14, not 404,
+    /// with its domains, certificates, features and timeouts. Used at app creation and server
+    /// start; a store failure is logged, and the app is still routed with default settings.
+    pub async fn routes_register(&self, app: &AppRow) {
         use slipway_types::RouteSink;
         if self.routes.backends(&app.name).is_none() {
             self.routes.set_backends(&app.id, &app.name, vec![]);
         }
-        self.routes
-            .set_maintenance(&app.id, &app.name, app.maintenance);
+        if let Err(e) = self.refresh_routes(app).await {
+            tracing::warn!(app = %app.name, error = %e.message, "Could not load the app's router settings.");
+        }
     }
 }
 
@@ -536,7 +561,7 @@ pub async fn update_app(
     if let Some(on) = req.maintenance {
         if on != app.maintenance {
             s.store.set_maintenance(&app.id, on).await?;
-            s.routes.set_maintenance(&app.id, &app.name, on);
+            s.refresh_routes(&app).await?;
             let what = if on { "Enable" } else { "Disable" };
             s.api_log(
                 &app.id,
@@ -1270,12 +1295,38 @@ pub async fn stop_formation(
 // ---- features -----------------------------------------------------------------------------
 
 /// The app features Slipway has: (name, stable id, display name, description).
-const FEATURES: &[(&str, &str, &str, &str)] = &[(
-    "preboot",
-    "3c1a1d4e-6f0b-4d52-9a1e-5b7f0c2d8e01",
-    "Preboot",
-    "New web dynos start and must be up before the router switches to them; the old ones then get SIGTERM and finish their requests.",
-)];
+const FEATURES: &[(&str, &str, &str, &str)] = &[
+    (
+        "preboot",
+        "3c1a1d4e-6f0b-4d52-9a1e-5b7f0c2d8e01",
+        "Preboot",
+        "New web dynos start and must be up before the router switches to them; the old ones then get SIGTERM and finish their requests.",
+    ),
+    (
+        "http-session-affinity",
+        "6a0f3c52-1d7e-4b8a-9c31-2e5d7f4a8b02",
+        "HTTP Session Affinity",
+        "The router pins each client to one web dyno with the heroku-session-affinity cookie; clients are re-pointed when the formation changes.",
+    ),
+    (
+        "http-least-outstanding",
+        "8d2b6e14-3f9a-4c75-b0e8-7a1c5d9f3e03",
+        "HTTP Least Outstanding Requests",
+        "The router picks two web dynos at random and sends the request to the one with fewer requests in flight, instead of to one at random.",
+    ),
+    (
+        "http2-to-dyno",
+        "b47e9a21-5c3d-4e86-a1f2-9d0b3c6e7f04",
+        "HTTP/2 to Dynos",
+        "End-to-end HTTP/2 to web dynos (for gRPC): the app must speak HTTP/2 cleartext with prior knowledge on $PORT.",
+    ),
+    (
+        "http-to-https-redirect",
+        "e5c81f37-9a2b-4d64-8e17-4b3f6a0d2c05",
+        "HTTP to HTTPS Redirect",
+        "Plain HTTP requests are redirected to HTTPS: 301 for GET and HEAD, 308 for other methods.",
+    ),
+];
 
 fn feature_json(
     (name, id, display, description): (&str, &str, &str, &str),
@@ -1367,6 +1418,7 @@ pub async fn update_feature(
         s.store.set_feature(&app.id, &name, enabled).await?;
         let what = if enabled { "Enable" } else { "Disable" };
         s.api_log(&app.id, &format!("{what} {name} feature by {}", who.email));
+        s.refresh_routes(&app).await?;
     }
     Ok(Json(find_feature(&s, &app, &name).await?))
 }

@@ -6,14 +6,21 @@
 //! `git push` arrives at `/<app>.git/...`, is served by the real `git http-backend`, and the
 //! repository's pre-receive hook streams the pushed tree back to `/internal/builds/...`, where the
 //! [`Builder`] turns it into a slug and a new release.
+//!
+//! Custom domains (`domains`), SNI certificates (`sni`) and router timeouts (`router_settings`)
+//! are stored here and pushed to the [`RouteTable`], with the app's features, page config vars
+//! and maintenance flag, by [`AppState::refresh_routes`].
 
 pub mod auth;
+mod domains;
 pub mod error;
 mod git;
 mod handlers;
 mod logsession;
 pub mod range;
 pub mod rendezvous;
+mod router_settings;
+mod sni;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +44,9 @@ pub use git::{install_hook_script, STATUS_MARKER};
 pub struct ApiConfig {
     /// Apps are served at `<app>.<base_domain>`.
     pub base_domain: String,
+    /// Custom domains get a DNS target `<adjective>-<noun>-<6 hex>.<dns_target_domain>` to point
+    /// a CNAME at; the operator makes that name resolve to the router.
+    pub dns_target_domain: String,
     /// Port of the router's HTTP listener, for `web_url`.
     pub router_port: u16,
     /// Where the apps' bare git repositories live.
@@ -73,6 +83,8 @@ pub struct AppState {
     /// Where attached one-off dynos are reached; `None` when the server has no TLS listener.
     pub rendezvous: Option<rendezvous::Rendezvous>,
     pushes: Arc<Mutex<HashMap<String, PendingPush>>>,
+    /// Serialises [`AppState::refresh_routes`].
+    refresh_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -93,6 +105,7 @@ impl AppState {
             config: Arc::new(config),
             rendezvous: None,
             pushes: Arc::default(),
+            refresh_lock: Arc::default(),
         }
     }
 
@@ -179,6 +192,30 @@ pub fn router(state: AppState) -> axum::Router {
         .route(
             "/apps/{app}/buildpack-installations",
             get(list_buildpacks).put(set_buildpacks),
+        )
+        .route(
+            "/apps/{app}/domains",
+            get(domains::list).post(domains::create),
+        )
+        .route(
+            "/apps/{app}/domains/{domain}",
+            get(domains::info)
+                .patch(domains::update)
+                .delete(domains::delete),
+        )
+        .route(
+            "/apps/{app}/sni-endpoints",
+            get(sni::list).post(sni::create),
+        )
+        .route(
+            "/apps/{app}/sni-endpoints/{endpoint}",
+            get(sni::info).patch(sni::update).delete(sni::delete),
+        )
+        .route(
+            "/apps/{app}/router-timeouts",
+            get(router_settings::list)
+                .put(router_settings::set)
+                .delete(router_settings::unset),
         )
         .route("/apps/{app}/log-sessions", post(logsession::create))
         .route("/log-sessions/{token}", get(logsession::stream))

@@ -118,7 +118,8 @@ pub enum Cmd {
     /// Show one feature.
     #[command(name = "features:info")]
     FeaturesInfo(FeatureArgs),
-    /// Turn a feature on (`preboot`).
+    /// Turn a feature on (`preboot`, `http-session-affinity`, `http-least-outstanding`,
+    /// `http2-to-dyno`, `http-to-https-redirect`).
     #[command(name = "features:enable")]
     FeaturesEnable(FeatureArgs),
     /// Turn a feature off.
@@ -133,6 +134,42 @@ pub enum Cmd {
     /// Turn maintenance mode off.
     #[command(name = "maintenance:off")]
     MaintenanceOff(AppArgsOnly),
+    /// List the app's domains: its own <app>.<base-domain> and custom ones.
+    #[command(name = "domains")]
+    Domains(AppJson),
+    /// Add a custom domain; prints the DNS target to point it at.
+    #[command(name = "domains:add")]
+    DomainsAdd(DomainAdd),
+    /// Show one domain.
+    #[command(name = "domains:info")]
+    DomainsInfo(DomainArgs),
+    /// Remove a custom domain.
+    #[command(name = "domains:remove")]
+    DomainsRemove(DomainArgs),
+    /// List the app's SSL certificates (served by SNI for its custom domains).
+    #[command(name = "certs")]
+    Certs(AppJson),
+    /// Add an SSL certificate from a PEM chain file and a PEM key file.
+    #[command(name = "certs:add")]
+    CertsAdd(CertFiles),
+    /// Show an SSL certificate's domains, issuer and expiry.
+    #[command(name = "certs:info")]
+    CertsInfo(CertName),
+    /// Replace an SSL certificate with a new chain and key.
+    #[command(name = "certs:update")]
+    CertsUpdate(CertFiles),
+    /// Remove an SSL certificate.
+    #[command(name = "certs:remove")]
+    CertsRemove(CertRemove),
+    /// Show the router's timeouts for the app: app-wide (/) and per path prefix.
+    #[command(name = "router:timeouts")]
+    RouterTimeouts(AppJson),
+    /// Set the time to the first response byte and the idle time, app-wide or for a path prefix.
+    #[command(name = "router:timeouts:set")]
+    RouterTimeoutsSet(TimeoutsSet),
+    /// Remove a path prefix's own timeouts (for / : back to the defaults, 30 s and 55 s).
+    #[command(name = "router:timeouts:unset")]
+    RouterTimeoutsUnset(TimeoutsUnset),
     /// Run a command in a one-off dyno, attached to this terminal.
     #[command(name = "run")]
     Run(Run),
@@ -395,6 +432,99 @@ pub struct FeatureArgs {
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DomainAdd {
+    /// The domain, e.g. `www.example.com` or `*.example.com`.
+    #[arg(value_name = "HOSTNAME")]
+    pub hostname: String,
+    /// The SSL certificate (see `certs`) to serve it with; one that covers it is used anyway.
+    #[arg(long, value_name = "NAME")]
+    pub cert: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the new domain as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DomainArgs {
+    /// The domain, e.g. `www.example.com`.
+    #[arg(value_name = "HOSTNAME")]
+    pub hostname: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertFiles {
+    /// PEM file with the certificate, then any intermediates.
+    #[arg(value_name = "CRT")]
+    pub cert: std::path::PathBuf,
+    /// PEM file with the certificate's private key.
+    #[arg(value_name = "KEY")]
+    pub key: std::path::PathBuf,
+    /// The certificate to replace (certs:update; needed when the app has several).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the certificate as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertName {
+    /// The certificate (needed when the app has several).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertRemove {
+    /// The certificate (needed when the app has several).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TimeoutsSet {
+    /// Path prefix the timeouts apply to (the longest matching prefix wins).
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub path: String,
+    /// Seconds to the first response byte (1-3600; default 30).
+    #[arg(long, value_name = "SECS")]
+    pub response: Option<u32>,
+    /// Seconds a connection may stay idle, each way, after the first byte (1-3600; default 55).
+    #[arg(long, value_name = "SECS")]
+    pub idle: Option<u32>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TimeoutsUnset {
+    /// Path prefix whose own timeouts to remove.
+    #[arg(long, value_name = "PATH", required = true)]
+    pub path: String,
+    #[command(flatten)]
+    pub app: AppArgs,
 }
 
 #[derive(Debug, Args)]

@@ -17,12 +17,15 @@ mod apps;
 mod attach;
 mod auth;
 mod buildpacks;
+mod certs;
 mod config;
+mod domains;
 mod features;
 mod git_cmds;
 mod logs;
 mod ps;
 mod releases;
+mod router;
 mod stacks;
 
 /// The default git remote name.
@@ -190,6 +193,18 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::Maintenance(a) => features::show_maintenance(ctx, a).await,
         Cmd::MaintenanceOn(a) => features::set_maintenance(ctx, a, true).await,
         Cmd::MaintenanceOff(a) => features::set_maintenance(ctx, a, false).await,
+        Cmd::Domains(a) => domains::list(ctx, a).await,
+        Cmd::DomainsAdd(a) => domains::add(ctx, a).await,
+        Cmd::DomainsInfo(a) => domains::info(ctx, a).await,
+        Cmd::DomainsRemove(a) => domains::remove(ctx, a).await,
+        Cmd::Certs(a) => certs::list(ctx, a).await,
+        Cmd::CertsAdd(a) => certs::add(ctx, a).await,
+        Cmd::CertsInfo(a) => certs::info(ctx, a).await,
+        Cmd::CertsUpdate(a) => certs::update(ctx, a).await,
+        Cmd::CertsRemove(a) => certs::remove(ctx, a).await,
+        Cmd::RouterTimeouts(a) => router::list(ctx, a).await,
+        Cmd::RouterTimeoutsSet(a) => router::set(ctx, a).await,
+        Cmd::RouterTimeoutsUnset(a) => router::unset(ctx, a).await,
         Cmd::Run(a) => ps::run(ctx, a, true).await,
         Cmd::RunDetached(a) => ps::run(ctx, a, false).await,
         Cmd::PsRestart(a) => ps::restart(ctx, a).await,

@@ -36,6 +36,23 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A table under a row of column titles underlined with `─`, as Heroku's CLI prints lists with
+/// several columns.
+pub fn titled_table(titles: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = titles.iter().map(|t| t.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut all = vec![titles.iter().map(|t| t.to_string()).collect::<Vec<_>>()];
+    all.push(widths.iter().map(|w| "─".repeat(*w)).collect());
+    all.extend(rows.iter().cloned());
+    table(&all)
+}
+
 /// `KEY: value` lines with the values aligned one column past the longest key.
 pub fn key_values(pairs: &[(String, String)]) -> String {
     let width = pairs
@@ -126,6 +143,15 @@ mod tests {
             "v10  Deploy abc           me@x\nv9   Set FOO config vars  someone@x\n"
         );
         assert_eq!(table(&[]), "");
+    }
+
+    #[test]
+    fn titled_tables_underline_each_column() {
+        let rows = vec![vec!["www.example.com".into(), "CNAME".into()]];
+        assert_eq!(
+            titled_table(&["Domain Name", "Type"], &rows),
+            "Domain Name      Type\n───────────────  ─────\nwww.example.com  CNAME\n"
+        );
     }
 
     #[test]

@@ -143,7 +143,12 @@ impl LogRouter {
     pub fn emit(&self, app_id: &str, source: Source, dyno: &str, message: &str) {
         let time = Utc::now();
         let mut apps = self.inner.apps.lock().unwrap_or_else(|e| e.into_inner());
-        let log = apps.entry(app_id.to_string()).or_insert_with(AppLog::new);
+        if !apps.contains_key(app_id) {
+            apps.insert(app_id.to_string(), AppLog::new());
+        }
+        let Some(log) = apps.get_mut(app_id) else {
+            return;
+        };
         // One line per line of the message: a newline inside would break SSE framing.
         let parts: Vec<&str> = if message.is_empty() {
             vec![""]

@@ -25,7 +25,7 @@ use slipway_build::SlugStore;
 use slipway_logs::{LogRouter, Source};
 use slipway_runtime::{DynoIo, DynoRuntime, DynoSpec, DynoStdio, OutputSink};
 use slipway_store::{ReleaseRow, Store};
-use slipway_types::{Backend, RouteSink};
+use slipway_types::{Backend, RouteSink, WebStatus};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -963,11 +963,17 @@ impl Manager {
         let Some(entry) = apps.get(app_id) else {
             return;
         };
+        let (mut crashed, mut starting) = (false, false);
         let backends = entry
             .slots
             .iter()
             .filter_map(|s| {
                 let st = lock(&s.status);
+                if st.process_type == "web" {
+                    crashed |= st.state == DynoState::Crashed;
+                    starting |= st.state == DynoState::Starting
+                        || (st.state == DynoState::Up && !st.routable);
+                }
                 match (st.process_type.as_str(), st.state, st.addr, st.routable) {
                     ("web", DynoState::Up, Some(addr), true) => Some(Backend {
                         dyno: st.name.clone(),
@@ -977,9 +983,21 @@ impl Manager {
                 }
             })
             .collect::<Vec<_>>();
+        let web = if !backends.is_empty() {
+            WebStatus::Up
+        } else if starting {
+            WebStatus::Starting
+        } else if crashed {
+            WebStatus::Crashed
+        } else {
+            WebStatus::None
+        };
         self.inner
             .routes
             .set_backends(app_id, &entry.app_name, backends);
+        self.inner
+            .routes
+            .set_web_status(app_id, &entry.app_name, web);
     }
 
     /// The directory a slug is unpacked in, unpacking it the first time.

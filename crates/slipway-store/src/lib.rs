@@ -1,4 +1,5 @@
-//! Slipway's persistent state: accounts and API keys, apps, slugs, releases and formation.
+//! Slipway's persistent state: accounts and API keys, apps, slugs, releases and formation, and
+//! what the router needs per app (custom domains, SNI certificates, router timeouts).
 //!
 //! [`Store`] wraps an SQLite database in WAL mode under the data dir. Every write that has to be
 //! atomic (a new release number, a formation batch) runs in one transaction. Rows come back as the
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_stacks.sql"),
     include_str!("../migrations/0003_dyno_manager.sql"),
+    include_str!("../migrations/0004_routing.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -147,6 +149,57 @@ pub struct FormationRow {
     pub size: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A custom domain of an app.
+#[derive(Debug, Clone)]
+pub struct DomainRow {
+    pub id: String,
+    pub app_id: String,
+    /// Lower case; unique across apps. May start with `*.`.
+    pub hostname: String,
+    /// `custom` (the `heroku` domain is not stored).
+    pub kind: String,
+    /// The DNS target users point their CNAME (or ALIAS) at.
+    pub cname: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A certificate an app serves by SNI. Its `Debug` leaves the private key out.
+#[derive(Clone)]
+pub struct SniEndpointRow {
+    pub id: String,
+    pub app_id: String,
+    /// Heroku-style (`quiet-heron-48213`), unique per app.
+    pub name: String,
+    /// PEM, leaf first.
+    pub certificate_chain: String,
+    /// PEM. Never in API answers or logs.
+    pub private_key: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SniEndpointRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniEndpointRow")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("name", &self.name)
+            .field("private_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Router timeouts for requests under a path prefix; `None` inherits (`/` from the defaults,
+/// other prefixes from `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterTimeoutRow {
+    /// `/` is app-wide.
+    pub path: String,
+    pub response_secs: Option<u32>,
+    pub idle_secs: Option<u32>,
 }
 
 /// The default dyno size of a new process type.
@@ -389,7 +442,15 @@ impl Store {
 
     pub async fn delete_app(&self, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["app_features", "formation", "releases", "slugs"] {
+        for table in [
+            "app_features",
+            "domains",
+            "sni_endpoints",
+            "router_timeouts",
+            "formation",
+            "releases",
+            "slugs",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app_id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
@@ -505,6 +566,256 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    // ---- domains --------------------------------------------------------------------------
+
+    fn domain_row(row: &SqliteRow) -> Result<DomainRow> {
+        Ok(DomainRow {
+            id: row.try_get("id")?,
+            app_id: row.try_get("app_id")?,
+            hostname: row.try_get("hostname")?,
+            kind: row.try_get("kind")?,
+            cname: row.try_get("cname")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        })
+    }
+
+    /// An app's custom domains, by host name.
+    pub async fn domains(&self, app_id: &str) -> Result<Vec<DomainRow>> {
+        let rows = sqlx::query("SELECT * FROM domains WHERE app_id = ? ORDER BY hostname")
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::domain_row).collect()
+    }
+
+    /// A custom domain by host name, whichever app has it.
+    pub async fn domain_by_hostname(&self, hostname: &str) -> Result<Option<DomainRow>> {
+        let row = sqlx::query("SELECT * FROM domains WHERE hostname = ?")
+            .bind(hostname)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::domain_row).transpose()
+    }
+
+    /// One of an app's custom domains, by id or host name.
+    pub async fn domain(&self, app_id: &str, id_or_hostname: &str) -> Result<Option<DomainRow>> {
+        let row =
+            sqlx::query("SELECT * FROM domains WHERE app_id = ? AND (id = ? OR hostname = ?)")
+                .bind(app_id)
+                .bind(id_or_hostname)
+                .bind(id_or_hostname.to_ascii_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(Self::domain_row).transpose()
+    }
+
+    /// Adds a custom domain; [`StoreError::Conflict`] when any app has the host name already.
+    pub async fn create_domain(
+        &self,
+        app_id: &str,
+        hostname: &str,
+        cname: &str,
+    ) -> Result<DomainRow> {
+        let t = now().to_rfc3339();
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO domains (id, app_id, hostname, kind, cname, created_at, updated_at) \
+             VALUES (?, ?, ?, 'custom', ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(app_id)
+        .bind(hostname)
+        .bind(cname)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("domain {hostname}"))
+            } else {
+                e.into()
+            }
+        })?;
+        self.domain(app_id, &id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("domain vanished".into()))
+    }
+
+    /// Marks a domain updated (a `PATCH` that changed nothing stored).
+    pub async fn touch_domain(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE domains SET updated_at = ? WHERE id = ?")
+            .bind(now().to_rfc3339())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_domain(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM domains WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- SNI endpoints --------------------------------------------------------------------
+
+    fn sni_endpoint_row(row: &SqliteRow) -> Result<SniEndpointRow> {
+        Ok(SniEndpointRow {
+            id: row.try_get("id")?,
+            app_id: row.try_get("app_id")?,
+            name: row.try_get("name")?,
+            certificate_chain: row.try_get("certificate_chain")?,
+            private_key: row.try_get("private_key")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        })
+    }
+
+    /// An app's certificates, oldest first.
+    pub async fn sni_endpoints(&self, app_id: &str) -> Result<Vec<SniEndpointRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM sni_endpoints WHERE app_id = ? ORDER BY created_at, name")
+                .bind(app_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::sni_endpoint_row).collect()
+    }
+
+    /// One of an app's certificates, by id or name.
+    pub async fn sni_endpoint(
+        &self,
+        app_id: &str,
+        id_or_name: &str,
+    ) -> Result<Option<SniEndpointRow>> {
+        let row =
+            sqlx::query("SELECT * FROM sni_endpoints WHERE app_id = ? AND (id = ? OR name = ?)")
+                .bind(app_id)
+                .bind(id_or_name)
+                .bind(id_or_name)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(Self::sni_endpoint_row).transpose()
+    }
+
+    /// Adds a certificate (checked by the caller); [`StoreError::Conflict`] when the app has
+    /// one of that name.
+    pub async fn create_sni_endpoint(
+        &self,
+        app_id: &str,
+        name: &str,
+        certificate_chain: &str,
+        private_key: &str,
+    ) -> Result<SniEndpointRow> {
+        let t = now().to_rfc3339();
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO sni_endpoints (id, app_id, name, certificate_chain, private_key, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(app_id)
+        .bind(name)
+        .bind(certificate_chain)
+        .bind(private_key)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("SNI endpoint {name}"))
+            } else {
+                e.into()
+            }
+        })?;
+        self.sni_endpoint(app_id, &id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("SNI endpoint vanished".into()))
+    }
+
+    /// Replaces a certificate's chain and key.
+    pub async fn update_sni_endpoint(
+        &self,
+        id: &str,
+        certificate_chain: &str,
+        private_key: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sni_endpoints SET certificate_chain = ?, private_key = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(certificate_chain)
+        .bind(private_key)
+        .bind(now().to_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_sni_endpoint(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sni_endpoints WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- router timeouts ------------------------------------------------------------------
+
+    /// An app's stored router timeouts, by path.
+    pub async fn router_timeouts(&self, app_id: &str) -> Result<Vec<RouterTimeoutRow>> {
+        let rows = sqlx::query(
+            "SELECT path_prefix, response_secs, idle_secs FROM router_timeouts WHERE app_id = ? ORDER BY path_prefix",
+        )
+        .bind(app_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let secs = |v: Option<i64>| v.map(|v| v.clamp(0, u32::MAX as i64) as u32);
+        rows.iter()
+            .map(|r| {
+                Ok(RouterTimeoutRow {
+                    path: r.try_get("path_prefix")?,
+                    response_secs: secs(r.try_get("response_secs")?),
+                    idle_secs: secs(r.try_get("idle_secs")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Sets the timeouts of a path prefix (`None`: inherit).
+    pub async fn set_router_timeout(&self, app_id: &str, t: &RouterTimeoutRow) -> Result<()> {
+        let at = now().to_rfc3339();
+        sqlx::query(
+            "INSERT INTO router_timeouts (app_id, path_prefix, response_secs, idle_secs, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (app_id, path_prefix) DO UPDATE SET response_secs = excluded.response_secs, \
+             idle_secs = excluded.idle_secs, updated_at = excluded.updated_at",
+        )
+        .bind(app_id)
+        .bind(&t.path)
+        .bind(t.response_secs.map(i64::from))
+        .bind(t.idle_secs.map(i64::from))
+        .bind(&at)
+        .bind(&at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a path prefix's timeouts; whether there were any.
+    pub async fn delete_router_timeout(&self, app_id: &str, path: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM router_timeouts WHERE app_id = ? AND path_prefix = ?")
+            .bind(app_id)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- slugs ----------------------------------------------------------------------------
@@ -884,5 +1195,82 @@ mod tests {
         s.ensure_formation(&app.id, ["web"]).await.unwrap();
         let f = s.formation(&app.id).await.unwrap();
         assert_eq!((f[0].quantity, f[0].size.as_str()), (3, "standard-2x"));
+    }
+
+    #[tokio::test]
+    async fn domains_certs_and_timeouts() {
+        let (_dir, s) = store().await;
+        let owner = s.create_account("owner@example.com", None).await.unwrap();
+        let a = s.create_app("one", &owner).await.unwrap();
+        let b = s.create_app("two", &owner).await.unwrap();
+        let d = s
+            .create_domain(&a.id, "www.example.com", "misty-river-abc123.example.net")
+            .await
+            .unwrap();
+        assert_eq!(d.kind, "custom");
+        // Host names are unique across apps.
+        assert!(matches!(
+            s.create_domain(&b.id, "www.example.com", "x").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.domain(&a.id, "WWW.example.com")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            d.id
+        );
+        assert!(s.domain(&b.id, &d.id).await.unwrap().is_none());
+        let e = s
+            .create_sni_endpoint(&a.id, "quiet-heron-1", "CHAIN", "SECRET-KEY")
+            .await
+            .unwrap();
+        assert!(!format!("{e:?}").contains("SECRET-KEY"));
+        assert!(matches!(
+            s.create_sni_endpoint(&a.id, "quiet-heron-1", "C", "K")
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.update_sni_endpoint(&e.id, "CHAIN2", "KEY2")
+            .await
+            .unwrap();
+        let e = s
+            .sni_endpoint(&a.id, "quiet-heron-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.certificate_chain, "CHAIN2");
+        let t = RouterTimeoutRow {
+            path: "/reports".into(),
+            response_secs: Some(120),
+            idle_secs: None,
+        };
+        s.set_router_timeout(&a.id, &t).await.unwrap();
+        assert_eq!(s.router_timeouts(&a.id).await.unwrap(), vec![t]);
+        assert!(s.delete_router_timeout(&a.id, "/reports").await.unwrap());
+        assert!(!s.delete_router_timeout(&a.id, "/reports").await.unwrap());
+        s.set_router_timeout(
+            &a.id,
+            &RouterTimeoutRow {
+                path: "/".into(),
+                response_secs: None,
+                idle_secs: Some(5),
+            },
+        )
+        .await
+        .unwrap();
+        // Deleting the app takes its domains (freeing the host name), certificates and timeouts.
+        s.delete_app(&a.id).await.unwrap();
+        assert!(s
+            .domain_by_hostname("www.example.com")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(s.sni_endpoints(&a.id).await.unwrap().is_empty());
+        assert!(s.router_timeouts(&a.id).await.unwrap().is_empty());
+        s.create_domain(&b.id, "www.example.com", "x")
+            .await
+            .unwrap();
     }
 }

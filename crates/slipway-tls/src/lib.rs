@@ -4,6 +4,9 @@
 //! on every start, a server certificate signed by it for the names the server answers to. Clients
 //! that trust `ca.pem` (the `slipway` CLI by default; the official CLI through
 //! `NODE_EXTRA_CA_CERTS`) then verify Slipway's TLS endpoints as they would any other.
+//!
+//! Apps' own certificates (`certs:add`) enter as PEM text: [`inspect`] checks the chain against
+//! its key and reads its names and dates ([`CertInfo`]); [`certified_key`] makes it servable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +18,9 @@ use rcgen::{
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+mod certs;
+
+pub use certs::{certified_key, inspect, CertInfo};
 pub use rustls_pki_types::ServerName;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 

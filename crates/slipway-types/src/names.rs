@@ -254,6 +254,67 @@ pub fn generate_app_name() -> String {
     format!("{adj}-{noun}-{n}")
 }
 
+/// Animals for SNI endpoint names, as Heroku names them (`quiet-heron-48213`).
+const ANIMALS: &[&str] = &[
+    "albatross",
+    "badger",
+    "beaver",
+    "bison",
+    "camel",
+    "cheetah",
+    "condor",
+    "coyote",
+    "crane",
+    "dolphin",
+    "falcon",
+    "ferret",
+    "gazelle",
+    "gecko",
+    "heron",
+    "ibex",
+    "jackal",
+    "koala",
+    "lemur",
+    "lynx",
+    "marmot",
+    "moose",
+    "narwhal",
+    "ocelot",
+    "otter",
+    "panda",
+    "pelican",
+    "puffin",
+    "quokka",
+    "raven",
+    "salmon",
+    "seal",
+    "stork",
+    "tapir",
+    "walrus",
+    "wombat",
+    "yak",
+    "zebra",
+];
+
+/// A DNS target label for a custom domain, `<adjective>-<noun>-<6 hex>` (`misty-river-3fa9c1`);
+/// the caller appends the DNS target domain.
+pub fn generate_dns_target_label() -> String {
+    let mut rng = rand::thread_rng();
+    let adj = ADJECTIVES.choose(&mut rng).copied().unwrap_or("quiet");
+    let noun = NOUNS.choose(&mut rng).copied().unwrap_or("river");
+    let n: u32 = rng.gen_range(0..0x100_0000);
+    format!("{adj}-{noun}-{n:06x}")
+}
+
+/// A Heroku-style SNI endpoint name, `<adjective>-<animal>-<number>` (`quiet-heron-48213`).
+pub fn generate_sni_endpoint_name() -> String {
+    let mut rng = rand::thread_rng();
+    let adj = ADJECTIVES.choose(&mut rng).copied().unwrap_or("quiet");
+    let animal = ANIMALS.choose(&mut rng).copied().unwrap_or("heron");
+    let n: u32 = rng.gen_range(10000..100000);
+    format!("{adj}-{animal}-{n}")
+}
+
 /// A change to one formation entry's quantity, as sent by `ps:scale` (`"2"`, `2`, `"+1"`, `"-1"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantityChange {
@@ -326,6 +387,15 @@ mod tests {
         for _ in 0..200 {
             let n = generate_app_name();
             assert!(validate_app_name(&n).is_ok(), "{n}");
+            let t = generate_dns_target_label();
+            let hex = t.rsplit('-').next().unwrap_or_default();
+            assert!(
+                hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{t}"
+            );
+            assert_eq!(t.split('-').count(), 3, "{t}");
+            let e = generate_sni_endpoint_name();
+            assert!(validate_app_name(&e).is_ok(), "{e}");
         }
     }
 

@@ -202,3 +202,67 @@ pub struct BuildpackRef {
     pub url: String,
     pub name: String,
 }
+
+/// A domain an app answers to (`domains`): the `heroku` one (`<app>.<base-domain>`) or a custom one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Domain {
+    pub id: String,
+    pub hostname: String,
+    /// `heroku` or `custom`.
+    pub kind: String,
+    /// The DNS target of a custom domain; `None` for the heroku one.
+    pub cname: Option<String>,
+    /// `succeeded` for custom domains (Slipway does not check DNS), `none` for the heroku one.
+    pub status: String,
+    #[serde(default)]
+    pub acm_status: Option<String>,
+    #[serde(default)]
+    pub acm_status_reason: Option<String>,
+    pub app: AppRef,
+    /// The app's certificate that covers the host name, if any.
+    #[serde(default)]
+    pub sni_endpoint: Option<NamedRef>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a certificate says (`ssl_cert` of an SNI endpoint).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SslCert {
+    pub id: String,
+    #[serde(rename = "ca_signed?")]
+    pub ca_signed: bool,
+    pub cert_domains: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub issuer: String,
+    #[serde(rename = "self_signed?")]
+    pub self_signed: bool,
+    pub starts_at: DateTime<Utc>,
+    pub subject: String,
+}
+
+/// A certificate an app serves by SNI (`certs`). Its private key is never sent back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SniEndpoint {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub certificate_chain: String,
+    pub app: AppRef,
+    /// Host names of the app's custom domains the certificate covers.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// `None` only if a stored certificate can no longer be read.
+    pub ssl_cert: Option<SslCert>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Slipway's router timeouts for requests under `path` (`/` is app-wide), in seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouterTimeout {
+    pub path: String,
+    pub response_timeout: u32,
+    pub idle_timeout: u32,
+}

@@ -30,6 +30,12 @@ pub struct ServerArgs {
     /// Address of the HTTP router.
     #[arg(long, env = "SLIPWAY_ROUTER_LISTEN")]
     pub router_listen: Option<String>,
+    /// Address of the HTTPS router (certificates by SNI, HTTP/2).
+    #[arg(long, env = "SLIPWAY_ROUTER_TLS_LISTEN")]
+    pub router_tls_listen: Option<String>,
+    /// Threads serving the router (each with its own event loop); default: one per CPU.
+    #[arg(long, env = "SLIPWAY_ROUTER_THREADS")]
+    pub router_threads: Option<usize>,
     /// Address of the TLS rendezvous endpoint `run` attaches to.
     #[arg(long, env = "SLIPWAY_RENDEZVOUS_LISTEN")]
     pub rendezvous_listen: Option<String>,
@@ -39,6 +45,9 @@ pub struct ServerArgs {
     /// Apps are served at <app>.<base-domain>.
     #[arg(long, env = "SLIPWAY_BASE_DOMAIN")]
     pub base_domain: Option<String>,
+    /// Custom domains get DNS targets <name>.<dns-target-domain> [default: the base domain].
+    #[arg(long, env = "SLIPWAY_DNS_TARGET_DOMAIN")]
+    pub dns_target_domain: Option<String>,
     /// Email of the owner account created on first start.
     #[arg(long, env = "SLIPWAY_OWNER_EMAIL")]
     pub owner_email: Option<String>,
@@ -73,9 +82,12 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     api_listen: Option<String>,
     router_listen: Option<String>,
+    router_tls_listen: Option<String>,
+    router_threads: Option<usize>,
     rendezvous_listen: Option<String>,
     tls_names: Option<String>,
     base_domain: Option<String>,
+    dns_target_domain: Option<String>,
     owner_email: Option<String>,
     boot_timeout: Option<String>,
     stop_timeout: Option<String>,
@@ -95,6 +107,8 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Default `0.0.0.0:8080`.
     pub router_listen: SocketAddr,
+    pub router_tls_listen: SocketAddr,
+    pub router_threads: usize,
     /// Default `127.0.0.1:5051`, beside the API.
     pub rendezvous_listen: SocketAddr,
     /// Names the TLS certificate covers besides `localhost`, loopback, the host name and
@@ -102,6 +116,9 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// Default `localhost`.
     pub base_domain: String,
+    /// Where custom domains' DNS targets live (`<adjective>-<noun>-<6 hex>.<dns_target_domain>`);
+    /// the operator points `*.<dns_target_domain>` at the router. Default: `base_domain`.
+    pub dns_target_domain: String,
     /// Default `owner@slipway.local`.
     pub owner_email: String,
     /// Default 60 s (Heroku's).
@@ -182,6 +199,10 @@ impl Config {
             .router_listen
             .or(file.router_listen)
             .unwrap_or_else(|| "0.0.0.0:8080".into());
+        let router_tls = args
+            .router_tls_listen
+            .or(file.router_tls_listen)
+            .unwrap_or_else(|| "0.0.0.0:8443".into());
         let rendezvous = args
             .rendezvous_listen
             .or(file.rendezvous_listen)
@@ -210,6 +231,16 @@ impl Config {
         {
             bail!("base_domain = {base_domain:?} is not a domain name such as localhost or apps.example.com");
         }
+        let dns_target_domain = args
+            .dns_target_domain
+            .or(file.dns_target_domain)
+            .unwrap_or_else(|| base_domain.clone());
+        if dns_target_domain.is_empty()
+            || dns_target_domain.starts_with('.')
+            || dns_target_domain.contains(['/', ':', ' ', '*'])
+        {
+            bail!("dns_target_domain = {dns_target_domain:?} is not a domain name such as herokudns.example.com");
+        }
         let owner_email = args
             .owner_email
             .or(file.owner_email)
@@ -224,9 +255,16 @@ impl Config {
                 .unwrap_or_else(default_data_dir),
             api_listen: addr("api_listen", &api)?,
             router_listen: addr("router_listen", &router)?,
+            router_tls_listen: addr("router_tls_listen", &router_tls)?,
+            router_threads: match args.router_threads.or(file.router_threads) {
+                Some(0) => bail!("router_threads must be at least 1"),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             rendezvous_listen: addr("rendezvous_listen", &rendezvous)?,
             tls_names,
             base_domain: base_domain.to_ascii_lowercase(),
+            dns_target_domain: dns_target_domain.to_ascii_lowercase(),
             owner_email,
             boot_timeout: duration(
                 "boot_timeout",
@@ -320,6 +358,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.api_listen, "127.0.0.1:7000".parse().unwrap());
         assert_eq!(c.base_domain, "apps.test");
+        // The DNS target domain follows the base domain unless set.
+        assert_eq!(c.dns_target_domain, "apps.test");
+        let c = Config::resolve(args(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--dns-target-domain",
+            "DNS.Example.net",
+            "--data-dir",
+            "/tmp/x",
+        ]))
+        .unwrap();
+        assert_eq!(c.dns_target_domain, "dns.example.net");
         assert_eq!(c.stop_timeout, Duration::from_secs(5));
         assert_eq!(c.boot_timeout, Duration::from_secs(60));
         assert_eq!(c.router_listen, "0.0.0.0:8080".parse().unwrap());

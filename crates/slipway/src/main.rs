@@ -2,6 +2,7 @@
 //! and the command-line client (every other command).
 
 mod bench;
+mod bench_router;
 mod config;
 mod hook;
 mod server;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Some("hook:pre-receive") => hook::main(),
         Some("dyno-exec") => slipway_runtime::launcher::launcher_main(),
         Some("bench:dyno-start") => bench::main(args),
+        Some("bench:router-proxy") => bench_router::main(args),
         Some("stacks:install") => stacks::main(args),
         _ => slipway_cli::run(args),
     }

@@ -147,6 +147,66 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The event loop of one router thread: a single-threaded runtime (the router's work is short
+/// and per connection; one loop per thread avoids cross-thread wake-ups).
+pub fn router_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Starts `threads` router threads, each accepting on both listeners, until `stop` turns true.
+fn spawn_router(
+    threads: usize,
+    http: std::net::TcpListener,
+    https: std::net::TcpListener,
+    routes: RouteTable,
+    logs: LogRouter,
+    config: RouterConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for i in 0..threads {
+        let (http, https) = (http.try_clone()?, https.try_clone()?);
+        let (routes, logs, config, stop) =
+            (routes.clone(), logs.clone(), config.clone(), stop.clone());
+        let rt = router_runtime()?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("router-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        };
+                        let (http, https) =
+                            match (TcpListener::from_std(http), TcpListener::from_std(https)) {
+                                (Ok(a), Ok(b)) => (a, b),
+                                (Err(error), _) | (_, Err(error)) => {
+                                    warn!(%error, "A router thread could not start.");
+                                    return;
+                                }
+                            };
+                        let plain = slipway_router::serve(
+                            http,
+                            routes.clone(),
+                            logs.clone(),
+                            config.clone(),
+                            wait(stop.clone()),
+                        );
+                        let tls =
+                            slipway_router::serve_tls(https, routes, logs, config, wait(stop));
+                        let (_, tls) = tokio::join!(plain, tls);
+                        if let Err(error) = tls {
+                            warn!(%error, "The HTTPS router stopped.");
+                        }
+                    })
+                })?,
+        );
+    }
+    Ok(handles)
+}
+
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -385,6 +445,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let api_listener = bind(config.api_listen, "API", "--api-listen").await?;
     let router_listener = bind(config.router_listen, "router", "--router-listen").await?;
+    let router_tls_listener = bind(
+        config.router_tls_listen,
+        "HTTPS router",
+        "--router-tls-listen",
+    )
+    .await?;
     let rendezvous_listener = bind(
         config.rendezvous_listen,
         "rendezvous endpoint",
@@ -392,17 +458,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let rendezvous_addr = loopback(rendezvous_listener.local_addr()?);
-    let authority = slipway_tls::Authority::load_or_create(&data.join("tls"))
-        .context("cannot set up the server's certificate authority")?;
+    let authority = Arc::new(
+        slipway_tls::Authority::load_or_create(&data.join("tls"))
+            .context("cannot set up the server's certificate authority")?,
+    );
     let tls = authority
         .server_config(&tls_names(&config), &[])
         .context("cannot make the server's TLS certificate")?;
     let api_addr = loopback(api_listener.local_addr()?);
     let router_addr = router_listener.local_addr()?;
+    let router_tls_addr = router_tls_listener.local_addr()?;
     std::fs::write(data.join("api-url"), format!("http://{api_addr}\n"))?;
 
     let logs = LogRouter::new();
     let routes = RouteTable::new();
+    {
+        // HTTPS for <app>.<base-domain> (and the server's other names) unless an app's own
+        // certificate covers the name asked for.
+        let (chain, key) = authority
+            .issue(&tls_names(&config))
+            .context("cannot make the router's TLS certificate")?;
+        routes.set_default_certificate(
+            slipway_router::certified(chain, &key)
+                .context("cannot load the router's TLS certificate")?,
+        );
+        let authority = authority.clone();
+        routes.set_certificate_issuer(Arc::new(move |name: &str| {
+            let (chain, key) = authority.issue(&[name.to_string()]).ok()?;
+            slipway_router::certified(chain, &key).ok()
+        }));
+    }
     let slugs = SlugStore::local(data.join("slugs"))?;
     let runtime = choose_runtime(&config).await?;
     info!("Dynos run as {}.", runtime.description);
@@ -454,6 +539,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         routes.clone(),
         ApiConfig {
             base_domain: config.base_domain.clone(),
+            dns_target_domain: config.dns_target_domain.clone(),
             router_port: router_addr.port(),
             repos_dir: data.join("repos"),
             internal_url: format!("http://{api_addr}"),
@@ -470,7 +556,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let rendezvous_task =
         tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));
     for app in store.apps().await? {
-        state.routes_register(&app);
+        state.routes_register(&app).await;
     }
     // Dynos the previous server left running carry on under this one.
     let adopted = manager.adopt_all().await;
@@ -495,20 +581,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let api = axum::serve(api_listener, slipway_api::router(state))
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));
-    let router = slipway_router::serve(
-        router_listener,
+    let router_config = RouterConfig {
+        base_domain: config.base_domain.clone(),
+    };
+    // The threads end with the accept loops when `stop_tx` fires.
+    let _router_threads = spawn_router(
+        config.router_threads,
+        router_listener.into_std()?,
+        router_tls_listener.into_std()?,
         routes,
         logs,
-        RouterConfig {
-            base_domain: config.base_domain.clone(),
-        },
-        wait_stop(stop_rx.clone()),
-    );
+        router_config,
+        stop_rx.clone(),
+    )?;
     let api_task = tokio::spawn(async move { api.await });
-    let router_task = tokio::spawn(router);
     info!(
         api = %format!("http://{api_addr}"),
         router = %format!("http://{router_addr}"),
+        router_tls = %format!("https://{router_tls_addr}"),
         rendezvous = %format!("rendezvous://{rendezvous_addr}"),
         ca_file = %authority.ca_file().display(),
         data_dir = %data.display(),
@@ -521,7 +611,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     if config.keep_dynos_on_exit && runtime.cgroups.is_some() {
         info!("Shutting down; dynos keep running and the next start takes them over (--on-exit stop stops them).");
-        router_task.abort();
         rendezvous_task.abort();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
         info!("Slipway stopped.");
@@ -545,7 +634,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ = cg.cleanup_stale();
         let _ = cg.remove_base();
     }
-    router_task.abort();
     rendezvous_task.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
     info!("Slipway stopped.");

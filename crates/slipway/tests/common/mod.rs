@@ -16,6 +16,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
     pub router: SocketAddr,
+    /// The HTTPS router.
+    pub router_tls: SocketAddr,
     /// The TLS rendezvous endpoint of attached one-off dynos.
     pub rendezvous: SocketAddr,
     pub key: String,
@@ -121,6 +123,8 @@ impl TestServer {
                 "127.0.0.1:0",
                 "--router-listen",
                 "127.0.0.1:0",
+                "--router-tls-listen",
+                "127.0.0.1:0",
                 "--rendezvous-listen",
                 "127.0.0.1:0",
                 "--stop-timeout",
@@ -178,6 +182,15 @@ impl TestServer {
         }
         let api = field("api");
         let router = field("router");
+        let router_tls: SocketAddr = {
+            let start = ready
+                .find("router_tls=https://")
+                .expect("router_tls in ready line")
+                + 19;
+            let rest = &ready[start..];
+            let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+            rest[..end].parse().expect("router_tls addr")
+        };
         let rendezvous: SocketAddr = {
             let start = ready
                 .find("rendezvous=rendezvous://")
@@ -195,6 +208,7 @@ impl TestServer {
             dir,
             api,
             router,
+            router_tls,
             rendezvous,
             key,
             child,

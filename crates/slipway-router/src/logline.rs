@@ -1,0 +1,158 @@
+//! Heroku's router log line and error codes, in one place.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Heroku's router error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// App crashed: every web dyno has crashed.
+    H10,
+    /// No answer within the response timeout.
+    H12,
+    /// The dyno closed the connection without answering.
+    H13,
+    /// No web dynos running.
+    H14,
+    /// The dyno sent nothing for the idle window after its first byte.
+    H15,
+    /// The dyno closed the connection in the middle of its response.
+    H18Backend,
+    /// The client closed the connection in the middle of the response.
+    H18Client,
+    /// No dyno accepted a connection within 5 s.
+    H19,
+    /// Web dynos did not come up while the request waited.
+    H20,
+    /// Every dyno refused the connection.
+    H21,
+    /// The client went away before the response.
+    H27,
+    /// The client sent nothing for the idle window in the middle of its request.
+    H28,
+    /// Maintenance mode (not an error).
+    H80,
+    /// The platform failed.
+    H99,
+}
+
+impl Code {
+    pub fn code(self) -> &'static str {
+        match self {
+            Code::H10 => "H10",
+            Code::H12 => "H12",
+            Code::H13 => "H13",
+            Code::H14 => "H14",
+            Code::H15 => "H15",
+            Code::H18Backend | Code::H18Client => "H18",
+            Code::H19 => "H19",
+            Code::H20 => "H20",
+            Code::H21 => "H21",
+            Code::H27 => "H27",
+            Code::H28 => "H28",
+            Code::H80 => "H80",
+            Code::H99 => "H99",
+        }
+    }
+
+    pub fn desc(self) -> &'static str {
+        match self {
+            Code::H10 => "App crashed",
+            Code::H12 => "Request timeout",
+            Code::H13 => "Connection closed without response",
+            Code::H14 => "No web processes running",
+            Code::H15 => "Idle connection",
+            Code::H18Backend | Code::H18Client => "Server Request Interrupted",
+            Code::H19 => "Backend connection timeout",
+            Code::H20 => "App boot timeout",
+            Code::H21 => "Backend connection refused",
+            Code::H27 => "Client Request Interrupted",
+            Code::H28 => "Client Connection Idle",
+            Code::H80 => "Maintenance mode",
+            Code::H99 => "Platform error",
+        }
+    }
+
+    /// The status the client gets when the router answers for the dyno.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::H27 => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Code::H28 => StatusCode::REQUEST_TIMEOUT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The fields of a router log line.
+#[derive(Debug, Clone, Default)]
+pub struct LogFields {
+    pub method: http::Method,
+    pub path: String,
+    pub host: String,
+    pub request_id: String,
+    pub fwd: String,
+    pub dyno: String,
+    pub connect: Option<Duration>,
+    pub service: Option<Duration>,
+    pub status: u16,
+    pub bytes: Option<u64>,
+    /// `http` or `https`.
+    pub protocol: &'static str,
+}
+
+impl LogFields {
+    fn rest(&self, out: &mut String) {
+        let path = self.path.replace('"', "%22");
+        let _ = write!(
+            out,
+            "method={} path=\"{}\" host={} request_id={} fwd=\"{}\" dyno={} connect=",
+            self.method,
+            path,
+            self.host,
+            self.request_id,
+            self.fwd.replace(['"', '\\'], ""),
+            self.dyno,
+        );
+        if let Some(c) = self.connect {
+            let _ = write!(out, "{}ms", c.as_millis());
+        }
+        out.push_str(" service=");
+        if let Some(s) = self.service {
+            let _ = write!(out, "{}ms", s.as_millis());
+        }
+        let _ = write!(out, " status={} bytes=", self.status);
+        if let Some(b) = self.bytes {
+            let _ = write!(out, "{b}");
+        }
+        let _ = write!(out, " protocol={}", self.protocol);
+    }
+
+    /// `at=info ...`
+    pub fn info(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push_str("at=info ");
+        self.rest(&mut out);
+        out
+    }
+
+    /// `at=error code=H.. desc="..." ...` (H80 is `at=info`).
+    pub fn error(&self, code: Code) -> String {
+        let mut out = String::with_capacity(288);
+        let at = if code == Code::H80 { "info" } else { "error" };
+        let _ = write!(
+            out,
+            "at={at} code={} desc=\"{}\" ",
+            code.code(),
+            code.desc()
+        );
+        self.rest(&mut out);
+        match code {
+            Code::H18Backend => out.push_str(" sock=backend"),
+            Code::H18Client => out.push_str(" sock=client"),
+            _ => {}
+        }
+        out
+    }
+}

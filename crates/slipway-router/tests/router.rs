@@ -1,0 +1,1322 @@
+//! The router against real backends over real sockets: headers, H-codes, balancing, affinity,
+//! retries, WebSockets, HTTP/2 both ways, SNI, malformed requests and table updates under load.
+//! The backends are small servers in the test (each behaving the way the case needs); the
+//! whole server with container dynos is tested in `crates/slipway/tests`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use slipway_logs::{Filter, LogRouter};
+use slipway_router::{
+    certified, AppSettings, Backend, Balance, CertPair, PathTimeouts, RouteSink, RouteTable,
+    RouterConfig, Timeouts, WebStatus,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BASE: &str = "apps.test";
+
+struct Router {
+    http: SocketAddr,
+    https: SocketAddr,
+    table: RouteTable,
+    logs: LogRouter,
+    /// The default certificate (for `*.apps.test`).
+    default_cert: CertificateDer<'static>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn self_signed(names: &[&str]) -> (String, String, CertificateDer<'static>) {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("cert");
+    (
+        ck.cert.pem(),
+        ck.key_pair.serialize_pem(),
+        ck.cert.der().clone(),
+    )
+}
+
+async fn router() -> Router {
+    let table = RouteTable::new();
+    let ck = rcgen::generate_simple_self_signed(vec![format!("*.{BASE}")]).expect("cert");
+    let key = PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    table.set_default_certificate(certified(vec![ck.cert.der().clone()], &key).expect("certified"));
+    let logs = LogRouter::new();
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (http, https) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = RouterConfig {
+        base_domain: BASE.into(),
+    };
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    tokio::spawn(slipway_router::serve(
+        l1,
+        table.clone(),
+        logs.clone(),
+        config.clone(),
+        stop(rx.clone()),
+    ));
+    tokio::spawn(slipway_router::serve_tls(
+        l2,
+        table.clone(),
+        logs.clone(),
+        config,
+        stop(rx),
+    ));
+    Router {
+        http,
+        https,
+        table,
+        logs,
+        default_cert: ck.cert.der().clone(),
+        _stop: tx,
+    }
+}
+
+impl Router {
+    fn app(&self, name: &str, dynos: &[SocketAddr]) {
+        self.table.set_backends(
+            &format!("id-{name}"),
+            name,
+            dynos
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Backend {
+                    dyno: format!("web.{}", i + 1),
+                    addr: *a,
+                })
+                .collect(),
+        );
+    }
+
+    fn configure(&self, name: &str, settings: AppSettings) {
+        self.table.configure(&format!("id-{name}"), name, settings);
+    }
+
+    fn router_lines(&self, app: &str) -> Vec<String> {
+        self.logs
+            .snapshot(&format!("id-{app}"), &Filter::default(), 1500)
+            .0
+            .into_iter()
+            .filter(|l| l.dyno == "router")
+            .map(|l| l.message)
+            .collect()
+    }
+
+    /// Waits (up to 10 s) for a router line containing every one of `parts`.
+    async fn line(&self, app: &str, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self
+                .router_lines(app)
+                .into_iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no router line with {parts:?}; lines: {:#?}",
+                self.router_lines(app)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+type Handler = Arc<
+    dyn Fn(
+            Request<hyper::body::Incoming>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// An HTTP/1.1 backend; counts the connections it accepted.
+async fn backend(name: &str, handler: Option<Handler>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (name, c) = (name.to_string(), conns.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            let name = name.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let name = name.clone();
+                    let handler = handler.clone();
+                    async move {
+                        let mut resp = match handler {
+                            Some(h) => h(req).await,
+                            None => echo(req).await,
+                        };
+                        resp.headers_mut()
+                            .insert("x-backend", name.parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// Answers with the request line and headers; `?sleep=MS` waits first.
+async fn echo(req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    if let Some(ms) = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("sleep="))
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+    for (n, v) in req.headers() {
+        out.push_str(&format!("{}: {}\n", n, v.to_str().unwrap_or("?")));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    out.push_str(&format!("body-bytes: {}\n", body.len()));
+    Response::new(Full::new(Bytes::from(out)))
+}
+
+/// A backend that runs `f` on each raw connection.
+async fn raw_backend<F, Fut>(f: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = Arc::new(f);
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(f(s));
+        }
+    });
+    addr
+}
+
+/// Reads a request head from a raw connection.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut b).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&b[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// A header as the backend saw it (from the echo body).
+    fn seen(&self, name: &str) -> Option<String> {
+        self.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    }
+}
+
+async fn send_on<I>(io: I, req: Request<Full<Bytes>>) -> Result<Reply, hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let s = TcpStream::connect(addr).await.unwrap();
+    send_on(s, req).await.expect("response")
+}
+
+fn get(host: &str, path: &str) -> http::request::Builder {
+    Request::builder().uri(path).header("host", host)
+}
+
+fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+async fn get_ok(r: &Router, host: &str, path: &str) -> Reply {
+    send(r.http, get(host, path).body(empty()).unwrap()).await
+}
+
+fn timeouts(response_ms: u64, idle_ms: u64) -> Timeouts {
+    Timeouts {
+        response: Duration::from_millis(response_ms),
+        idle: Duration::from_millis(idle_ms),
+        paths: vec![],
+    }
+}
+
+fn tls_client(root: &CertificateDer<'static>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    store.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+// ---- headers and log line -----------------------------------------------------------------
+
+#[tokio::test]
+async fn heroku_headers_reach_the_dyno_and_one_line_is_logged() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let reply = send(
+        r.http,
+        get("demo.apps.test", "/path?q=1")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("connection", "x-secret, keep-alive")
+            .header("x-secret", "hop")
+            .header("x-request-id", "short")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.body.starts_with("GET /path?q=1 HTTP/1.1"),
+        "{}",
+        reply.body
+    );
+    // An invalid client id is replaced by a generated one.
+    let id = reply.seen("x-request-id").expect("request id");
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(
+        reply.seen("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(reply.seen("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        reply.seen("x-forwarded-port"),
+        Some(r.http.port().to_string())
+    );
+    assert_eq!(reply.seen("via").as_deref(), Some("1.1 slipway"));
+    assert_eq!(reply.seen("host").as_deref(), Some("demo.apps.test"));
+    assert_eq!(
+        reply.seen("x-secret"),
+        None,
+        "headers named by Connection are dropped"
+    );
+    let start: u128 = reply.seen("x-request-start").unwrap().parse().unwrap();
+    assert!(
+        start >= before && start < before + 5_000,
+        "{start} vs {before}"
+    );
+
+    let line = r.line("demo", &[&id]).await;
+    assert!(
+        line.starts_with("at=info method=GET path=\"/path?q=1\" host=demo.apps.test request_id="),
+        "{line}"
+    );
+    for part in [
+        "fwd=\"203.0.113.9, 127.0.0.1\"",
+        "dyno=web.1",
+        "connect=",
+        "service=",
+        "status=200",
+        &format!("bytes={}", reply.body.len()),
+        "protocol=http",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+
+    // A valid client id is kept.
+    let good = "abcdefghij0123456789+/=-";
+    let reply = send(
+        r.http,
+        get("demo.apps.test", "/")
+            .header("x-request-id", good)
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.seen("x-request-id").as_deref(), Some(good));
+}
+
+#[tokio::test]
+async fn unknown_hosts_and_custom_domains() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    r.configure(
+        "demo",
+        AppSettings {
+            domains: vec!["www.example.org".into(), "*.wild.example".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        get_ok(&r, "nope.apps.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get_ok(&r, "example.org", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get_ok(&r, "www.example.org", "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_ok(&r, "WWW.Example.org:8080", "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_ok(&r, "a.wild.example", "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_ok(&r, "a.b.wild.example", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get_ok(&r, "demo.apps.test", "/").await.status,
+        StatusCode::OK
+    );
+    // Removing a domain stops it being served.
+    r.configure("demo", AppSettings::default());
+    assert_eq!(
+        get_ok(&r, "www.example.org", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+// ---- H-codes ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn h14_no_web_dynos_and_h10_crashed() {
+    let r = router().await;
+    r.app("demo", &[]);
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.body.contains("Application error"), "{}", reply.body);
+    let line = r.line("demo", &["code=H14"]).await;
+    assert!(
+        line.starts_with("at=error code=H14 desc=\"No web processes running\" method=GET"),
+        "{line}"
+    );
+    assert!(line.contains("status=503"), "{line}");
+
+    r.table
+        .set_web_status("id-demo", "demo", WebStatus::Crashed);
+    let reply = get_ok(&r, "demo.apps.test", "/crash").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let line = r.line("demo", &["code=H10"]).await;
+    assert!(line.contains("desc=\"App crashed\""), "{line}");
+
+    // The owner's error page, framed.
+    r.configure(
+        "demo",
+        AppSettings {
+            error_page_url: Some("https://pages.example/error.html".into()),
+            ..Default::default()
+        },
+    );
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    assert!(
+        reply
+            .body
+            .contains("<iframe src=\"https://pages.example/error.html\">"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn requests_wait_for_a_booting_dyno() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[]);
+    r.table
+        .set_web_status("id-demo", "demo", WebStatus::Starting);
+    let req = tokio::spawn({
+        let addr = r.http;
+        async move { send(addr, get("demo.apps.test", "/").body(empty()).unwrap()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!req.is_finished(), "the request should wait for the dyno");
+    r.app("demo", &[b]);
+    let reply = tokio::time::timeout(Duration::from_secs(5), req)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn h80_maintenance() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    r.table.set_maintenance("id-demo", "demo", true);
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.body.contains("Offline for maintenance"));
+    assert_eq!(reply.header("retry-after"), "60");
+    let line = r.line("demo", &["code=H80"]).await;
+    assert!(
+        line.starts_with("at=info code=H80 desc=\"Maintenance mode\""),
+        "{line}"
+    );
+    r.configure(
+        "demo",
+        AppSettings {
+            maintenance: true,
+            maintenance_page_url: Some("https://pages.example/m.html?a=1&b=\"2\"".into()),
+            ..Default::default()
+        },
+    );
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    assert!(
+        reply
+            .body
+            .contains("<iframe src=\"https://pages.example/m.html?a=1&amp;b=&quot;2&quot;\">"),
+        "{}",
+        reply.body
+    );
+    r.configure("demo", AppSettings::default());
+    assert_eq!(
+        get_ok(&r, "demo.apps.test", "/").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn h12_response_timeout_per_app_and_per_path() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    r.configure(
+        "demo",
+        AppSettings {
+            timeouts: Timeouts {
+                response: Duration::from_millis(400),
+                idle: Duration::from_secs(55),
+                paths: vec![PathTimeouts {
+                    prefix: "/reports".into(),
+                    response: Duration::from_secs(5),
+                    idle: Duration::from_secs(55),
+                }],
+            },
+            ..Default::default()
+        },
+    );
+    let started = Instant::now();
+    let reply = get_ok(&r, "demo.apps.test", "/?sleep=1500").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_millis(1400));
+    let line = r.line("demo", &["code=H12"]).await;
+    assert!(line.contains("service=400ms status=503"), "{line}");
+    // A longer window under /reports.
+    let reply = get_ok(&r, "demo.apps.test", "/reports/x?sleep=800").await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn h13_dyno_closes_without_response() {
+    let r = router().await;
+    let b = raw_backend(|mut s| async move {
+        read_head(&mut s).await;
+        drop(s);
+    })
+    .await;
+    r.app("demo", &[b]);
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let line = r.line("demo", &["code=H13"]).await;
+    assert!(
+        line.contains("desc=\"Connection closed without response\""),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn h15_dyno_idle_and_h18_dyno_interrupted() {
+    let r = router().await;
+    // Sends part of the body, then nothing.
+    let idle = raw_backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+            .await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    // Sends part of the body, then closes.
+    let cut = raw_backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+            .await;
+    })
+    .await;
+    r.app("idle", &[idle]);
+    r.app("cut", &[cut]);
+    r.configure(
+        "idle",
+        AppSettings {
+            timeouts: timeouts(30_000, 500),
+            ..Default::default()
+        },
+    );
+    for (app, code) in [("idle", "code=H15"), ("cut", "code=H18")] {
+        let s = TcpStream::connect(r.http).await.unwrap();
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            send_on(
+                s,
+                get(&format!("{app}.apps.test"), "/").body(empty()).unwrap(),
+            ),
+        )
+        .await
+        .expect("the router ends the response");
+        assert!(result.is_err(), "{app}: the client sees an incomplete body");
+        let line = r.line(app, &[code]).await;
+        assert!(line.contains("status=200"), "{line}");
+        if app == "cut" {
+            assert!(line.contains("sock=backend"), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn h27_client_gone_and_h28_client_idle() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    r.configure(
+        "demo",
+        AppSettings {
+            timeouts: timeouts(30_000, 500),
+            ..Default::default()
+        },
+    );
+    // H27: the client leaves while the dyno works.
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(b"GET /?sleep=1000 HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    let line = r.line("demo", &["code=H27"]).await;
+    assert!(line.contains("status=499"), "{line}");
+    assert!(
+        line.contains("desc=\"Client Request Interrupted\""),
+        "{line}"
+    );
+
+    // H28: the client stops sending its body.
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: demo.apps.test\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let line = r.line("demo", &["code=H28"]).await;
+    assert!(line.contains("path=\"/upload\""), "{line}");
+}
+
+#[tokio::test]
+async fn h99_platform_error_when_the_dyno_network_is_unreachable() {
+    let r = router().await;
+    r.app("demo", &["255.255.255.255:80".parse().unwrap()]);
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let line = r.line("demo", &["code=H99"]).await;
+    assert!(line.contains("desc=\"Platform error\""), "{line}");
+}
+
+// ---- balancing, pools and retries ------------------------------------------------------------
+
+#[tokio::test]
+async fn refused_dynos_are_skipped_and_all_refused_is_h21() {
+    let r = router().await;
+    let (good, _) = backend("good", None).await;
+    let dead = closed_port().await;
+    r.app("demo", &[dead, good]);
+    for _ in 0..20 {
+        let reply = get_ok(&r, "demo.apps.test", "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("x-backend"), "good");
+    }
+    assert!(r
+        .router_lines("demo")
+        .iter()
+        .all(|l| l.starts_with("at=info")));
+
+    r.app("down", &[closed_port().await, closed_port().await]);
+    let reply = get_ok(&r, "down.apps.test", "/").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    r.line("down", &["code=H21", "desc=\"Backend connection refused\""])
+        .await;
+}
+
+#[tokio::test]
+async fn connections_to_dynos_are_kept_alive_and_reused() {
+    let r = router().await;
+    let (b, conns) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    for _ in 0..30 {
+        assert_eq!(
+            get_ok(&r, "demo.apps.test", "/").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "one pooled connection for serial requests"
+    );
+}
+
+#[tokio::test]
+async fn a_dyno_closing_idle_connections_costs_no_request() {
+    let r = router().await;
+    // Answers keep-alive, then closes the connection shortly after each response.
+    let b = raw_backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    })
+    .await;
+    r.app("demo", &[b]);
+    for _ in 0..15 {
+        assert_eq!(
+            get_ok(&r, "demo.apps.test", "/").await.status,
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert!(r
+        .router_lines("demo")
+        .iter()
+        .all(|l| l.starts_with("at=info")));
+}
+
+#[tokio::test]
+async fn least_outstanding_avoids_the_busy_dyno() {
+    let r = router().await;
+    let slow_count = Arc::new(AtomicUsize::new(0));
+    let fast_count = Arc::new(AtomicUsize::new(0));
+    let sc = slow_count.clone();
+    let slow: Handler = Arc::new(move |_req| {
+        let sc = sc.clone();
+        Box::pin(async move {
+            sc.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Response::new(Full::new(Bytes::from_static(b"slow")))
+        })
+    });
+    let fc = fast_count.clone();
+    let fast: Handler = Arc::new(move |_req| {
+        let fc = fc.clone();
+        Box::pin(async move {
+            fc.fetch_add(1, Ordering::SeqCst);
+            Response::new(Full::new(Bytes::from_static(b"fast")))
+        })
+    });
+    let (s, _) = backend("slow", Some(slow)).await;
+    let (f, _) = backend("fast", Some(fast)).await;
+    r.app("demo", &[s, f]);
+    r.configure(
+        "demo",
+        AppSettings {
+            balance: Balance::LeastOutstanding,
+            ..Default::default()
+        },
+    );
+    // The slow dyno gets one request first; while it is busy, the rest go to the fast one.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let addr = r.http;
+        tasks.push(tokio::spawn(async move {
+            send(addr, get("demo.apps.test", "/").body(empty()).unwrap()).await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, StatusCode::OK);
+    }
+    assert!(
+        slow_count.load(Ordering::SeqCst) <= 2,
+        "slow dyno got {} of 20",
+        slow_count.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn session_affinity_pins_and_is_repointed_when_the_formation_changes() {
+    let r = router().await;
+    let mut addrs = Vec::new();
+    for n in ["b1", "b2", "b3", "b4"] {
+        addrs.push(backend(n, None).await.0);
+    }
+    r.app("demo", &addrs[..3]);
+    // Off: no cookie.
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    assert_eq!(reply.header("set-cookie"), "");
+    r.configure(
+        "demo",
+        AppSettings {
+            session_affinity: true,
+            ..Default::default()
+        },
+    );
+    let reply = get_ok(&r, "demo.apps.test", "/").await;
+    let cookie = reply.header("set-cookie").to_string();
+    assert!(
+        cookie.starts_with("heroku-session-affinity=")
+            && cookie.contains("Max-Age=86400; Path=/; HttpOnly"),
+        "{cookie}"
+    );
+    let value = cookie.split(';').next().unwrap().to_string();
+    let pinned = reply.header("x-backend").to_string();
+    for _ in 0..15 {
+        let reply = send(
+            r.http,
+            get("demo.apps.test", "/")
+                .header("cookie", &value)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.header("x-backend"), pinned);
+        assert_eq!(
+            reply.header("set-cookie"),
+            "",
+            "no new cookie while nothing changes"
+        );
+    }
+    // Clients without the cookie spread over the dynos.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        seen.insert(
+            get_ok(&r, "demo.apps.test", "/")
+                .await
+                .header("x-backend")
+                .to_string(),
+        );
+    }
+    assert!(seen.len() >= 2, "{seen:?}");
+
+    // A fourth dyno: the client gets an updated cookie and stays pinned under it.
+    r.app("demo", &addrs);
+    let reply = send(
+        r.http,
+        get("demo.apps.test", "/")
+            .header("cookie", &value)
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    let updated = reply.header("set-cookie").to_string();
+    assert!(updated.starts_with("heroku-session-affinity="), "{updated}");
+    let updated = updated.split(';').next().unwrap().to_string();
+    assert_ne!(updated, value);
+    let now_pinned = reply.header("x-backend").to_string();
+    for _ in 0..10 {
+        let reply = send(
+            r.http,
+            get("demo.apps.test", "/")
+                .header("cookie", &updated)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.header("x-backend"), now_pinned);
+        assert_eq!(reply.header("set-cookie"), "");
+    }
+    // Its dyno gone, the client moves to another and is told so.
+    r.table.set_backends(
+        "id-demo",
+        "demo",
+        ["b1", "b2", "b3", "b4"]
+            .iter()
+            .zip(&addrs)
+            .filter(|(n, _)| **n != now_pinned)
+            .map(|(n, a)| Backend {
+                dyno: format!("web.{}", &n[1..]),
+                addr: *a,
+            })
+            .collect(),
+    );
+    let reply = send(
+        r.http,
+        get("demo.apps.test", "/")
+            .header("cookie", &updated)
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_ne!(reply.header("x-backend"), now_pinned);
+    assert!(reply
+        .header("set-cookie")
+        .starts_with("heroku-session-affinity="));
+}
+
+#[tokio::test]
+async fn table_updates_never_drop_requests_in_flight() {
+    let r = router().await;
+    let (a, _) = backend("a", None).await;
+    let (b, _) = backend("b", None).await;
+    r.app("demo", &[a]);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let addr = r.http;
+        tasks.push(tokio::spawn(async move {
+            send(
+                addr,
+                get("demo.apps.test", "/?sleep=500").body(empty()).unwrap(),
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Dyno a leaves the table while its requests are in flight; b takes new ones.
+    r.table.set_backends(
+        "id-demo",
+        "demo",
+        vec![Backend {
+            dyno: "web.2".into(),
+            addr: b,
+        }],
+    );
+    for t in tasks {
+        let reply = t.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("x-backend"), "a");
+    }
+    assert_eq!(
+        get_ok(&r, "demo.apps.test", "/").await.header("x-backend"),
+        "b"
+    );
+}
+
+// ---- malformed requests ----------------------------------------------------------------------
+
+async fn raw_status(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_400() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    let long_path = format!(
+        "GET /{} HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n",
+        "a".repeat(8200)
+    );
+    assert_eq!(
+        raw_status(r.http, long_path.as_bytes()).await,
+        "HTTP/1.1 400 Bad Request"
+    );
+    let long_header = format!(
+        "GET / HTTP/1.1\r\nhost: demo.apps.test\r\nx-big: {}\r\n\r\n",
+        "v".repeat(8200)
+    );
+    assert_eq!(
+        raw_status(r.http, long_header.as_bytes()).await,
+        "HTTP/1.1 400 Bad Request"
+    );
+    assert_eq!(
+        raw_status(r.http, b"NOT A REQUEST\r\n\r\n").await,
+        "HTTP/1.1 400 Bad Request"
+    );
+    // Just under the limits is fine.
+    let fine = format!(
+        "GET /{} HTTP/1.1\r\nhost: demo.apps.test\r\nx-big: {}\r\n\r\n",
+        "a".repeat(8000),
+        "v".repeat(8000)
+    );
+    assert_eq!(raw_status(r.http, fine.as_bytes()).await, "HTTP/1.1 200 OK");
+}
+
+// ---- WebSockets -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn websockets_are_proxied_then_closed_after_the_idle_window() {
+    let r = router().await;
+    // Accepts the upgrade, then echoes whatever comes.
+    let b = raw_backend(|mut s| async move {
+        let head = read_head(&mut s).await;
+        assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+        let _ = s
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: x\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    r.app("demo", &[b]);
+    r.configure(
+        "demo",
+        AppSettings {
+            timeouts: timeouts(30_000, 600),
+            ..Default::default()
+        },
+    );
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: demo.apps.test\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in ["hello", "again"] {
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf, msg.as_bytes());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Silence past the idle window ends the session.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed by the router")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let line = r.line("demo", &["status=101"]).await;
+    assert!(
+        line.contains("path=\"/ws\"") && line.contains("code=H"),
+        "{line}"
+    );
+}
+
+// ---- TLS, SNI and HTTP/2 ----------------------------------------------------------------------
+
+async fn tls_get(
+    r: &Router,
+    root: &CertificateDer<'static>,
+    sni: &str,
+    path: &str,
+) -> Result<Reply, String> {
+    let tcp = TcpStream::connect(r.https).await.unwrap();
+    let tls = tls_client(root, &[b"http/1.1"])
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    send_on(tls, get(sni, path).body(empty()).unwrap())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn https_serves_each_apps_certificate_by_sni() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("one", &[b]);
+    r.app("two", &[b]);
+    let (pem1, key1, der1) = self_signed(&["www.one.example"]);
+    let (pem2, key2, der2) = self_signed(&["*.two.example"]);
+    r.configure(
+        "one",
+        AppSettings {
+            domains: vec!["www.one.example".into()],
+            certs: vec![CertPair {
+                chain_pem: pem1,
+                key_pem: key1,
+            }],
+            ..Default::default()
+        },
+    );
+    r.configure(
+        "two",
+        AppSettings {
+            domains: vec!["*.two.example".into()],
+            certs: vec![CertPair {
+                chain_pem: pem2,
+                key_pem: key2,
+            }],
+            ..Default::default()
+        },
+    );
+    // Each name gets its own certificate: trusting only that one is enough.
+    let reply = tls_get(&r, &der1, "www.one.example", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.seen("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        reply.seen("x-forwarded-port"),
+        Some(r.https.port().to_string())
+    );
+    let reply = tls_get(&r, &der2, "api.two.example", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    // And not the other's.
+    assert!(tls_get(&r, &der1, "api.two.example", "/")
+        .await
+        .is_err());
+    assert!(tls_get(&r, &der2, "www.one.example", "/").await.is_err());
+    // Other names get the default certificate.
+    let reply = tls_get(&r, &r.default_cert, "one.apps.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let line = r.line("one", &["protocol=https"]).await;
+    assert!(line.starts_with("at=info"), "{line}");
+    // A removed certificate is no longer served.
+    r.configure(
+        "one",
+        AppSettings {
+            domains: vec!["www.one.example".into()],
+            ..Default::default()
+        },
+    );
+    assert!(tls_get(&r, &der1, "www.one.example", "/").await.is_err());
+}
+
+#[tokio::test]
+async fn https_redirect() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    r.configure(
+        "demo",
+        AppSettings {
+            https_redirect: true,
+            ..Default::default()
+        },
+    );
+    let reply = get_ok(&r, "demo.apps.test", "/a?b=c").await;
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(reply.header("location"), "https://demo.apps.test/a?b=c");
+    let reply = send(
+        r.http,
+        Request::post("/form")
+            .header("host", "demo.apps.test")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    let reply = tls_get(&r, &r.default_cert, "demo.apps.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn http2_from_clients_reaches_http1_dynos() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    let tcp = TcpStream::connect(r.https).await.unwrap();
+    let tls = tls_client(&r.default_cert, &[b"h2"])
+        .connect(ServerName::try_from("demo.apps.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Several streams on the one connection.
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let req = Request::get(format!("https://demo.apps.test/h2/{i}"))
+            .body(empty())
+            .unwrap();
+        tasks.push(sender.send_request(req));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let resp = t.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(body.starts_with(&format!("GET /h2/{i} HTTP/1.1")), "{body}");
+        assert!(body.contains("via: 2.0 slipway"), "{body}");
+        assert!(body.contains("host: demo.apps.test"), "{body}");
+        assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn http2_to_dyno_when_the_app_asks() {
+    let r = router().await;
+    // An HTTP/2-only (prior knowledge) dyno, as a gRPC server would be.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let v = format!("{:?} {}", req.version(), req.uri().path());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    r.app("grpc", &[addr]);
+    r.configure(
+        "grpc",
+        AppSettings {
+            http2_to_dyno: true,
+            ..Default::default()
+        },
+    );
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let addr = r.http;
+        tasks.push(tokio::spawn(async move {
+            send(
+                addr,
+                get("grpc.apps.test", &format!("/svc/{i}"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let reply = t.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("HTTP/2.0 /svc/{i}"));
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+    let line = r.line("grpc", &["path=\"/svc/0\""]).await;
+    assert!(
+        line.starts_with("at=info") && line.contains("status=200"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn backends_listed_are_the_up_dynos() {
+    let r = router().await;
+    let (a, _) = backend("a", None).await;
+    r.app("demo", &[a]);
+    let got = r.table.backends("demo").unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].addr, a);
+}
