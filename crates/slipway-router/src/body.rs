@@ -12,9 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use tokio::time::{Instant, Sleep};
 
+use crate::h1::{BodyReader, Conn};
 use crate::logline::{Code, LogFields};
 use crate::pool::Dyno;
 use crate::Shared;
@@ -130,7 +130,7 @@ pub(crate) struct Finish {
     pub line: LogFields,
     pub dyno: Arc<Dyno>,
     /// The keep-alive connection, back to the pool on a clean end.
-    pub sender: Option<http1::SendRequest<ReqBody>>,
+    pub conn: Option<Conn>,
     pub client_idle: Arc<AtomicBool>,
 }
 
@@ -147,8 +147,8 @@ impl Finish {
         });
         match outcome {
             None => {
-                if let Some(s) = self.sender.take() {
-                    self.dyno.put_back(s);
+                if let Some(c) = self.conn.take() {
+                    self.dyno.put_back(c);
                 }
                 self.shared.log(&self.app_id, &self.line.info());
             }
@@ -165,8 +165,16 @@ pub enum RespBody {
     Proxied(Box<Proxied>),
 }
 
+/// Where a proxied body comes from.
+enum Source {
+    /// Hyper's client (HTTP/2 to the dyno).
+    Hyper(Incoming),
+    /// Straight from the dyno's HTTP/1.1 connection.
+    H1(BodyReader),
+}
+
 pub struct Proxied {
-    inner: Incoming,
+    inner: Source,
     bytes: u64,
     idle: Idle,
     finish: Option<Finish>,
@@ -182,13 +190,21 @@ impl RespBody {
     }
 
     pub(crate) fn proxied(inner: Incoming, idle: Duration, finish: Finish) -> Self {
+        Self::from_source(Source::Hyper(inner), idle, finish)
+    }
+
+    pub(crate) fn proxied_h1(inner: BodyReader, idle: Duration, finish: Finish) -> Self {
+        Self::from_source(Source::H1(inner), idle, finish)
+    }
+
+    fn from_source(inner: Source, idle: Duration, finish: Finish) -> Self {
         let mut p = Box::new(Proxied {
             inner,
             bytes: 0,
             idle: Idle::new(idle),
             finish: Some(finish),
         });
-        if p.inner.is_end_stream() {
+        if p.source_done() {
             // No body (204, 304, HEAD): hyper will not poll it.
             p.end(None);
         }
@@ -197,9 +213,41 @@ impl RespBody {
 }
 
 impl Proxied {
+    fn source_done(&self) -> bool {
+        match &self.inner {
+            Source::Hyper(b) => b.is_end_stream(),
+            Source::H1(r) => r.is_done(),
+        }
+    }
+
     fn end(&mut self, outcome: Option<Code>) {
-        if let Some(f) = self.finish.take() {
+        if let Some(mut f) = self.finish.take() {
+            if outcome.is_none() {
+                if let Source::H1(r) = &mut self.inner {
+                    f.conn = r.reusable();
+                }
+            }
             f.done(self.bytes, outcome);
+        }
+    }
+
+    fn poll_source(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            Source::Hyper(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Source::H1(r) => match r.poll_data(cx) {
+                Poll::Ready(Some(Ok(d))) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }
@@ -221,13 +269,13 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespBody::Proxied(p) => match Pin::new(&mut p.inner).poll_frame(cx) {
+            RespBody::Proxied(p) => match p.poll_source(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(d) = frame.data_ref() {
                         p.bytes += d.len() as u64;
                     }
                     p.idle.moved = true;
-                    if p.inner.is_end_stream() {
+                    if p.source_done() {
                         p.end(None);
                     }
                     Poll::Ready(Some(Ok(frame)))
@@ -238,7 +286,7 @@ impl Body for RespBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     p.end(Some(Code::H18Backend));
-                    Poll::Ready(Some(Err(e.into())))
+                    Poll::Ready(Some(Err(e)))
                 }
                 Poll::Pending => {
                     if p.idle.expired(cx) {
@@ -255,14 +303,20 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RespBody::Full(b) => b.is_none(),
-            RespBody::Proxied(p) => p.finish.is_none() || p.inner.is_end_stream(),
+            RespBody::Proxied(p) => p.finish.is_none() || p.source_done(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            RespBody::Proxied(p) => p.inner.size_hint(),
+            RespBody::Proxied(p) => match &p.inner {
+                Source::Hyper(b) => b.size_hint(),
+                Source::H1(r) => match r.remaining() {
+                    Some(n) => SizeHint::with_exact(n),
+                    None => SizeHint::default(),
+                },
+            },
         }
     }
 }

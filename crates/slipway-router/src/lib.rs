@@ -11,6 +11,7 @@
 //! [`logline::Code`].
 
 mod body;
+mod h1;
 mod logline;
 mod page;
 mod pool;
@@ -67,11 +68,11 @@ impl Shared {
 }
 
 /// The connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
-    /// The port the client connected to.
-    pub port: u16,
+    /// The port the client connected to, as `X-Forwarded-Port` gives it.
+    pub port_str: Arc<str>,
     pub https: bool,
 }
 
@@ -123,9 +124,10 @@ async fn serve_h1<I>(io: I, shared: Arc<Shared>, info: ConnInfo)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let info = Arc::new(info);
     let svc = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(shared, req, info).await) }
+        let (shared, info) = (shared.clone(), info.clone());
+        async move { Ok::<_, Infallible>(proxy::handle(shared, req, &info).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(64 * 1024)
@@ -146,12 +148,17 @@ pub async fn serve(
     config: RouterConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let port: Arc<str> = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(0)
+        .to_string()
+        .into();
     let shared = shared(table, logs, config);
     accept_loop(listener, shutdown, |stream, peer| {
         let info = ConnInfo {
             peer,
-            port,
+            port_str: port.clone(),
             https: false,
         };
         tokio::spawn(serve_h1(stream, shared.clone(), info));
@@ -168,7 +175,12 @@ pub async fn serve_tls(
     config: RouterConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), rustls::Error> {
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let port: Arc<str> = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(0)
+        .to_string()
+        .into();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(tls::Resolver {
         table: table.clone(),
         base_domain: config.base_domain.clone(),
@@ -177,6 +189,7 @@ pub async fn serve_tls(
     accept_loop(listener, shutdown, |stream, peer| {
         let shared = shared.clone();
         let acceptor = acceptor.clone();
+        let port = port.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -190,13 +203,14 @@ pub async fn serve_tls(
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let info = ConnInfo {
                 peer,
-                port,
+                port_str: port,
                 https: true,
             };
             if h2 {
+                let info = Arc::new(info);
                 let svc = service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(proxy::handle(shared, req, info).await) }
+                    let (shared, info) = (shared.clone(), info.clone());
+                    async move { Ok::<_, Infallible>(proxy::handle(shared, req, &info).await) }
                 });
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())

@@ -16,6 +16,8 @@ pub enum Code {
     H13,
     /// No web dynos running.
     H14,
+    /// The dyno's answer was not HTTP.
+    H17,
     /// The dyno sent nothing for the idle window after its first byte.
     H15,
     /// The dyno closed the connection in the middle of its response.
@@ -45,6 +47,7 @@ impl Code {
             Code::H12 => "H12",
             Code::H13 => "H13",
             Code::H14 => "H14",
+            Code::H17 => "H17",
             Code::H15 => "H15",
             Code::H18Backend | Code::H18Client => "H18",
             Code::H19 => "H19",
@@ -63,6 +66,7 @@ impl Code {
             Code::H12 => "Request timeout",
             Code::H13 => "Connection closed without response",
             Code::H14 => "No web processes running",
+            Code::H17 => "Poorly formatted HTTP response",
             Code::H15 => "Idle connection",
             Code::H18Backend | Code::H18Client => "Server Request Interrupted",
             Code::H19 => "Backend connection timeout",

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::ReqBody;
+use crate::h1::Conn;
 
 /// Time a dyno has to accept a connection (Heroku's 5 s; H19 after).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,7 +50,7 @@ pub(crate) struct Dyno {
     /// Requests sent and not finished.
     pub outstanding: AtomicUsize,
     quarantined_until: AtomicU64,
-    idle: Mutex<Vec<http1::SendRequest<ReqBody>>>,
+    idle: Mutex<Vec<Conn>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<ReqBody>>>,
 }
 
@@ -88,36 +89,20 @@ impl Dyno {
         }
     }
 
-    /// An idle pooled connection that is ready, if any.
-    pub fn idle(&self) -> Option<http1::SendRequest<ReqBody>> {
+    /// An idle pooled connection the dyno has not closed, if any.
+    pub fn idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Newest first; closed ones go, ones still finishing their last response stay.
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            if idle[i].is_ready() {
-                return Some(idle.swap_remove(i));
-            }
-            if idle[i].is_closed() {
-                idle.swap_remove(i);
+        while let Some(c) = idle.pop() {
+            if c.alive() {
+                return Some(c);
             }
         }
         None
     }
 
-    /// A new HTTP/1.1 connection.
-    pub async fn connect_h1(&self) -> Result<http1::SendRequest<ReqBody>, ConnectError> {
-        let stream = self.connect().await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Other(io::Error::other(e)))?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%error, "Dyno connection ended.");
-            }
-        });
-        Ok(sender)
+    /// A new connection.
+    pub async fn connect_h1(&self) -> Result<Conn, ConnectError> {
+        Ok(Conn::new(self.connect().await?))
     }
 
     /// A new HTTP/1.1 connection that can be upgraded (WebSockets); never pooled.
@@ -136,13 +121,11 @@ impl Dyno {
     }
 
     /// Gives a connection back once its response is complete.
-    pub fn put_back(&self, sender: http1::SendRequest<ReqBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    pub fn put_back(&self, mut conn: Conn) {
+        conn.idle_since = Some(std::time::Instant::now());
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 

@@ -2,13 +2,14 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, SET_COOKIE, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use rand::Rng;
@@ -17,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::body::{Finish, ReqBody, RespBody};
+use crate::h1::{self, SendError};
 use crate::logline::{Code, LogFields};
 use crate::pool::{ConnectError, Dyno};
 use crate::settings::{AppSettings, Balance};
@@ -262,15 +264,23 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-enum Sender {
-    H1(http1::SendRequest<ReqBody>),
+/// How a request goes to the dyno.
+enum Via {
+    H1(h1::Conn),
+    Upgrade(http1::SendRequest<ReqBody>),
     H2(http2::SendRequest<ReqBody>),
+}
+
+/// Where the response came from.
+enum From {
+    Hyper(Response<Incoming>, Instant),
+    H1(h1::BodyReader),
 }
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
-    info: ConnInfo,
+    info: &ConnInfo,
 ) -> Response<RespBody> {
     let received = Instant::now();
     if too_long(&req) {
@@ -304,9 +314,9 @@ pub(crate) async fn handle(
         line: Some(LogFields {
             method: req.method().clone(),
             path,
-            host: host.clone(),
-            request_id: request_id.clone(),
-            fwd: fwd.clone(),
+            host,
+            request_id,
+            fwd,
             protocol: if info.https { "https" } else { "http" },
             ..LogFields::default()
         }),
@@ -317,7 +327,6 @@ pub(crate) async fn handle(
         return flight.fail(Code::H80, &settings);
     }
     if settings.https_redirect && !info.https {
-        flight.line = None;
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let status = if matches!(*req.method(), Method::GET | Method::HEAD) {
             StatusCode::MOVED_PERMANENTLY
@@ -325,9 +334,11 @@ pub(crate) async fn handle(
             StatusCode::PERMANENT_REDIRECT
         };
         let mut r = page::html(status, "");
+        let host = &flight.line().host;
         if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
             r.headers_mut().insert(LOCATION, v);
         }
+        flight.line = None;
         return r;
     }
     let (response_timeout, idle) = settings.timeouts.for_path(flight.line().path.as_str());
@@ -338,47 +349,71 @@ pub(crate) async fn handle(
     let to_h2 = settings.http2_to_dyno && !upgrade;
     let (mut parts, body) = req.into_parts();
     let client_h2 = parts.version == Version::HTTP_2;
-    let headers = &mut parts.headers;
-    if !upgrade {
-        strip_hop_by_hop(headers);
-    } else {
-        for n in ["keep-alive", "proxy-connection"] {
-            headers.remove(n);
-        }
-    }
-    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(HeaderName::from_static(name), v);
+    let start = start_ms.to_string();
+    let via: std::borrow::Cow<'static, str> = {
+        let mine = if client_h2 {
+            "2.0 slipway"
+        } else {
+            "1.1 slipway"
+        };
+        match parts
+            .headers
+            .get(http::header::VIA)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => format!("{prev}, {mine}").into(),
+            None => mine.into(),
         }
     };
-    set(headers, "x-request-id", &request_id);
-    set(headers, "x-forwarded-for", &fwd);
-    set(
-        headers,
-        "x-forwarded-proto",
-        if info.https { "https" } else { "http" },
-    );
-    set(headers, "x-forwarded-port", &info.port.to_string());
-    set(headers, "x-request-start", &start_ms.to_string());
-    let via = if client_h2 {
-        "2.0 slipway"
-    } else {
-        "1.1 slipway"
+    let fast = !to_h2 && !upgrade;
+    let is_head = parts.method == Method::HEAD;
+    let has_body = !body.is_end_stream();
+    // A body of unknown length goes chunked.
+    let chunked = has_body && !to_h2 && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let head = {
+        let line = flight.line.as_ref();
+        let extra = h1::Extra {
+            request_id: line.map_or("", |l| l.request_id.as_str()),
+            fwd: line.map_or("", |l| l.fwd.as_str()),
+            proto: if info.https { "https" } else { "http" },
+            port: &info.port_str,
+            start: &start,
+            via: &via,
+            host: line.map_or("", |l| l.host.as_str()),
+            chunked,
+        };
+        if fast {
+            // The hot path writes the dyno's request head straight from the client's headers.
+            Some(h1::encode_head(
+                &parts.method,
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                &parts.headers,
+                &extra,
+            ))
+        } else {
+            let headers = &mut parts.headers;
+            if !upgrade {
+                strip_hop_by_hop(headers);
+            } else {
+                for n in ["keep-alive", "proxy-connection"] {
+                    headers.remove(n);
+                }
+            }
+            extra.apply(headers);
+            None
+        }
     };
-    match headers.get("via").and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            let v = format!("{prev}, {via}");
-            set(headers, "via", &v);
-        }
-        None => {
-            headers.insert(http::header::VIA, HeaderValue::from_static(via));
-        }
-    }
     let pq = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let host = if fast {
+        String::new()
+    } else {
+        flight.line().host.clone()
+    };
+    let headers = &mut parts.headers;
     if to_h2 {
         headers.remove(HOST);
         headers.remove(http::header::TRANSFER_ENCODING);
@@ -391,7 +426,7 @@ pub(crate) async fn handle(
             Ok(u) => u,
             Err(_) => return page::bad_request(),
         };
-    } else {
+    } else if !fast {
         if !headers.contains_key(HOST) {
             if let Ok(v) = HeaderValue::from_str(&host) {
                 headers.insert(HOST, v);
@@ -429,7 +464,7 @@ pub(crate) async fn handle(
                     // Wait for a dyno to come up, or for the formation to change.
                     let changed = shared.table.changed.notified();
                     let current = if name.is_empty() {
-                        shared.table.app_for_domain(&host)
+                        shared.table.app_for_domain(&flight.line().host)
                     } else {
                         shared.table.app(&name)
                     };
@@ -448,7 +483,7 @@ pub(crate) async fn handle(
                         return flight.fail(Code::H20, &settings);
                     }
                     let current = if name.is_empty() {
-                        shared.table.app_for_domain(&host)
+                        shared.table.app_for_domain(&flight.line().host)
                     } else {
                         shared.table.app(&name)
                     };
@@ -468,18 +503,18 @@ pub(crate) async fn handle(
         let dyno = route.dynos[i].clone();
         flight.line().dyno = dyno.name.clone();
 
-        let sender = if to_h2 {
-            dyno.h2().await.map(Sender::H2)
+        let via = if to_h2 {
+            dyno.h2().await.map(Via::H2)
         } else if upgrade {
-            dyno.connect_upgradable().await.map(Sender::H1)
+            dyno.connect_upgradable().await.map(Via::Upgrade)
         } else {
             match (!fresh_connection).then(|| dyno.idle()).flatten() {
-                Some(s) => Ok(Sender::H1(s)),
-                None => dyno.connect_h1().await.map(Sender::H1),
+                Some(c) => Ok(Via::H1(c)),
+                None => dyno.connect_h1().await.map(Via::H1),
             }
         };
-        let mut sender = match sender {
-            Ok(s) => s,
+        let via = match via {
+            Ok(v) => v,
             Err(ConnectError::Refused) => {
                 dyno.quarantine();
                 tried.push(i);
@@ -498,56 +533,112 @@ pub(crate) async fn handle(
             }
         };
         flight.count(&dyno);
-        let sent = Instant::now();
-        flight.line().connect = Some(sent.duration_since(received));
-        let Some(request) = req.take() else {
+        flight.line().connect = Some(received.elapsed());
+        let Some(mut request) = req.take() else {
             return flight.fail(Code::H99, &settings);
         };
-        let result = match &mut sender {
-            Sender::H1(s) => {
-                tokio::time::timeout(response_timeout, s.try_send_request(request)).await
-            }
-            Sender::H2(s) => {
-                tokio::time::timeout(response_timeout, s.try_send_request(request)).await
+        let client_failed = |client_idle: &AtomicBool| {
+            if client_idle.load(Ordering::Relaxed) {
+                Code::H28
+            } else {
+                Code::H27
             }
         };
-        let mut resp = match result {
-            Err(_) => {
-                flight.line().service = Some(response_timeout);
-                return flight.fail(Code::H12, &settings);
-            }
-            Ok(Err(mut e)) => match e.take_message() {
-                Some(back) if !fresh_connection || tried.len() + 1 < route.dynos.len() => {
-                    // Nothing was sent (a kept-alive connection the dyno had closed): again, on a
-                    // new connection.
-                    req = Some(back);
-                    if fresh_connection {
-                        tried.push(i);
+        let (status, mut out_headers, from) = match via {
+            Via::H1(mut conn) => {
+                let head = head.as_deref().unwrap_or_default();
+                let body = has_body.then(|| (request.body_mut(), chunked));
+                match h1::write_request(&mut conn, head, body).await {
+                    Ok(()) => {}
+                    Err(SendError::NotSent) => {
+                        // A kept-alive connection the dyno had closed took nothing: again, on a
+                        // new connection.
+                        req = Some(request);
+                        if fresh_connection {
+                            tried.push(i);
+                        }
+                        fresh_connection = true;
+                        flight.uncount();
+                        continue;
                     }
-                    fresh_connection = true;
-                    flight.uncount();
-                    continue;
+                    Err(SendError::Body) => {
+                        let code = client_failed(&client_idle);
+                        return flight.fail(code, &settings);
+                    }
+                    Err(_) => return flight.fail(Code::H13, &settings),
                 }
-                _ => {
-                    flight.line().service = Some(sent.elapsed());
-                    let code = if client_idle.load(Ordering::Relaxed) {
-                        Code::H28
-                    } else {
-                        Code::H13
-                    };
-                    return flight.fail(code, &settings);
+                let sent = Instant::now();
+                match tokio::time::timeout(response_timeout, h1::read_head(&mut conn, is_head))
+                    .await
+                {
+                    Err(_) => {
+                        flight.line().service = Some(response_timeout);
+                        return flight.fail(Code::H12, &settings);
+                    }
+                    Ok(Err(SendError::Stale)) if !has_body && !fresh_connection => {
+                        req = Some(request);
+                        fresh_connection = true;
+                        flight.uncount();
+                        continue;
+                    }
+                    Ok(Err(SendError::Invalid)) => {
+                        flight.line().service = Some(sent.elapsed());
+                        return flight.fail(Code::H17, &settings);
+                    }
+                    Ok(Err(_)) => {
+                        flight.line().service = Some(sent.elapsed());
+                        return flight.fail(Code::H13, &settings);
+                    }
+                    Ok(Ok(mut resp)) => {
+                        flight.line().service = Some(sent.elapsed());
+                        let headers = std::mem::take(&mut resp.headers);
+                        (resp.status, headers, From::H1(resp.into_body(conn)))
+                    }
                 }
-            },
-            Ok(Ok(resp)) => resp,
+            }
+            via => {
+                let sent = Instant::now();
+                let result = match via {
+                    Via::H2(mut s) => {
+                        tokio::time::timeout(response_timeout, s.try_send_request(request)).await
+                    }
+                    Via::Upgrade(mut s) => {
+                        tokio::time::timeout(response_timeout, s.try_send_request(request)).await
+                    }
+                    Via::H1(_) => unreachable!("handled above"),
+                };
+                match result {
+                    Err(_) => {
+                        flight.line().service = Some(response_timeout);
+                        return flight.fail(Code::H12, &settings);
+                    }
+                    Ok(Err(mut e)) => match e.take_message() {
+                        Some(back) if !fresh_connection => {
+                            req = Some(back);
+                            fresh_connection = true;
+                            flight.uncount();
+                            continue;
+                        }
+                        _ => {
+                            flight.line().service = Some(sent.elapsed());
+                            let code = if client_idle.load(Ordering::Relaxed) {
+                                Code::H28
+                            } else {
+                                Code::H13
+                            };
+                            return flight.fail(code, &settings);
+                        }
+                    },
+                    Ok(Ok(mut resp)) => {
+                        flight.line().service = Some(sent.elapsed());
+                        let headers = std::mem::take(resp.headers_mut());
+                        (resp.status(), headers, From::Hyper(resp, sent))
+                    }
+                }
+            }
         };
-        let status = resp.status();
+        flight.line().status = status.as_u16();
         let generation = route.generation;
-        {
-            let line = flight.line();
-            line.service = Some(sent.elapsed());
-            line.status = status.as_u16();
-        }
-        let mut out_headers = std::mem::take(resp.headers_mut());
         if let Some((key, gen)) = cookie {
             if gen != Some(generation) {
                 let c = format!(
@@ -558,46 +649,52 @@ pub(crate) async fn handle(
                 }
             }
         }
-        if status == StatusCode::SWITCHING_PROTOCOLS && upgrade {
-            let dyno_upgrade = hyper::upgrade::on(&mut resp);
-            let line = flight.disarm();
-            let mut r = Response::new(RespBody::empty());
-            *r.status_mut() = status;
-            *r.headers_mut() = out_headers;
-            if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(tunnel(
-                    shared.clone(),
-                    route.app_id.clone(),
-                    line,
-                    dyno.clone(),
-                    client_upgrade,
-                    dyno_upgrade,
-                    idle,
-                    sent,
-                ));
-            }
-            return r;
-        }
-        strip_hop_by_hop(&mut out_headers);
-        if client_h2 {
-            out_headers.remove(http::header::TRANSFER_ENCODING);
-        }
-        let (mut parts, body) = resp.into_parts();
-        parts.headers = out_headers;
-        parts.version = Version::HTTP_11;
-        let line = flight.disarm();
-        let finish = Finish {
+        let mut finish = |conn| Finish {
             shared: shared.clone(),
             app_id: route.app_id.clone(),
-            line,
+            line: flight.disarm(),
             dyno: dyno.clone(),
-            sender: match sender {
-                Sender::H1(s) if !upgrade => Some(s),
-                _ => None,
-            },
-            client_idle,
+            conn,
+            client_idle: client_idle.clone(),
         };
-        return Response::from_parts(parts, RespBody::proxied(body, idle, finish));
+        return match from {
+            From::Hyper(mut resp, sent) if status == StatusCode::SWITCHING_PROTOCOLS && upgrade => {
+                let dyno_upgrade = hyper::upgrade::on(&mut resp);
+                let line = flight.disarm();
+                let mut r = Response::new(RespBody::empty());
+                *r.status_mut() = status;
+                *r.headers_mut() = out_headers;
+                if let Some(client_upgrade) = client_upgrade {
+                    tokio::spawn(tunnel(
+                        shared.clone(),
+                        route.app_id.clone(),
+                        line,
+                        dyno.clone(),
+                        client_upgrade,
+                        dyno_upgrade,
+                        idle,
+                        sent,
+                    ));
+                }
+                r
+            }
+            From::Hyper(resp, _) => {
+                strip_hop_by_hop(&mut out_headers);
+                out_headers.remove(http::header::TRANSFER_ENCODING);
+                let mut r = Response::new(RespBody::proxied(resp.into_body(), idle, finish(None)));
+                *r.status_mut() = status;
+                *r.headers_mut() = out_headers;
+                r
+            }
+            From::H1(reader) => {
+                strip_hop_by_hop(&mut out_headers);
+                out_headers.remove(http::header::TRANSFER_ENCODING);
+                let mut r = Response::new(RespBody::proxied_h1(reader, idle, finish(None)));
+                *r.status_mut() = status;
+                *r.headers_mut() = out_headers;
+                r
+            }
+        };
     }
 }
 

@@ -169,7 +169,9 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// Builds the HTTPS server configuration: certificates by SNI, ALPN `h2` and `http/1.1`.
-pub(crate) fn server_config(resolver: Resolver) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+pub(crate) fn server_config(
+    resolver: Resolver,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -1138,23 +1138,17 @@ async fn https_serves_each_apps_certificate_by_sni() {
         },
     );
     // Each name gets its own certificate: trusting only that one is enough.
-    let reply = tls_get(&r, &der1, "www.one.example", "/")
-        .await
-        .unwrap();
+    let reply = tls_get(&r, &der1, "www.one.example", "/").await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.seen("x-forwarded-proto").as_deref(), Some("https"));
     assert_eq!(
         reply.seen("x-forwarded-port"),
         Some(r.https.port().to_string())
     );
-    let reply = tls_get(&r, &der2, "api.two.example", "/")
-        .await
-        .unwrap();
+    let reply = tls_get(&r, &der2, "api.two.example", "/").await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     // And not the other's.
-    assert!(tls_get(&r, &der1, "api.two.example", "/")
-        .await
-        .is_err());
+    assert!(tls_get(&r, &der1, "api.two.example", "/").await.is_err());
     assert!(tls_get(&r, &der2, "www.one.example", "/").await.is_err());
     // Other names get the default certificate.
     let reply = tls_get(&r, &r.default_cert, "one.apps.test", "/")

@@ -1,0 +1,612 @@
+//! The router's HTTP/1.1 client to dynos, on the hot path.
+//!
+//! A request is written and its response read by the task serving the client, and the response
+//! body is decoded straight from the dyno's socket as the client side asks for it: no connection
+//! task and no channels between the two sides (hyper's client has both; they cost about a third
+//! of the router's CPU per request). Parsing is `httparse`'s. Upgrades and HTTP/2 to dynos use
+//! hyper's client.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::body::ReqBody;
+
+/// Longest response head accepted from a dyno.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connection to a dyno and what was read from it but not used yet.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    /// Served a request before (so the dyno may have closed it meanwhile).
+    pub reused: bool,
+    /// When it went back to the pool.
+    pub idle_since: Option<std::time::Instant>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("reused", &self.reused)
+            .finish()
+    }
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the dyno closes the connection.
+    Close,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The connection failed before any byte of the request was accepted: safe to send again.
+    NotSent,
+    /// The dyno closed the connection without answering (H13).
+    Closed,
+    /// A kept-alive connection was closed before a byte of the answer came: the dyno closed it
+    /// as the request went out, so it never saw the request.
+    Stale,
+    /// The client's body failed (it went idle: H28, or away).
+    Body,
+    /// The dyno's answer is not HTTP.
+    Invalid,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Self {
+        Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            reused: false,
+            idle_since: None,
+        }
+    }
+
+    /// False if the dyno closed this idle connection (or sent something nobody asked for).
+    /// One that was in use a moment ago is taken as alive without asking the kernel.
+    pub fn alive(&self) -> bool {
+        if self
+            .idle_since
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(20))
+        {
+            return true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut b = [0u8; 1];
+                matches!(self.stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// The next `n` buffered bytes: small pieces are copied, so the buffer is not shared and
+    /// is reused for the next read; large ones are handed over without a copy.
+    fn take(&mut self, n: usize) -> Bytes {
+        if n <= 4096 {
+            let b = Bytes::copy_from_slice(&self.buf[..n]);
+            self.buf.advance(n);
+            b
+        } else {
+            self.buf.split_to(n).freeze()
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+}
+
+/// The headers the router adds to a request (replacing any the client sent).
+pub(crate) struct Extra<'a> {
+    pub request_id: &'a str,
+    pub fwd: &'a str,
+    pub proto: &'static str,
+    pub port: &'a str,
+    pub start: &'a str,
+    pub via: &'a str,
+    /// Written only when the client sent no `Host` (HTTP/2 clients send `:authority`).
+    pub host: &'a str,
+    /// The body goes chunked.
+    pub chunked: bool,
+}
+
+/// Headers never forwarded as the client sent them.
+fn replaced(name: &HeaderName) -> bool {
+    use http::header::*;
+    name == CONNECTION
+        || name == TE
+        || name == TRAILER
+        || name == UPGRADE
+        || name == TRANSFER_ENCODING
+        || name == VIA
+        || matches!(
+            name.as_str(),
+            "keep-alive"
+                | "proxy-connection"
+                | "x-request-id"
+                | "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-port"
+                | "x-request-start"
+        )
+}
+
+impl Extra<'_> {
+    /// Sets the headers on a request that goes through hyper's client.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        set("x-request-id", self.request_id);
+        set("x-forwarded-for", self.fwd);
+        set("x-forwarded-proto", self.proto);
+        set("x-forwarded-port", self.port);
+        set("x-request-start", self.start);
+        set("via", self.via);
+    }
+}
+
+/// Writes a request head: request line, the client's headers less hop-by-hop ones (and those
+/// its `Connection` header names) and those the router replaces, then the router's.
+pub(crate) fn encode_head(
+    method: &http::Method,
+    path: &str,
+    headers: &HeaderMap,
+    extra: &Extra<'_>,
+) -> Vec<u8> {
+    let named: Vec<&str> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut out = Vec::with_capacity(320 + headers.len() * 48);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    for (name, value) in headers {
+        if replaced(name) || named.iter().any(|n| name.as_str().eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        has_host |= name == http::header::HOST;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut put = |name: &str, value: &str| {
+        if !value.is_empty() && !value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    };
+    if !has_host {
+        put("host: ", extra.host);
+    }
+    if extra.chunked {
+        put("transfer-encoding: ", "chunked");
+    }
+    put("x-request-id: ", extra.request_id);
+    put("x-forwarded-for: ", extra.fwd);
+    put("x-forwarded-proto: ", extra.proto);
+    put("x-forwarded-port: ", extra.port);
+    put("x-request-start: ", extra.start);
+    put("via: ", extra.via);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Sends a request: the head, then the body (chunked if `chunked`).
+pub(crate) async fn write_request(
+    conn: &mut Conn,
+    head: &[u8],
+    body: Option<(&mut ReqBody, bool)>,
+) -> Result<(), SendError> {
+    if conn.stream.write_all(head).await.is_err() {
+        // A kept-alive connection the dyno had closed takes nothing.
+        return Err(if conn.reused {
+            SendError::NotSent
+        } else {
+            SendError::Closed
+        });
+    }
+    if let Some((body, chunked)) = body {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(SendError::Body);
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let w = if chunked {
+                let size = format!("{:x}\r\n", data.len());
+                let mut buf = Vec::with_capacity(size.len() + data.len() + 2);
+                buf.extend_from_slice(size.as_bytes());
+                buf.extend_from_slice(&data);
+                buf.extend_from_slice(b"\r\n");
+                conn.stream.write_all(&buf).await
+            } else {
+                conn.stream.write_all(&data).await
+            };
+            if w.is_err() {
+                return Err(SendError::Closed);
+            }
+        }
+        if chunked && conn.stream.write_all(b"0\r\n\r\n").await.is_err() {
+            return Err(SendError::Closed);
+        }
+    }
+    Ok(())
+}
+
+/// A response head from a dyno.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    framing: Framing,
+    /// The connection can serve another request once the body is read.
+    keep_alive: bool,
+}
+
+/// Reads the response head (skipping `100 Continue` and the like).
+pub(crate) async fn read_head(conn: &mut Conn, is_head: bool) -> Result<Response, SendError> {
+    let mut got_any = !conn.buf.is_empty();
+    loop {
+        if !conn.buf.is_empty() {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut slots);
+            match parsed.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = parsed
+                        .code
+                        .and_then(|c| StatusCode::from_u16(c).ok())
+                        .ok_or(SendError::Invalid)?;
+                    let http10 = parsed.version == Some(0);
+                    // One copy of the head; header values are slices of it.
+                    let raw = Bytes::copy_from_slice(&conn.buf[..len]);
+                    let base = conn.buf.as_ptr() as usize;
+                    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+                    let (mut length, mut chunked, mut close) = (None, false, http10);
+                    for h in parsed.headers.iter() {
+                        let name = HeaderName::from_bytes(h.name.as_bytes())
+                            .map_err(|_| SendError::Invalid)?;
+                        let at = h.value.as_ptr() as usize - base;
+                        let value =
+                            HeaderValue::from_maybe_shared(raw.slice(at..at + h.value.len()))
+                                .map_err(|_| SendError::Invalid)?;
+                        if name == http::header::CONTENT_LENGTH {
+                            let n = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                                .ok_or(SendError::Invalid)?;
+                            length = Some(n);
+                        } else if name == http::header::TRANSFER_ENCODING {
+                            chunked = h.value.to_ascii_lowercase().ends_with(b"chunked");
+                        } else if name == http::header::CONNECTION {
+                            let v = h.value.to_ascii_lowercase();
+                            if v.windows(5).any(|w| w == b"close") {
+                                close = true;
+                            }
+                            if http10 && v.windows(10).any(|w| w == b"keep-alive") {
+                                close = false;
+                            }
+                        }
+                        headers.append(name, value);
+                    }
+                    conn.buf.advance(len);
+                    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                        // 100 Continue and the like: the real answer follows.
+                        continue;
+                    }
+                    let framing = if is_head
+                        || status == StatusCode::NO_CONTENT
+                        || status == StatusCode::NOT_MODIFIED
+                    {
+                        Framing::Done
+                    } else if chunked {
+                        Framing::Chunked(Chunk::Size)
+                    } else if let Some(n) = length {
+                        if n == 0 {
+                            Framing::Done
+                        } else {
+                            Framing::Length(n)
+                        }
+                    } else {
+                        Framing::Close
+                    };
+                    return Ok(Response {
+                        status,
+                        headers,
+                        keep_alive: !close && framing != Framing::Close,
+                        framing,
+                    });
+                }
+                Ok(httparse::Status::Partial) => {
+                    if conn.buf.len() > MAX_HEAD {
+                        return Err(SendError::Invalid);
+                    }
+                }
+                Err(_) => return Err(SendError::Invalid),
+            }
+        }
+        match conn.fill().await {
+            Ok(0) | Err(_) if conn.reused && !got_any => return Err(SendError::Stale),
+            Ok(0) | Err(_) => return Err(SendError::Closed),
+            Ok(_) => got_any = true,
+        }
+    }
+}
+
+/// A response body read straight from the dyno's connection.
+pub(crate) struct BodyReader {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Response {
+    pub fn into_body(self, conn: Conn) -> BodyReader {
+        BodyReader {
+            conn: Some(conn),
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+        }
+    }
+}
+
+fn invalid() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "bad chunked encoding from the dyno",
+    )
+}
+
+impl BodyReader {
+    pub fn is_done(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// The connection, if the body has been read to its end and it can be used again.
+    pub fn reusable(&mut self) -> Option<Conn> {
+        if self.framing == Framing::Done && self.keep_alive {
+            let mut c = self.conn.take()?;
+            c.reused = true;
+            if c.buf.is_empty() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    pub fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body; `None` at its end; an error if the dyno closed early.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match self.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(n) => {
+                    if !conn.buf.is_empty() {
+                        let take = (conn.buf.len() as u64).min(n) as usize;
+                        let data = conn.take(take);
+                        let left = n - take as u64;
+                        self.framing = if left == 0 {
+                            Framing::Done
+                        } else {
+                            Framing::Length(left)
+                        };
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Framing::Close => {
+                    if !conn.buf.is_empty() {
+                        let data = conn.take(conn.buf.len());
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Framing::Chunked(state) => match state {
+                    Chunk::Size => {
+                        if let Some(end) = conn.buf.windows(2).position(|w| w == b"\r\n") {
+                            let line = &conn.buf[..end];
+                            let hex = line.split(|b| *b == b';').next().unwrap_or(b"");
+                            let size = std::str::from_utf8(hex)
+                                .ok()
+                                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
+                            let Some(size) = size else {
+                                return Poll::Ready(Some(Err(invalid())));
+                            };
+                            conn.buf.advance(end + 2);
+                            self.framing = Framing::Chunked(if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            });
+                            continue;
+                        }
+                        if conn.buf.len() > 4096 {
+                            return Poll::Ready(Some(Err(invalid())));
+                        }
+                    }
+                    Chunk::Data(n) => {
+                        if !conn.buf.is_empty() {
+                            let take = (conn.buf.len() as u64).min(n) as usize;
+                            let data = conn.take(take);
+                            let left = n - take as u64;
+                            self.framing = Framing::Chunked(if left == 0 {
+                                Chunk::DataEnd
+                            } else {
+                                Chunk::Data(left)
+                            });
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                    }
+                    Chunk::DataEnd => {
+                        if conn.buf.len() >= 2 {
+                            if &conn.buf[..2] != b"\r\n" {
+                                return Poll::Ready(Some(Err(invalid())));
+                            }
+                            conn.buf.advance(2);
+                            self.framing = Framing::Chunked(Chunk::Size);
+                            continue;
+                        }
+                    }
+                    Chunk::Trailers => {
+                        // Trailer lines are dropped; an empty line ends the body.
+                        if let Some(end) = conn.buf.windows(2).position(|w| w == b"\r\n") {
+                            conn.buf.advance(end + 2);
+                            if end == 0 {
+                                self.framing = Framing::Done;
+                                return Poll::Ready(None);
+                            }
+                            continue;
+                        }
+                        if conn.buf.len() > 16 * 1024 {
+                            return Poll::Ready(Some(Err(invalid())));
+                        }
+                    }
+                },
+            }
+            // Need more bytes from the dyno.
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if self.framing == Framing::Close {
+                        self.framing = Framing::Done;
+                        self.keep_alive = false;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the dyno closed the connection in the middle of the response",
+                    ))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair(answer: &'static [u8]) -> Conn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut b = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut b).await;
+            // Dribbled a few bytes at a time, to cross every state boundary.
+            for piece in answer.chunks(3) {
+                s.write_all(piece).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        });
+        Conn::new(TcpStream::connect(addr).await.unwrap())
+    }
+
+    async fn body_of(answer: &'static [u8]) -> (Response, Vec<u8>, bool) {
+        let mut conn = pair(answer).await;
+        write_request(&mut conn, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None)
+            .await
+            .unwrap();
+        let resp = read_head(&mut conn, false).await.unwrap();
+        let status_ok = resp.status == StatusCode::OK;
+        let mut reader = BodyReader {
+            conn: Some(conn),
+            framing: resp.framing,
+            keep_alive: resp.keep_alive,
+        };
+        let mut out = Vec::new();
+        while let Some(d) = std::future::poll_fn(|cx| reader.poll_data(cx)).await {
+            out.extend_from_slice(&d.unwrap());
+        }
+        let reusable = reader.reusable().is_some();
+        assert!(status_ok);
+        (resp_placeholder(), out, reusable)
+    }
+
+    fn resp_placeholder() -> Response {
+        Response {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            framing: Framing::Done,
+            keep_alive: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn content_length_chunked_and_close_delimited_bodies() {
+        let (_, b, reuse) =
+            body_of(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world").await;
+        assert_eq!(b, b"hello world");
+        assert!(reuse);
+        let (_, b, reuse) = body_of(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+        )
+        .await;
+        assert_eq!(b, b"hello world");
+        assert!(reuse);
+        let (_, b, reuse) =
+            body_of(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end").await;
+        assert_eq!(b, b"until the end");
+        assert!(!reuse);
+    }
+}
