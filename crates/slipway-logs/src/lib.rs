@@ -167,9 +167,10 @@ impl LogRouter {
             if log.lines.len() == HISTORY_LINES {
                 log.lines.pop_front();
             }
-            log.lines.push_back(line.clone());
-            // No receivers is fine.
-            let _ = log.tx.send(line);
+            if log.tx.receiver_count() > 0 {
+                let _ = log.tx.send(line.clone());
+            }
+            log.lines.push_back(line);
         }
     }
 

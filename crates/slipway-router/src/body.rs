@@ -126,7 +126,7 @@ impl Body for ReqBody {
 /// What a proxied response does when it ends.
 pub(crate) struct Finish {
     pub shared: Arc<Shared>,
-    pub app_id: String,
+    pub app_id: Arc<str>,
     pub line: LogFields,
     pub dyno: Arc<Dyno>,
     /// The keep-alive connection, back to the pool on a clean end.

@@ -144,6 +144,17 @@ pub(crate) struct Extra<'a> {
     pub chunked: bool,
 }
 
+/// Headers that describe one connection.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    use http::header::*;
+    name == CONNECTION
+        || name == TE
+        || name == TRAILER
+        || name == UPGRADE
+        || name == TRANSFER_ENCODING
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
 /// Headers never forwarded as the client sent them.
 fn replaced(name: &HeaderName) -> bool {
     use http::header::*;
@@ -311,6 +322,7 @@ pub(crate) async fn read_head(conn: &mut Conn, is_head: bool) -> Result<Response
                     let base = conn.buf.as_ptr() as usize;
                     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
                     let (mut length, mut chunked, mut close) = (None, false, http10);
+                    let mut named: Vec<Vec<u8>> = Vec::new();
                     for h in parsed.headers.iter() {
                         let name = HeaderName::from_bytes(h.name.as_bytes())
                             .map_err(|_| SendError::Invalid)?;
@@ -328,14 +340,24 @@ pub(crate) async fn read_head(conn: &mut Conn, is_head: bool) -> Result<Response
                             chunked = h.value.to_ascii_lowercase().ends_with(b"chunked");
                         } else if name == http::header::CONNECTION {
                             let v = h.value.to_ascii_lowercase();
-                            if v.windows(5).any(|w| w == b"close") {
-                                close = true;
-                            }
-                            if http10 && v.windows(10).any(|w| w == b"keep-alive") {
-                                close = false;
+                            for token in v.split(|b| *b == b',') {
+                                match token.trim_ascii() {
+                                    b"close" => close = true,
+                                    b"keep-alive" => close &= !http10,
+                                    b"" => {}
+                                    other => named.push(other.to_vec()),
+                                }
                             }
                         }
-                        headers.append(name, value);
+                        // Hop-by-hop headers stay between the dyno and the router.
+                        if !hop_by_hop(&name) {
+                            headers.append(name, value);
+                        }
+                    }
+                    for n in named {
+                        if let Ok(n) = HeaderName::from_bytes(&n) {
+                            headers.remove(n);
+                        }
                     }
                     conn.buf.advance(len);
                     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {

@@ -127,7 +127,8 @@ where
     let info = Arc::new(info);
     let svc = service_fn(move |req| {
         let (shared, info) = (shared.clone(), info.clone());
-        async move { Ok::<_, Infallible>(proxy::handle(shared, req, &info).await) }
+        // Boxed: the handler's state is large, and hyper moves the future it is given.
+        Box::pin(async move { Ok::<_, Infallible>(proxy::handle(shared, req, &info).await) })
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(64 * 1024)
@@ -210,7 +211,10 @@ pub async fn serve_tls(
                 let info = Arc::new(info);
                 let svc = service_fn(move |req| {
                     let (shared, info) = (shared.clone(), info.clone());
-                    async move { Ok::<_, Infallible>(proxy::handle(shared, req, &info).await) }
+                    // Boxed: the handler's state is large, and hyper moves the future it is given.
+                    Box::pin(
+                        async move { Ok::<_, Infallible>(proxy::handle(shared, req, &info).await) },
+                    )
                 });
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())

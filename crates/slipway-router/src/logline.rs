@@ -97,7 +97,7 @@ pub struct LogFields {
     pub host: String,
     pub request_id: String,
     pub fwd: String,
-    pub dyno: String,
+    pub dyno: std::sync::Arc<str>,
     pub connect: Option<Duration>,
     pub service: Option<Duration>,
     pub status: u16,
@@ -108,17 +108,27 @@ pub struct LogFields {
 
 impl LogFields {
     fn rest(&self, out: &mut String) {
-        let path = self.path.replace('"', "%22");
-        let _ = write!(
-            out,
-            "method={} path=\"{}\" host={} request_id={} fwd=\"{}\" dyno={} connect=",
-            self.method,
-            path,
-            self.host,
-            self.request_id,
-            self.fwd.replace(['"', '\\'], ""),
-            self.dyno,
-        );
+        out.push_str("method=");
+        out.push_str(self.method.as_str());
+        out.push_str(" path=\"");
+        if self.path.contains('"') {
+            out.push_str(&self.path.replace('"', "%22"));
+        } else {
+            out.push_str(&self.path);
+        }
+        out.push_str("\" host=");
+        out.push_str(&self.host);
+        out.push_str(" request_id=");
+        out.push_str(&self.request_id);
+        out.push_str(" fwd=\"");
+        if self.fwd.contains(['"', '\\']) {
+            out.push_str(&self.fwd.replace(['"', '\\'], ""));
+        } else {
+            out.push_str(&self.fwd);
+        }
+        out.push_str("\" dyno=");
+        out.push_str(&self.dyno);
+        out.push_str(" connect=");
         if let Some(c) = self.connect {
             let _ = write!(out, "{}ms", c.as_millis());
         }

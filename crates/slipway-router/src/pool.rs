@@ -45,7 +45,7 @@ pub(crate) enum ConnectError {
 
 #[derive(Debug)]
 pub(crate) struct Dyno {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub addr: SocketAddr,
     /// Requests sent and not finished.
     pub outstanding: AtomicUsize,
@@ -57,7 +57,7 @@ pub(crate) struct Dyno {
 impl Dyno {
     pub fn new(name: String, addr: SocketAddr) -> Self {
         Dyno {
-            name,
+            name: name.into(),
             addr,
             outstanding: AtomicUsize::new(0),
             quarantined_until: AtomicU64::new(0),

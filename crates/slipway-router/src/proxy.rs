@@ -42,7 +42,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// answering (the client went away), logs H27.
 struct InFlight {
     shared: Arc<Shared>,
-    app_id: String,
+    app_id: Arc<str>,
     line: Option<LogFields>,
     started: Instant,
     dyno: Option<Arc<Dyno>>,
@@ -118,17 +118,16 @@ fn host_of<B>(req: &Request<B>) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-fn route_for(shared: &Shared, host: &str) -> Option<(String, Arc<AppRoute>)> {
+fn route_for(shared: &Shared, host: &str) -> Option<Arc<AppRoute>> {
     let base = shared.config.base_domain.as_str();
     if let Some(name) = host
         .strip_suffix(base)
         .and_then(|n| n.strip_suffix('.'))
         .filter(|n| !n.is_empty() && !n.contains('.'))
     {
-        return shared.table.app(name).map(|r| (name.to_string(), r));
+        return shared.table.app(name);
     }
-    let route = shared.table.app_for_domain(host)?;
-    Some((String::new(), route))
+    shared.table.app_for_domain(host)
 }
 
 fn now_ms() -> u128 {
@@ -147,9 +146,11 @@ fn request_id<B>(req: &Request<B>) -> String {
         Some(id) if valid_request_id(id) => id.to_string(),
         _ => {
             let bytes: [u8; 16] = rand::thread_rng().gen();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
             uuid::Builder::from_random_bytes(bytes)
                 .into_uuid()
                 .hyphenated()
+                .encode_lower(&mut buf)
                 .to_string()
         }
     }
@@ -289,7 +290,7 @@ pub(crate) async fn handle(
     let Some(host) = host_of(&req) else {
         return page::no_such_app();
     };
-    let Some((name, mut route)) = route_for(&shared, &host) else {
+    let Some(mut route) = route_for(&shared, &host) else {
         return page::no_such_app();
     };
     let settings = route.settings.clone();
@@ -463,11 +464,7 @@ pub(crate) async fn handle(
                 WebStatus::Starting => {
                     // Wait for a dyno to come up, or for the formation to change.
                     let changed = shared.table.changed.notified();
-                    let current = if name.is_empty() {
-                        shared.table.app_for_domain(&flight.line().host)
-                    } else {
-                        shared.table.app(&name)
-                    };
+                    let current = route_for(&shared, &flight.line().host);
                     match current {
                         Some(r) if !r.dynos.is_empty() || r.web != WebStatus::Starting => {
                             route = r;
@@ -482,11 +479,7 @@ pub(crate) async fn handle(
                     {
                         return flight.fail(Code::H20, &settings);
                     }
-                    let current = if name.is_empty() {
-                        shared.table.app_for_domain(&flight.line().host)
-                    } else {
-                        shared.table.app(&name)
-                    };
+                    let current = route_for(&shared, &flight.line().host);
                     match current {
                         Some(r) => route = r,
                         None => return flight.fail(Code::H14, &settings),
@@ -687,8 +680,6 @@ pub(crate) async fn handle(
                 r
             }
             From::H1(reader) => {
-                strip_hop_by_hop(&mut out_headers);
-                out_headers.remove(http::header::TRANSFER_ENCODING);
                 let mut r = Response::new(RespBody::proxied_h1(reader, idle, finish(None)));
                 *r.status_mut() = status;
                 *r.headers_mut() = out_headers;
@@ -728,7 +719,7 @@ async fn pump(
 #[allow(clippy::too_many_arguments)]
 async fn tunnel(
     shared: Arc<Shared>,
-    app_id: String,
+    app_id: Arc<str>,
     mut line: LogFields,
     dyno: Arc<Dyno>,
     client: hyper::upgrade::OnUpgrade,

@@ -19,7 +19,7 @@ use crate::tls::CertStore;
 /// One app as the router sees it.
 #[derive(Debug)]
 pub(crate) struct AppRoute {
-    pub app_id: String,
+    pub app_id: Arc<str>,
     /// Up, routable web dynos.
     pub dynos: Vec<Arc<Dyno>>,
     /// Identifies the set of dynos (session affinity re-points clients when it changes).
@@ -54,8 +54,7 @@ impl std::fmt::Debug for RouteTable {
 }
 
 fn generation(dynos: &[Arc<Dyno>]) -> u32 {
-    let mut names: Vec<(&str, SocketAddr)> =
-        dynos.iter().map(|d| (d.name.as_str(), d.addr)).collect();
+    let mut names: Vec<(&str, SocketAddr)> = dynos.iter().map(|d| (&*d.name, d.addr)).collect();
     names.sort();
     let mut h = DefaultHasher::new();
     names.hash(&mut h);
@@ -95,7 +94,7 @@ impl RouteTable {
             r.dynos
                 .iter()
                 .map(|d| Backend {
-                    dyno: d.name.clone(),
+                    dyno: d.name.to_string(),
                     addr: d.addr,
                 })
                 .collect()
@@ -107,14 +106,14 @@ impl RouteTable {
             let mut inner = self.write();
             let mut route = match inner.apps.get(app_name) {
                 Some(r) => AppRoute {
-                    app_id: app_id.to_string(),
+                    app_id: app_id.into(),
                     dynos: r.dynos.clone(),
                     generation: r.generation,
                     web: r.web,
                     settings: r.settings.clone(),
                 },
                 None => AppRoute {
-                    app_id: app_id.to_string(),
+                    app_id: app_id.into(),
                     dynos: Vec::new(),
                     generation: 0,
                     web: WebStatus::None,
@@ -166,7 +165,7 @@ impl RouteSink for RouteTable {
                 .map(|b| {
                     r.dynos
                         .iter()
-                        .find(|d| d.name == b.dyno && d.addr == b.addr)
+                        .find(|d| *d.name == *b.dyno && d.addr == b.addr)
                         .cloned()
                         .unwrap_or_else(|| Arc::new(Dyno::new(b.dyno, b.addr)))
                 })
