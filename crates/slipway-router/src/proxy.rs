@@ -394,7 +394,14 @@ pub(crate) async fn handle(
         } else {
             let headers = &mut parts.headers;
             if !upgrade {
+                // gRPC needs `te: trailers`, the one value HTTP/2 allows.
+                let trailers = headers
+                    .get(http::header::TE)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
                 strip_hop_by_hop(headers);
+                if trailers && to_h2 {
+                    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+                }
             } else {
                 for n in ["keep-alive", "proxy-connection"] {
                     headers.remove(n);

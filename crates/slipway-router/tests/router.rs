@@ -1314,3 +1314,186 @@ async fn backends_listed_are_the_up_dynos() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].addr, a);
 }
+
+/// A response body: some data, then trailers (as gRPC answers).
+struct WithTrailers(u8);
+
+impl http_body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(match self.0 {
+            1 => Some(Ok(http_body::Frame::data(Bytes::from_static(b"reply")))),
+            2 => {
+                let mut t = HeaderMap::new();
+                t.insert("grpc-status", "0".parse().unwrap());
+                Some(Ok(http_body::Frame::trailers(t)))
+            }
+            _ => None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn http2_end_to_end_keeps_trailers_for_grpc() {
+    let r = router().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    assert_eq!(req.version(), http::Version::HTTP_2);
+                    assert_eq!(
+                        req.headers().get("te").map(|v| v.as_bytes()),
+                        Some(&b"trailers"[..]),
+                        "gRPC servers want te: trailers"
+                    );
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(&body[..], b"ping");
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(WithTrailers(0))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    r.app("grpc", &[addr]);
+    r.configure(
+        "grpc",
+        AppSettings {
+            http2_to_dyno: true,
+            ..Default::default()
+        },
+    );
+    let tcp = TcpStream::connect(r.https).await.unwrap();
+    let tls = tls_client(&r.default_cert, &[b"h2"])
+        .connect(ServerName::try_from("grpc.apps.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("https://grpc.apps.test/pkg.Service/Method")
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"ping")))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers reach the client");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(&collected.to_bytes()[..], b"reply");
+}
+
+#[tokio::test]
+async fn request_bodies_reach_the_dyno_whatever_their_framing() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    // Content-Length.
+    let reply = send(
+        r.http,
+        Request::post("/upload")
+            .header("host", "demo.apps.test")
+            .body(Full::new(Bytes::from(vec![b'x'; 100_000])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.seen("body-bytes").as_deref(), Some("100000"), "{}", reply.body);
+    // Chunked, from a raw client.
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(b"POST /c HTTP/1.1\r\nhost: demo.apps.test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("body-bytes: 11"), "{out}");
+    // HTTP/2 without a length: the dyno gets it chunked.
+    let tcp = TcpStream::connect(r.https).await.unwrap();
+    let tls = tls_client(&r.default_cert, &[b"h2"])
+        .connect(ServerName::try_from("demo.apps.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::post("https://demo.apps.test/h2")
+                .body(Full::new(Bytes::from(vec![b'y'; 70_000])))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+        .unwrap();
+    assert!(body.contains("body-bytes: 70000"), "{body}");
+}
+
+/// A listening socket whose backlog is full: connections to it are never accepted.
+async fn blackhole() -> (SocketAddr, Vec<std::net::TcpStream>, tokio::net::TcpListener) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the queue; further handshakes are not completed.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            held.push(s);
+        }
+    }
+    (addr, held, listener)
+}
+
+#[tokio::test]
+async fn a_dyno_that_does_not_accept_within_5s_is_put_aside() {
+    let r = router().await;
+    let (good, _) = backend("good", None).await;
+    let (hole, _held, _listener) = blackhole().await;
+    r.app("demo", &[hole, good]);
+    // Whichever dyno the first requests try, they are all answered by the good one, and once the
+    // silent one has cost 5 s it is skipped.
+    let started = Instant::now();
+    let mut slow = 0;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let reply = get_ok(&r, "demo.apps.test", "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("x-backend"), "good");
+        if t.elapsed() > Duration::from_secs(4) {
+            slow += 1;
+        }
+    }
+    assert!(slow <= 1, "{slow} requests waited for the silent dyno");
+    assert!(started.elapsed() < Duration::from_secs(9));
+    // With only the silent dyno: H19.
+    let (hole2, _held2, _listener2) = blackhole().await;
+    r.app("silent", &[hole2]);
+    let reply = get_ok(&r, "silent.apps.test", "/").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    r.line("silent", &["code=H19", "desc=\"Backend connection timeout\""])
+        .await;
+}
