@@ -67,7 +67,9 @@ impl Dyno {
     }
 
     pub fn quarantined(&self) -> bool {
-        self.quarantined_until.load(Ordering::Relaxed) > now_ms()
+        // Most dynos were never put aside: no clock read for them.
+        let until = self.quarantined_until.load(Ordering::Relaxed);
+        until != 0 && until > now_ms()
     }
 
     pub fn quarantine(&self) {

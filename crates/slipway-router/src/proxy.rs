@@ -533,7 +533,8 @@ pub(crate) async fn handle(
             }
         };
         flight.count(&dyno);
-        flight.line().connect = Some(received.elapsed());
+        let connected = Instant::now();
+        flight.line().connect = Some(connected.duration_since(received));
         let Some(mut request) = req.take() else {
             return flight.fail(Code::H99, &settings);
         };
@@ -567,9 +568,12 @@ pub(crate) async fn handle(
                     }
                     Err(_) => return flight.fail(Code::H13, &settings),
                 }
-                let sent = Instant::now();
-                match tokio::time::timeout(response_timeout, h1::read_head(&mut conn, is_head))
-                    .await
+                let sent = if has_body { Instant::now() } else { connected };
+                match tokio::time::timeout_at(
+                    sent + response_timeout,
+                    h1::read_head(&mut conn, is_head),
+                )
+                .await
                 {
                     Err(_) => {
                         flight.line().service = Some(response_timeout);

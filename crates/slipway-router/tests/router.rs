@@ -1346,7 +1346,9 @@ async fn http2_end_to_end_keeps_trailers_for_grpc() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { return };
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
                     assert_eq!(req.version(), http::Version::HTTP_2);
@@ -1396,7 +1398,10 @@ async fn http2_end_to_end_keeps_trailers_for_grpc() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers reach the client");
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reach the client");
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
     assert_eq!(&collected.to_bytes()[..], b"reply");
 }
@@ -1415,7 +1420,12 @@ async fn request_bodies_reach_the_dyno_whatever_their_framing() {
             .unwrap(),
     )
     .await;
-    assert_eq!(reply.seen("body-bytes").as_deref(), Some("100000"), "{}", reply.body);
+    assert_eq!(
+        reply.seen("body-bytes").as_deref(),
+        Some("100000"),
+        "{}",
+        reply.body
+    );
     // Chunked, from a raw client.
     let mut s = TcpStream::connect(r.http).await.unwrap();
     s.write_all(b"POST /c HTTP/1.1\r\nhost: demo.apps.test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
@@ -1447,13 +1457,24 @@ async fn request_bodies_reach_the_dyno_whatever_their_framing() {
         )
         .await
         .unwrap();
-    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec())
-        .unwrap();
+    let body = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(body.contains("body-bytes: 70000"), "{body}");
 }
 
 /// A listening socket whose backlog is full: connections to it are never accepted.
-async fn blackhole() -> (SocketAddr, Vec<std::net::TcpStream>, tokio::net::TcpListener) {
+async fn blackhole() -> (
+    SocketAddr,
+    Vec<std::net::TcpStream>,
+    tokio::net::TcpListener,
+) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(0).unwrap();
@@ -1494,6 +1515,9 @@ async fn a_dyno_that_does_not_accept_within_5s_is_put_aside() {
     r.app("silent", &[hole2]);
     let reply = get_ok(&r, "silent.apps.test", "/").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    r.line("silent", &["code=H19", "desc=\"Backend connection timeout\""])
-        .await;
+    r.line(
+        "silent",
+        &["code=H19", "desc=\"Backend connection timeout\""],
+    )
+    .await;
 }
