@@ -5,7 +5,8 @@ set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in git ca-certificates curl gcc libc6-dev pkg-config make python3 python3-pip iproute2 nftables debootstrap; do
+# Callers may add packages of their own (scripts/test: the receivers drains are tested against).
+for pkg in git ca-certificates curl gcc libc6-dev pkg-config make python3 python3-pip iproute2 nftables debootstrap ${SLIPWAY_EXTRA_PACKAGES:-}; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 # Node.js may come from Debian or from NodeSource (which bundles npm); either will do.

@@ -9,13 +9,16 @@
 //!
 //! Custom domains (`domains`), SNI certificates (`sni`) and router timeouts (`router_settings`)
 //! are stored here and pushed to the [`RouteTable`], with the app's features, page config vars
-//! and maintenance flag, by [`AppState::refresh_routes`].
+//! and maintenance flag, by [`AppState::refresh_routes`]. Log drains (`drains`) are stored here
+//! and started or stopped in [`Drains`].
 
 pub mod auth;
 mod domains;
+mod drains;
 pub mod error;
 mod git;
 mod handlers;
+mod log_retention;
 mod logsession;
 pub mod range;
 pub mod rendezvous;
@@ -32,6 +35,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use slipway_build::Builder;
+use slipway_drains::Drains;
 use slipway_logs::LogRouter;
 use slipway_manager::Manager;
 use slipway_router::RouteTable;
@@ -76,6 +80,8 @@ struct PendingPush {
 pub struct AppState {
     pub store: Store,
     pub logs: LogRouter,
+    /// The senders of the apps' log drains.
+    pub drains: Drains,
     pub manager: Manager,
     pub builder: Arc<Builder>,
     pub routes: RouteTable,
@@ -91,6 +97,7 @@ impl AppState {
     pub fn new(
         store: Store,
         logs: LogRouter,
+        drains: Drains,
         manager: Manager,
         builder: Arc<Builder>,
         routes: RouteTable,
@@ -99,6 +106,7 @@ impl AppState {
         AppState {
             store,
             logs,
+            drains,
             manager,
             builder,
             routes,
@@ -217,7 +225,19 @@ pub fn router(state: AppState) -> axum::Router {
                 .put(router_settings::set)
                 .delete(router_settings::unset),
         )
+        .route(
+            "/apps/{app}/log-drains",
+            get(drains::list).post(drains::create),
+        )
+        .route(
+            "/apps/{app}/log-drains/{drain}",
+            get(drains::info).delete(drains::delete),
+        )
         .route("/apps/{app}/log-sessions", post(logsession::create))
+        .route(
+            "/apps/{app}/log-retention",
+            get(log_retention::show).put(log_retention::set),
+        )
         .route("/log-sessions/{token}", get(logsession::stream))
         .route("/internal/builds/{token}", post(git::internal_build))
         .route("/{repo}/info/refs", get(git::git_http))

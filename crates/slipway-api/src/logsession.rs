@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream;
+use slipway_logs::history::Query;
 use slipway_logs::{parse_source, Filter, LogLine};
 use slipway_types::{LogSession, LogSessionRequest};
 use tokio::sync::broadcast;
@@ -23,6 +24,36 @@ use crate::AppState;
 
 /// Keep-alive comment interval on tails.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Lines a history search returns unless asked for another number.
+const SEARCH_LINES: usize = 1500;
+/// The most a history search returns.
+const MAX_SEARCH_LINES: usize = 100_000;
+
+/// `2026-11-26T10:00:00Z` or an age such as `2h`, `90m`, `1d` (that long before `now`).
+fn when(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<chrono::DateTime<chrono::Utc>> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S") {
+        return Ok(t.and_utc());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M") {
+        return Ok(t.and_utc());
+    }
+    let age = humantime::parse_duration(text).map_err(|_| {
+        ApiError::invalid(format!(
+            "Invalid time {text:?}: give an age such as 2h, 30m or 1d, or a time such as 2026-11-26T10:00:00Z."
+        ))
+    })?;
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| ApiError::invalid(format!("Invalid time {text:?}: too far back.")))
+}
 
 pub async fn create(
     State(s): State<AppState>,
@@ -43,13 +74,47 @@ pub async fn create(
         dyno: req.dyno.filter(|d| !d.is_empty()),
         source,
     };
-    let token = s.logs.create_session(
-        &app.id,
-        filter,
-        req.lines.unwrap_or(100) as usize,
-        req.tail.unwrap_or(false),
-    );
     let now = chrono::Utc::now();
+    let since = req.since.as_deref().map(|t| when(t, now)).transpose()?;
+    let until = req.until.as_deref().map(|t| when(t, now)).transpose()?;
+    let grep = req.grep.filter(|g| !g.is_empty());
+    let tail = req.tail.unwrap_or(false);
+    let token = if since.is_some() || until.is_some() || grep.is_some() {
+        if s.logs.history().is_none() {
+            return Err(ApiError::invalid(
+                "This server keeps no log history on disk, so --since, --until and --grep are not available.",
+            ));
+        }
+        if until.is_some() && tail {
+            return Err(ApiError::invalid(
+                "--until and --tail cannot go together: a tail has no end.",
+            ));
+        }
+        if let (Some(a), Some(b)) = (since, until) {
+            if a > b {
+                return Err(ApiError::invalid(
+                    "--since is after --until: nothing can match. Swap them.",
+                ));
+            }
+        }
+        s.logs.create_search_session(
+            &app.id,
+            Query {
+                since,
+                until,
+                grep,
+                filter,
+                limit: req
+                    .lines
+                    .map_or(SEARCH_LINES, |n| n as usize)
+                    .clamp(1, MAX_SEARCH_LINES),
+            },
+            tail,
+        )
+    } else {
+        s.logs
+            .create_session(&app.id, filter, req.lines.unwrap_or(100) as usize, tail)
+    };
     let session = LogSession {
         id: uuid::Uuid::new_v4().to_string(),
         logplex_url: format!("http://{host}/log-sessions/{token}"),
@@ -76,6 +141,7 @@ impl Format {
 struct Tail {
     rx: broadcast::Receiver<LogLine>,
     filter: Filter,
+    grep: Option<String>,
     format: Format,
 }
 
@@ -107,8 +173,28 @@ pub async fn stream(
             .snapshot(&session.app_id, &session.filter, session.lines),
     };
     let mut chunk = Vec::new();
-    for l in &backlog {
-        chunk.extend_from_slice(&format.line(l));
+    match (&session.search, s.logs.history()) {
+        (Some(query), Some(history)) if resume.is_none() => {
+            // From the on-disk history; the lines have no stream position, so no SSE id.
+            let (history, query, app_id) = (history.clone(), query.clone(), session.app_id.clone());
+            let found = tokio::task::spawn_blocking(move || history.query(&app_id, &query))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            for l in found {
+                match format {
+                    Format::Sse => chunk.extend_from_slice(format!("data: {l}\n\n").as_bytes()),
+                    Format::Plain => chunk.extend_from_slice(format!("{l}\n").as_bytes()),
+                }
+            }
+        }
+        (Some(_), _) => {}
+        (None, _) => {
+            for l in &backlog {
+                chunk.extend_from_slice(&format.line(l));
+            }
+        }
     }
     let head = stream::iter(if chunk.is_empty() {
         None
@@ -124,12 +210,18 @@ pub async fn stream(
         let tail = Tail {
             rx,
             filter: session.filter,
+            grep: session.search.and_then(|q| q.grep),
             format,
         };
         let live = stream::unfold(tail, |mut t| async move {
             loop {
                 match tokio::time::timeout(KEEPALIVE, t.rx.recv()).await {
-                    Ok(Ok(line)) if t.filter.matches(&line) => {
+                    Ok(Ok(line))
+                        if t.filter.matches(&line)
+                            && t.grep
+                                .as_deref()
+                                .is_none_or(|g| line.to_string().contains(g)) =>
+                    {
                         let bytes = t.format.line(&line);
                         return Some((Ok(bytes), t));
                     }

@@ -146,6 +146,15 @@ pub enum Cmd {
     /// Remove a custom domain.
     #[command(name = "domains:remove")]
     DomainsRemove(DomainArgs),
+    /// List the app's log drains.
+    #[command(name = "drains")]
+    Drains(AppJson),
+    /// Also send the app's log lines to a syslog://, syslog+tls:// or https:// URL.
+    #[command(name = "drains:add")]
+    DrainsAdd(DrainArgs),
+    /// Stop sending the app's log lines to a drain (by URL or token).
+    #[command(name = "drains:remove")]
+    DrainsRemove(DrainArgs),
     /// List the app's SSL certificates (served by SNI for its custom domains).
     #[command(name = "certs")]
     Certs(AppJson),
@@ -162,6 +171,12 @@ pub enum Cmd {
     #[command(name = "certs:remove")]
     CertsRemove(CertRemove),
     /// Show the router's timeouts for the app: app-wide (/) and per path prefix.
+    /// How much of the app's log history is kept on disk.
+    #[command(name = "logs:retention")]
+    LogsRetention(AppJson),
+    /// Change how much of the app's log history is kept on disk.
+    #[command(name = "logs:retention:set")]
+    LogsRetentionSet(RetentionSet),
     #[command(name = "router:timeouts")]
     RouterTimeouts(AppJson),
     /// Set the time to the first response byte and the idle time, app-wide or for a path prefix.
@@ -462,6 +477,19 @@ pub struct DomainArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The drain URL (`syslog://host:port`, `syslog+tls://host:port`, `https://user:pass@host/path`),
+    /// or for `drains:remove` its token `d.<uuid>`.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CertFiles {
     /// PEM file with the certificate, then any intermediates.
     #[arg(value_name = "CRT")]
@@ -499,6 +527,21 @@ pub struct CertRemove {
     /// The app's name again, to confirm.
     #[arg(short = 'c', long = "confirm", value_name = "APP")]
     pub confirm: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionSet {
+    /// Megabytes of history to keep (1-100000; default 100).
+    #[arg(long, value_name = "MB")]
+    pub size: Option<u64>,
+    /// Days of history to keep (1-365; default 7).
+    #[arg(long, value_name = "DAYS")]
+    pub age: Option<u64>,
+    /// Go back to the defaults.
+    #[arg(long, conflicts_with_all = ["size", "age"])]
+    pub default: bool,
     #[command(flatten)]
     pub app: AppArgs,
 }
@@ -575,12 +618,22 @@ pub struct PsRestart {
 pub struct Logs {
     #[command(flatten)]
     pub app: AppArgs,
-    /// Number of lines to show.
-    #[arg(short = 'n', long = "num", default_value_t = 100)]
-    pub num: u32,
+    /// Number of lines to show (100; with --since, --until or --grep, the newest 1500 found).
+    #[arg(short = 'n', long = "num")]
+    pub num: Option<u32>,
     /// Keep following new lines.
     #[arg(short = 't', long)]
     pub tail: bool,
+    /// Lines from this time on, from the history kept on disk: an age (`2h`, `30m`, `1d`) or a
+    /// time (`2026-11-26T10:00:00Z`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Lines up to this time: an age (`10m`) or a time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only lines containing this text (searches the history kept on disk).
+    #[arg(long)]
+    pub grep: Option<String>,
     /// Only lines from this dyno (`web.1`) or process type (`web`).
     #[arg(short = 'd', long = "dyno", visible_alias = "dyno-name")]
     pub dyno: Option<String>,

@@ -20,6 +20,7 @@ mod buildpacks;
 mod certs;
 mod config;
 mod domains;
+mod drains;
 mod features;
 mod git_cmds;
 mod logs;
@@ -197,11 +198,16 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::DomainsAdd(a) => domains::add(ctx, a).await,
         Cmd::DomainsInfo(a) => domains::info(ctx, a).await,
         Cmd::DomainsRemove(a) => domains::remove(ctx, a).await,
+        Cmd::Drains(a) => drains::list(ctx, a).await,
+        Cmd::DrainsAdd(a) => drains::add(ctx, a).await,
+        Cmd::DrainsRemove(a) => drains::remove(ctx, a).await,
         Cmd::Certs(a) => certs::list(ctx, a).await,
         Cmd::CertsAdd(a) => certs::add(ctx, a).await,
         Cmd::CertsInfo(a) => certs::info(ctx, a).await,
         Cmd::CertsUpdate(a) => certs::update(ctx, a).await,
         Cmd::CertsRemove(a) => certs::remove(ctx, a).await,
+        Cmd::LogsRetention(a) => logs::retention(ctx, a).await,
+        Cmd::LogsRetentionSet(a) => logs::retention_set(ctx, a).await,
         Cmd::RouterTimeouts(a) => router::list(ctx, a).await,
         Cmd::RouterTimeoutsSet(a) => router::set(ctx, a).await,
         Cmd::RouterTimeoutsUnset(a) => router::unset(ctx, a).await,

@@ -6,6 +6,8 @@
 //! ([`LogRouter::create_session`]) hand out unguessable, expiring tokens that name an app and a
 //! filter; the API serves a session's stream at its `logplex_url`.
 
+pub mod history;
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -119,7 +121,17 @@ pub struct Session {
     pub filter: Filter,
     pub lines: usize,
     pub tail: bool,
+    /// A search of the on-disk history (`--since`, `--until`, `--grep`) instead of the recent lines.
+    pub search: Option<history::Query>,
     expires: Instant,
+}
+
+/// Receives every line as it is logged (log drains, the on-disk history). Called after the log's
+/// lock is released, on the producer's thread: it must only queue the line, never block.
+pub trait LineSink: Send + Sync + 'static {
+    fn line(&self, app_id: &str, line: &LogLine);
+    /// The app was destroyed.
+    fn remove_app(&self, _app_id: &str) {}
 }
 
 /// All apps' logs and the open log sessions; cheap to clone.
@@ -132,11 +144,34 @@ pub struct LogRouter {
 struct Inner {
     apps: Mutex<HashMap<String, AppLog>>,
     sessions: Mutex<HashMap<String, Session>>,
+    sinks: std::sync::RwLock<Vec<Arc<dyn LineSink>>>,
+    history: std::sync::OnceLock<history::History>,
 }
 
 impl LogRouter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps every line on disk too, searchable with [`LogRouter::history`].
+    pub fn enable_history(&self, h: history::History) {
+        if self.inner.history.set(h.clone()).is_ok() {
+            self.add_sink(Arc::new(h));
+        }
+    }
+
+    /// The on-disk history, if enabled.
+    pub fn history(&self) -> Option<&history::History> {
+        self.inner.history.get()
+    }
+
+    /// Adds a receiver of every line logged from now on.
+    pub fn add_sink(&self, sink: Arc<dyn LineSink>) {
+        self.inner
+            .sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sink);
     }
 
     /// Appends a message to an app's log, split into lines of at most [`MAX_LINE_BYTES`].
@@ -155,6 +190,8 @@ impl LogRouter {
         } else {
             message.lines().flat_map(split_message).collect()
         };
+        let sinks = self.inner.sinks.read().unwrap_or_else(|e| e.into_inner());
+        let mut for_sinks = Vec::new();
         for part in parts {
             let line = LogLine {
                 seq: log.next_seq,
@@ -170,7 +207,16 @@ impl LogRouter {
             if log.tx.receiver_count() > 0 {
                 let _ = log.tx.send(line.clone());
             }
+            if !sinks.is_empty() {
+                for_sinks.push(line.clone());
+            }
             log.lines.push_back(line);
+        }
+        drop(apps);
+        for line in &for_sinks {
+            for sink in sinks.iter() {
+                sink.line(app_id, line);
+            }
         }
     }
 
@@ -215,6 +261,15 @@ impl LogRouter {
 
     /// Forgets an app's log (when the app is destroyed).
     pub fn remove_app(&self, app_id: &str) {
+        for sink in self
+            .inner
+            .sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            sink.remove_app(app_id);
+        }
         self.inner
             .apps
             .lock()
@@ -245,9 +300,25 @@ impl LogRouter {
                 filter,
                 lines: lines.min(HISTORY_LINES),
                 tail,
+                search: None,
                 expires: now + SESSION_TTL,
             },
         );
+        token
+    }
+
+    /// Opens a log session that searches the on-disk history, and returns its token.
+    pub fn create_search_session(&self, app_id: &str, query: history::Query, tail: bool) -> String {
+        let token = self.create_session(app_id, query.filter.clone(), 0, tail);
+        if let Some(s) = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&token)
+        {
+            s.search = Some(query);
+        }
         token
     }
 

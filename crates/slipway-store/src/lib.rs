@@ -1,5 +1,5 @@
 //! Slipway's persistent state: accounts and API keys, apps, slugs, releases and formation, and
-//! what the router needs per app (custom domains, SNI certificates, router timeouts).
+//! what the router needs per app (custom domains, SNI certificates, router timeouts), and log drains.
 //!
 //! [`Store`] wraps an SQLite database in WAL mode under the data dir. Every write that has to be
 //! atomic (a new release number, a formation batch) runs in one transaction. Rows come back as the
@@ -34,6 +34,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_stacks.sql"),
     include_str!("../migrations/0003_dyno_manager.sql"),
     include_str!("../migrations/0004_routing.sql"),
+    include_str!("../migrations/0005_log_drains.sql"),
+    include_str!("../migrations/0006_log_retention.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -164,6 +166,29 @@ pub struct DomainRow {
     pub cname: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A log drain of an app. Its `Debug` leaves the URL out (it may hold a password).
+#[derive(Clone)]
+pub struct LogDrainRow {
+    pub id: String,
+    pub app_id: String,
+    /// As given: `syslog://`, `syslog+tls://` or `https://user:pass@host/path`.
+    pub url: String,
+    /// `d.<uuid>`.
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for LogDrainRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogDrainRow")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A certificate an app serves by SNI. Its `Debug` leaves the private key out.
@@ -445,6 +470,7 @@ impl Store {
         for table in [
             "app_features",
             "domains",
+            "log_drains",
             "sni_endpoints",
             "router_timeouts",
             "formation",
@@ -488,6 +514,36 @@ impl Store {
             .bind(app_id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// How much of an app's log history is kept: (bytes, seconds); `None` = the default.
+    pub async fn log_retention(&self, app_id: &str) -> Result<(Option<u64>, Option<u64>)> {
+        let row: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT log_max_bytes, log_max_age_secs FROM apps WHERE id = ?")
+                .bind(app_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let (b, a) = row.unwrap_or((None, None));
+        Ok((b.map(|v| v as u64), a.map(|v| v as u64)))
+    }
+
+    /// Sets how much of an app's log history is kept; `None` goes back to the default.
+    pub async fn set_log_retention(
+        &self,
+        app_id: &str,
+        max_bytes: Option<u64>,
+        max_age_secs: Option<u64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE apps SET log_max_bytes = ?, log_max_age_secs = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(max_bytes.map(|v| v as i64))
+        .bind(max_age_secs.map(|v| v as i64))
+        .bind(now().to_rfc3339())
+        .bind(app_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -563,6 +619,88 @@ impl Store {
             .bind(to_json(&buildpacks))
             .bind(now().to_rfc3339())
             .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- log drains -----------------------------------------------------------------------
+
+    fn log_drain_row(row: &SqliteRow) -> Result<LogDrainRow> {
+        Ok(LogDrainRow {
+            id: row.try_get("id")?,
+            app_id: row.try_get("app_id")?,
+            url: row.try_get("url")?,
+            token: row.try_get("token")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        })
+    }
+
+    /// An app's log drains, oldest first.
+    pub async fn log_drains(&self, app_id: &str) -> Result<Vec<LogDrainRow>> {
+        let rows = sqlx::query("SELECT * FROM log_drains WHERE app_id = ? ORDER BY created_at, id")
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::log_drain_row).collect()
+    }
+
+    /// Every app's log drains (to start them when the server starts).
+    pub async fn all_log_drains(&self) -> Result<Vec<LogDrainRow>> {
+        let rows = sqlx::query("SELECT * FROM log_drains ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::log_drain_row).collect()
+    }
+
+    /// One of an app's log drains, by id, URL or token.
+    pub async fn log_drain(&self, app_id: &str, which: &str) -> Result<Option<LogDrainRow>> {
+        let row = sqlx::query(
+            "SELECT * FROM log_drains WHERE app_id = ? AND (id = ? OR url = ? OR token = ?)",
+        )
+        .bind(app_id)
+        .bind(which)
+        .bind(which)
+        .bind(which)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::log_drain_row).transpose()
+    }
+
+    /// Adds a log drain with a new `d.<uuid>` token; [`StoreError::Conflict`] when the app has
+    /// a drain with this URL already. The limit per app is the caller's to check.
+    pub async fn create_log_drain(&self, app_id: &str, url: &str) -> Result<LogDrainRow> {
+        let t = now().to_rfc3339();
+        let id = uuid::Uuid::new_v4().to_string();
+        let token = format!("d.{}", uuid::Uuid::new_v4());
+        sqlx::query(
+            "INSERT INTO log_drains (id, app_id, url, token, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(app_id)
+        .bind(url)
+        .bind(&token)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict("log drain".into())
+            } else {
+                e.into()
+            }
+        })?;
+        self.log_drain(app_id, &id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("log drain vanished".into()))
+    }
+
+    pub async fn delete_log_drain(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM log_drains WHERE id = ?")
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())

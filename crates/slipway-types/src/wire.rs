@@ -187,6 +187,16 @@ pub struct LogSessionRequest {
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<bool>,
+    /// Slipway: lines from this time on (RFC 3339, or an age such as `2h`), from the on-disk
+    /// history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Slipway: lines up to this time (RFC 3339, or an age such as `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Slipway: only lines containing this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grep: Option<String>,
 }
 
 /// One buildpack installation, as `GET /apps/{app}/buildpack-installations` answers.
@@ -222,6 +232,22 @@ pub struct Domain {
     /// The app's certificate that covers the host name, if any.
     #[serde(default)]
     pub sni_endpoint: Option<NamedRef>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A log drain of an app (`drains`): where its log lines are also sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogDrain {
+    pub id: String,
+    /// As given when added (Heroku shows basic-auth credentials too).
+    pub url: String,
+    /// `d.<uuid>`, written into every frame's hostname field.
+    pub token: String,
+    /// The add-on that made the drain; always `None` here.
+    #[serde(default)]
+    pub addon: Option<NamedRef>,
+    pub app: AppRef,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -73,6 +73,9 @@ pub struct ServerArgs {
     /// over) or stop (SIGTERM, the grace period, SIGKILL).
     #[arg(long, env = "SLIPWAY_ON_EXIT")]
     pub on_exit: Option<String>,
+    /// PEM file of CA certificates log drains over TLS trust besides the system's roots.
+    #[arg(long, env = "SLIPWAY_DRAIN_CA_FILE")]
+    pub drain_ca_file: Option<PathBuf>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -96,6 +99,7 @@ struct FileConfig {
     dyno_subnet: Option<String>,
     node_name: Option<String>,
     on_exit: Option<String>,
+    drain_ca_file: Option<PathBuf>,
 }
 
 /// The server's resolved settings.
@@ -135,6 +139,9 @@ pub struct Config {
     pub node_name: String,
     /// Default `keep`: dynos outlive the server. `stop` stops them when it stops.
     pub keep_dynos_on_exit: bool,
+    /// CA certificates `syslog+tls://` and `https://` drains trust besides the system's roots.
+    /// Default: none.
+    pub drain_ca_file: Option<PathBuf>,
 }
 
 /// A setting that is forced on, forced off, or decided by the host's self-check.
@@ -324,6 +331,7 @@ impl Config {
                 "stop" => false,
                 other => bail!("on_exit = {other:?} is not one of keep, stop"),
             },
+            drain_ca_file: args.drain_ca_file.or(file.drain_ca_file),
         })
     }
 }
@@ -336,6 +344,25 @@ mod tests {
         let mut v = vec!["server"];
         v.extend_from_slice(list);
         ServerArgs::parse_from(v)
+    }
+
+    #[test]
+    fn drain_ca_file_from_file_or_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slipway.toml");
+        std::fs::write(&file, "drain_ca_file = \"/etc/drain-ca.pem\"\n").unwrap();
+        let c = Config::resolve(args(&["--data-dir", "/tmp/x"])).unwrap();
+        assert_eq!(c.drain_ca_file, None);
+        let c = Config::resolve(args(&["--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(c.drain_ca_file, Some(PathBuf::from("/etc/drain-ca.pem")));
+        let c = Config::resolve(args(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--drain-ca-file",
+            "/x/ca.pem",
+        ]))
+        .unwrap();
+        assert_eq!(c.drain_ca_file, Some(PathBuf::from("/x/ca.pem")));
     }
 
     #[test]

@@ -471,6 +471,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::write(data.join("api-url"), format!("http://{api_addr}\n"))?;
 
     let logs = LogRouter::new();
+    logs.enable_history(
+        slipway_logs::history::History::open(&data.join("logs"))
+            .context("cannot open the log history")?,
+    );
+    let drains = slipway_drains::Drains::new(config.drain_ca_file.as_deref())
+        .context("cannot set up log drains")?;
+    for d in store.all_log_drains().await? {
+        if let Err(error) = drains.add(&d.app_id, &d.id, &d.url, &d.token) {
+            tracing::warn!(drain = %d.token, %error, "Cannot start log drain.");
+        }
+    }
+    logs.add_sink(Arc::new(drains.clone()));
     let routes = RouteTable::new();
     {
         // HTTPS for <app>.<base-domain> (and the server's other names) unless an app's own
@@ -534,6 +546,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(
         store.clone(),
         logs.clone(),
+        drains,
         manager.clone(),
         builder,
         routes.clone(),
@@ -557,6 +570,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));
     for app in store.apps().await? {
         state.routes_register(&app).await;
+        if let Err(error) = state.apply_log_retention(&app).await {
+            warn!(app = %app.name, error = %error.message, "Could not read the app's log retention.");
+        }
     }
     // Dynos the previous server left running carry on under this one.
     let adopted = manager.adopt_all().await;

@@ -1,0 +1,214 @@
+use super::*;
+use chrono::TimeZone;
+
+fn line(source: Source, dyno: &str, message: &str) -> LogLine {
+    LogLine {
+        seq: 1,
+        time: Utc
+            .with_ymd_and_hms(2026, 11, 26, 5, 15, 59)
+            .unwrap()
+            .checked_add_signed(chrono::Duration::microseconds(123_456))
+            .unwrap(),
+        source,
+        dyno: dyno.into(),
+        message: message.into(),
+    }
+}
+
+#[test]
+fn frames_are_octet_counted_rfc5424() {
+    let mut out = Vec::new();
+    frame(&line(Source::App, "web.1", "hello"), "d.abc", &mut out);
+    let body = "<190>1 2026-11-26T05:15:59.123456+00:00 d.abc app web.1 - - hello\n";
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("{} {body}", body.len())
+    );
+    let mut out = Vec::new();
+    frame(&line(Source::Heroku, "router", "at=info"), "d.x", &mut out);
+    frame(&line(Source::Heroku, "api", "Release v2"), "d.x", &mut out);
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.contains("<158>1 2026-11-26T05:15:59.123456+00:00 d.x heroku router - - at=info\n"));
+    assert!(s.contains("<134>1 2026-11-26T05:15:59.123456+00:00 d.x heroku api - - Release v2\n"));
+}
+
+#[test]
+fn overflow_message_is_logplex_l10() {
+    let t = Utc.with_ymd_and_hms(2012, 11, 30, 6, 45, 29).unwrap();
+    assert_eq!(
+        overflow_message(500, t),
+        "Error L10 (output buffer overflow): 500 messages dropped since 2012-11-30T06:45:29+00:00."
+    );
+}
+
+#[test]
+fn full_buffer_drops_newest_and_reports_l10_first() {
+    let d = Drain::new("id", "d.t");
+    for i in 0..BUFFER_LINES + 7 {
+        d.push(&line(Source::App, "web.1", &format!("m{i}")));
+    }
+    assert_eq!(d.lock().dropped, 7);
+    let (frames, n, _) = d.take(3, usize::MAX).unwrap();
+    assert_eq!(n, 3);
+    let s = String::from_utf8(frames).unwrap();
+    let lines: Vec<&str> = s.lines().collect();
+    assert!(
+        lines[0].contains("d.t heroku logplex - - Error L10 (output buffer overflow): 7 messages dropped since 2026-11-26T05:15:59+00:00."),
+        "{s}"
+    );
+    assert!(lines[1].ends_with("- - m0"));
+    assert!(lines[2].ends_with("- - m1"));
+    assert_eq!(d.lock().dropped, 0);
+    let (frames, _, _) = d.take(1, usize::MAX).unwrap();
+    assert!(String::from_utf8(frames).unwrap().ends_with("- - m2\n"));
+}
+
+#[test]
+fn urls() {
+    assert_eq!(
+        parse_url("syslog://logs.example.com:514").unwrap(),
+        Target::Syslog {
+            host: "logs.example.com".into(),
+            port: 514,
+            tls: false
+        }
+    );
+    assert!(matches!(
+        parse_url("syslog+tls://127.0.0.1:6514").unwrap(),
+        Target::Syslog { tls: true, .. }
+    ));
+    let t = parse_url("https://us%40r:p%3Ass@drain.example.com/logs?x=1").unwrap();
+    assert_eq!(t.to_string(), "https://drain.example.com:443/logs?x=1");
+    match t {
+        Target::Http {
+            authorization,
+            path,
+            port,
+            ..
+        } => {
+            use base64::Engine;
+            let want = base64::engine::general_purpose::STANDARD.encode("us@r:p:ss");
+            assert_eq!(authorization.unwrap(), format!("Basic {want}"));
+            assert_eq!(path, "/logs?x=1");
+            assert_eq!(port, 443);
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        "ftp://x.example.com",
+        "syslog://x.example.com",
+        "not a url",
+        "https://",
+        "tcp://u:secret@x:1",
+    ] {
+        let e = parse_url(bad).unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
+    }
+    assert!(parse_url("ftp://a.b")
+        .unwrap_err()
+        .to_string()
+        .contains("syslog://, syslog+tls://, https://"));
+}
+
+#[tokio::test]
+async fn a_syslog_drain_delivers_and_a_dead_one_does_not_block() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let drains = Drains::new(None).unwrap();
+    // A drain nobody listens on, next to a working one.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    drains
+        .add(
+            "app1",
+            "dead",
+            &format!("syslog://127.0.0.1:{dead_port}"),
+            "d.dead",
+        )
+        .unwrap();
+    drains
+        .add(
+            "app1",
+            "live",
+            &format!("syslog://127.0.0.1:{port}"),
+            "d.live",
+        )
+        .unwrap();
+    for i in 0..BUFFER_LINES + 10 {
+        drains.line("app1", &line(Source::App, "web.1", &format!("n{i}")));
+    }
+    drains.line("app2", &line(Source::App, "web.1", "other app"));
+    let (mut sock, _) = listener.accept().await.unwrap();
+    let mut got = String::new();
+    let mut buf = vec![0u8; 65536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.contains(&format!("- - n{}\n", BUFFER_LINES - 1)) {
+        let n = tokio::time::timeout_at(deadline, sock.read(&mut buf))
+            .await
+            .expect("frames arrive")
+            .unwrap();
+        assert!(n > 0);
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("d.live app web.1 - - n0\n"));
+    assert!(!got.contains("other app"));
+    assert!(drains.dropped("app1", "dead").unwrap() >= 10);
+    drains.remove("app1", "live");
+    assert!(drains.dropped("app1", "live").is_none());
+    drains.remove_app("app1");
+    assert!(drains.dropped("app1", "dead").is_none());
+}
+
+#[tokio::test]
+async fn a_drain_that_comes_back_reports_what_it_dropped_first() {
+    use tokio::io::AsyncReadExt;
+    // Nothing listens yet: the drain's first connection fails and it backs off for 1 s.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let drains = Drains::new(None).unwrap();
+    drains
+        .add("app", "id", &format!("syslog://127.0.0.1:{port}"), "d.back")
+        .unwrap();
+    for i in 0..BUFFER_LINES + 3 {
+        drains.line("app", &line(Source::App, "web.1", &format!("x{i}")));
+    }
+    assert_eq!(drains.dropped("app", "id"), Some(3));
+    // Let the drain's first connection be refused, so it has to come back after its backoff.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the drain reconnects")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while !String::from_utf8_lossy(&got).contains("- - x0\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .expect("frames arrive")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let got = String::from_utf8(got).unwrap();
+    let first = got.lines().next().unwrap();
+    assert!(
+        first.contains(" d.back heroku logplex - - Error L10 (output buffer overflow): 3 messages dropped since 2026-11-26T05:15:59+00:00."),
+        "{first}"
+    );
+    assert!(first.starts_with(&format!(
+        "{} <134>1 ",
+        first.len() - first.find(' ').unwrap()
+    )));
+}
+
+#[test]
+fn new_needs_a_runtime() {
+    assert!(matches!(Drains::new(None), Err(DrainError::NoRuntime)));
+}
