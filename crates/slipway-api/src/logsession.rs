@@ -145,6 +145,16 @@ struct Tail {
     format: Format,
 }
 
+impl Tail {
+    fn matches(&self, line: &LogLine) -> bool {
+        self.filter.matches(line)
+            && self
+                .grep
+                .as_deref()
+                .is_none_or(|g| line.to_string().contains(g))
+    }
+}
+
 pub async fn stream(
     State(s): State<AppState>,
     Path(token): Path<String>,
@@ -215,27 +225,62 @@ pub async fn stream(
         };
         let live = stream::unfold(tail, |mut t| async move {
             loop {
-                match tokio::time::timeout(KEEPALIVE, t.rx.recv()).await {
-                    Ok(Ok(line))
-                        if t.filter.matches(&line)
-                            && t.grep
-                                .as_deref()
-                                .is_none_or(|g| line.to_string().contains(g)) =>
-                    {
-                        let bytes = t.format.line(&line);
-                        return Some((Ok(bytes), t));
+                let first = match tokio::time::timeout(KEEPALIVE, t.rx.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => match t.format {
+                        Format::Sse => {
+                            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), t));
+                        }
+                        // Plain-text readers get nothing: a blank line would be a log line.
+                        Format::Plain => continue,
+                    },
+                };
+                // Whatever else is already waiting goes out in the same chunk: one write per
+                // batch, not per line, keeps a tail up with a fast writer.
+                let mut out = Vec::with_capacity(16 * 1024);
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some(r) = next.take() {
+                    match r {
+                        Ok(line) => {
+                            if t.matches(&line) {
+                                out.extend_from_slice(&t.format.line(&line));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            // The tail fell behind and lines were dropped: say so in-band, as
+                            // Logplex does.
+                            let line = LogLine {
+                                seq: 0,
+                                time: chrono::Utc::now(),
+                                source: slipway_logs::Source::Heroku,
+                                dyno: "logplex".into(),
+                                message: format!(
+                                    "Error L11 (Tail buffer overflow): {n} messages dropped."
+                                ),
+                            };
+                            out.extend_from_slice(&t.format.line(&line));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            if out.is_empty() {
+                                return None;
+                            }
+                            break;
+                        }
                     }
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                    Ok(Err(broadcast::error::RecvError::Closed)) => return None,
-                    Err(_) => {
-                        let keepalive = match t.format {
-                            Format::Sse => Bytes::from_static(b": keep-alive\n\n"),
-                            // Plain-text readers get nothing: a blank line would be a log line.
-                            Format::Plain => continue,
+                    taken += 1;
+                    if taken < 4096 && out.len() < 256 * 1024 {
+                        next = match t.rx.try_recv() {
+                            Ok(l) => Some(Ok(l)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                Some(Err(broadcast::error::RecvError::Lagged(n)))
+                            }
+                            Err(_) => None,
                         };
-                        return Some((Ok(keepalive), t));
                     }
+                }
+                if !out.is_empty() {
+                    return Some((Ok(Bytes::from(out)), t));
                 }
             }
         });

@@ -188,10 +188,11 @@ pub fn frame(line: &LogLine, token: &str, out: &mut Vec<u8>) {
         .filter(|c| c.is_ascii_graphic())
         .take(128)
         .collect();
+    let st = slipway_logs::stamp(line.time);
     let body = format!(
         "<{}>1 {} {} {} {} - - {}\n",
         priority(line),
-        line.time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
+        std::str::from_utf8(&st).unwrap_or("-"),
         token,
         line.source.as_str(),
         if dyno.is_empty() { "-" } else { &dyno },

@@ -55,8 +55,12 @@ pub struct History {
     dir: PathBuf,
     tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
+    /// Per app: lines dropped since the writer last caught up, and when the first was.
+    gaps: Gaps,
     retention: Arc<RwLock<HashMap<String, Retention>>>,
 }
+
+type Gaps = Arc<std::sync::Mutex<HashMap<String, (u64, DateTime<Utc>)>>>;
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,7 +70,7 @@ impl std::fmt::Debug for History {
 
 /// A timestamp in the log's own format, for comparisons with lines.
 pub fn stamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    crate::stamp_str(t)
 }
 
 /// What a history query asks for.
@@ -95,13 +99,19 @@ impl Query {
 impl History {
     /// Opens (making it if needed) the history under `dir` and starts its writer thread.
     pub fn open(dir: &Path) -> std::io::Result<History> {
+        Self::open_with_queue(dir, QUEUE)
+    }
+
+    fn open_with_queue(dir: &Path, queue: usize) -> std::io::Result<History> {
         fs::create_dir_all(dir)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::sync_channel(queue);
         let retention: Arc<RwLock<HashMap<String, Retention>>> = Arc::default();
+        let gaps: Gaps = Arc::default();
         let writer = Writer {
             dir: dir.to_path_buf(),
             open: HashMap::new(),
             retention: retention.clone(),
+            gaps: gaps.clone(),
             last_prune: SystemTime::now(),
         };
         std::thread::Builder::new()
@@ -111,6 +121,7 @@ impl History {
             dir: dir.to_path_buf(),
             tx,
             dropped: Arc::default(),
+            gaps,
             retention,
         })
     }
@@ -229,6 +240,8 @@ impl LineSink for History {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                let mut gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner());
+                gaps.entry(app_id.to_string()).or_insert((0, line.time)).0 += 1;
             }
         }
     }
@@ -247,6 +260,7 @@ struct Writer {
     dir: PathBuf,
     open: HashMap<String, Segment>,
     retention: Arc<RwLock<HashMap<String, Retention>>>,
+    gaps: Gaps,
     last_prune: SystemTime,
 }
 
@@ -260,9 +274,32 @@ impl Writer {
                     while let Ok(msg) = rx.try_recv() {
                         self.handle(msg);
                     }
+                    // Where lines were dropped, the history says so, as Logplex does in-band.
+                    let gaps: Vec<(String, (u64, DateTime<Utc>))> = self
+                        .gaps
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .drain()
+                        .collect();
+                    for (app, (n, since)) in gaps {
+                        let line = LogLine {
+                            seq: 0,
+                            time: Utc::now(),
+                            source: Source::Heroku,
+                            dyno: "logplex".into(),
+                            message: format!(
+                                "Error L12 (local buffer overflow): {n} messages dropped from the history since {}.",
+                                stamp(since)
+                            ),
+                        };
+                        let _ = self.append(&app, &line.to_string());
+                    }
                     for seg in self.open.values_mut() {
                         let _ = seg.file.flush();
                     }
+                    // Let lines gather for a moment: under a flood, one wake-up and one write
+                    // per few thousand lines, not per line.
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -479,6 +516,54 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!dir.path().join("a1").exists());
+    }
+
+    #[test]
+    fn lines_dropped_under_a_flood_are_reported_in_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open_with_queue(dir.path(), 4).unwrap();
+        for i in 0..5000 {
+            h.line("a1", &line(i, "2026-11-26T10:00:00Z", "web.1", "flood"));
+        }
+        assert!(h.dropped() > 0);
+        // The next batch reports the gap.
+        std::thread::sleep(Duration::from_millis(50));
+        h.line("a1", &line(9999, "2026-11-26T10:00:01Z", "web.1", "after"));
+        let q = Query {
+            grep: Some("Error L12".into()),
+            limit: 10_000,
+            ..Default::default()
+        };
+        // Every dropped line is accounted for, in one or more reports.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = h.query("a1", &q).unwrap();
+            let mut reported = 0;
+            for l in &got {
+                assert!(
+                    l.contains("heroku[logplex]: Error L12 (local buffer overflow): ")
+                        && l.contains(
+                            " messages dropped from the history since 2026-11-26T10:00:00.000000+00:00."
+                        ),
+                    "{got:?}"
+                );
+                reported += l
+                    .split("overflow): ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap();
+            }
+            if !got.is_empty() && reported == h.dropped() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{reported} of {} reported: {got:?}",
+                h.dropped()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -115,3 +115,68 @@ async fn history_is_searchable_and_survives_a_restart() {
     })
     .await;
 }
+
+/// A tail that does not keep up is told, in-band, how many lines it lost; the history on disk
+/// still has them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tail_that_falls_behind_is_told_what_it_lost() {
+    let s = TestServer::start();
+    let dir = s.home().join("flood");
+    s.repo(
+        &dir,
+        &[
+            ("Procfile", "worker: python3 flood.py\n"),
+            (
+                "flood.py",
+                "import sys\nfor i in range(300000):\n    sys.stdout.write('flood line %d\\n' % i)\nsys.stdout.flush()\nimport time\ntime.sleep(3600)\n",
+            ),
+        ],
+    );
+    s.ok(&dir, &["apps:create", "flood"]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A tail that reads nothing for a while.
+    let session: serde_json::Value = s
+        .http()
+        .post(format!("{}/apps/flood/log-sessions", s.api_url()))
+        .bearer_auth(&s.key)
+        .json(&serde_json::json!({"tail": true, "lines": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = session["logplex_url"].as_str().unwrap().to_string();
+    let mut resp = s.http().get(&url).send().await.unwrap();
+    s.ok(&dir, &["ps:scale", "worker=1"]);
+    // The worker prints its 300,000 lines while the tail sleeps.
+    eventually(60, "the worker wrote everything", || async {
+        let found = s.ok(&dir, &["logs", "--grep", "flood line 299999"]);
+        found.contains("flood line 299999").then_some(())
+    })
+    .await;
+    let mut seen = String::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("flood line 299999") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "the tail caught up with the end");
+    let report = seen
+        .lines()
+        .find(|l| l.contains("heroku[logplex]: Error L11 (Tail buffer overflow): "))
+        .unwrap_or_else(|| panic!("no L11 line among {} lines", seen.lines().count()));
+    assert!(report.ends_with("messages dropped."), "{report}");
+    // The history on disk kept every line.
+    let all = s.ok(&dir, &["logs", "--grep", "flood line", "-n", "100000"]);
+    assert_eq!(
+        all.lines().count(),
+        100_000,
+        "the newest 100,000 of 300,000"
+    );
+}
