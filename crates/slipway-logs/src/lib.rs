@@ -56,20 +56,34 @@ pub struct LogLine {
 /// 32 bytes). Written digit by digit: chrono's formatter was the log path's largest cost.
 pub fn stamp(t: DateTime<Utc>) -> [u8; 32] {
     use chrono::{Datelike, Timelike};
-    let mut b = *b"0000-00-00T00:00:00.000000+00:00";
-    let mut put = |at: usize, width: usize, mut v: u32| {
+    use std::cell::Cell;
+    thread_local! {
+        /// The date and time of day of the last second stamped on this thread.
+        static LAST: Cell<(i64, [u8; 19])> = const { Cell::new((i64::MIN, [0; 19])) };
+    }
+    fn put(b: &mut [u8], at: usize, width: usize, mut v: u32) {
         for i in (0..width).rev() {
             b[at + i] = b'0' + (v % 10) as u8;
             v /= 10;
         }
-    };
-    put(0, 4, t.year().clamp(0, 9999) as u32);
-    put(5, 2, t.month());
-    put(8, 2, t.day());
-    put(11, 2, t.hour());
-    put(14, 2, t.minute());
-    put(17, 2, t.second().min(59));
-    put(20, 6, (t.nanosecond() % 1_000_000_000) / 1000);
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000+00:00";
+    let secs = t.timestamp();
+    let (last, prefix) = LAST.get();
+    if last == secs {
+        b[..19].copy_from_slice(&prefix);
+    } else {
+        put(&mut b, 0, 4, t.year().clamp(0, 9999) as u32);
+        put(&mut b, 5, 2, t.month());
+        put(&mut b, 8, 2, t.day());
+        put(&mut b, 11, 2, t.hour());
+        put(&mut b, 14, 2, t.minute());
+        put(&mut b, 17, 2, t.second().min(59));
+        let mut p = [0u8; 19];
+        p.copy_from_slice(&b[..19]);
+        LAST.set((secs, p));
+    }
+    put(&mut b, 20, 6, (t.nanosecond() % 1_000_000_000) / 1000);
     b
 }
 
@@ -407,6 +421,8 @@ mod tests {
     fn stamps_match_chronos_format() {
         for t in [
             "2026-11-26T05:15:59.123456Z",
+            // The same second again (its date and time of day come from the cache).
+            "2026-11-26T05:15:59.000001Z",
             "1999-01-02T03:04:05.000001Z",
             "2030-12-31T23:59:59.999999Z",
         ] {
