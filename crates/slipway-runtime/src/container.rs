@@ -490,8 +490,15 @@ async fn follow(
         let wait = if tries < 400 { 5 } else { 100 };
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     };
-    let mut lines = tokio::io::BufReader::new(stream).split(b'\n');
+    let mut lines = tokio::io::BufReader::with_capacity(64 * 1024, stream).split(b'\n');
+    let mut count: u32 = 0;
     while let Ok(Some(line)) = lines.next_segment().await {
+        count = count.wrapping_add(1);
+        if count.is_multiple_of(256) {
+            // A dyno that floods its output takes its turn with everything else on the server
+            // (drains, tails, the API): what it writes beyond that waits in its relay.
+            tokio::task::yield_now().await;
+        }
         match crate::relay::parse_record(&line) {
             Some(crate::relay::Record::Output(text)) => output(&text),
             Some(crate::relay::Record::Dropped(n)) => output(&format!(

@@ -87,6 +87,8 @@ pub(crate) fn shim_relay(
     let mut client: Option<UnixStream> = None;
     let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
     let mut partial: Vec<u8> = Vec::new();
+    // The last line was cut at MAX_LINE bytes (not ended by a newline).
+    let mut split_long = false;
     let mut dropped: u64 = 0;
     let mut status: Option<i32> = None;
     let mut output_open = true;
@@ -102,15 +104,23 @@ pub(crate) fn shim_relay(
                     dropped = 0;
                 }
             }
-            while ok {
-                let Some(line) = queue.front() else { break };
-                let mut rec = Vec::with_capacity(line.len() + 3);
-                rec.extend_from_slice(b"O ");
-                rec.extend_from_slice(line);
-                rec.push(b'\n');
-                ok = c.write_all(&rec).is_ok();
+            // Records go in batches: one write for many lines, not one per line.
+            let mut batch: Vec<u8> = Vec::new();
+            while ok && !queue.is_empty() {
+                batch.clear();
+                let mut n = 0;
+                for line in queue.iter() {
+                    if batch.len() + line.len() + 3 > 64 * 1024 && n > 0 {
+                        break;
+                    }
+                    batch.extend_from_slice(b"O ");
+                    batch.extend_from_slice(line);
+                    batch.push(b'\n');
+                    n += 1;
+                }
+                ok = c.write_all(&batch).is_ok();
                 if ok {
-                    queue.pop_front();
+                    queue.drain(..n);
                 }
             }
             if !ok {
@@ -224,24 +234,53 @@ pub(crate) fn shim_relay(
             match pipe.read(&mut buf) {
                 Ok(0) => output_open = false,
                 Ok(n) => {
-                    for &b in &buf[..n] {
-                        if b == b'\n' || partial.len() >= MAX_LINE {
-                            let line = std::mem::take(&mut partial);
-                            if queue.len() >= BUFFER_LINES {
-                                queue.pop_front();
-                                dropped += 1;
-                            }
-                            queue.push_back(line);
-                            if b == b'\n' {
-                                continue;
-                            }
+                    split_lines(&mut partial, &mut split_long, &buf[..n], |line| {
+                        if queue.len() >= BUFFER_LINES {
+                            queue.pop_front();
+                            dropped += 1;
                         }
-                        partial.push(b);
-                    }
+                        queue.push_back(line);
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => output_open = false,
             }
+        }
+    }
+}
+
+/// Splits output into lines: at newlines, and at [`MAX_LINE`] bytes for longer ones (a newline
+/// right after such a cut ends that line). `partial` holds an unfinished line between calls.
+fn split_lines(
+    partial: &mut Vec<u8>,
+    split_long: &mut bool,
+    data: &[u8],
+    mut push: impl FnMut(Vec<u8>),
+) {
+    let mut rest = data;
+    while !rest.is_empty() {
+        if *split_long && rest[0] == b'\n' {
+            *split_long = false;
+            rest = &rest[1..];
+            continue;
+        }
+        *split_long = false;
+        // Up to the next newline, or as much as fits in a line.
+        let room = MAX_LINE.saturating_sub(partial.len()).max(1);
+        let window = &rest[..rest.len().min(room)];
+        let (piece, ended, used) = match window.iter().position(|b| *b == b'\n') {
+            Some(i) => (&window[..i], true, i + 1),
+            None => (
+                window,
+                partial.len() + window.len() >= MAX_LINE,
+                window.len(),
+            ),
+        };
+        partial.extend_from_slice(piece);
+        rest = &rest[used..];
+        if ended {
+            *split_long = used == piece.len();
+            push(std::mem::take(partial));
         }
     }
 }
@@ -279,6 +318,32 @@ pub fn parse_record(line: &[u8]) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_splits_into_lines_like_before() {
+        let run = |chunks: &[&[u8]]| {
+            let (mut partial, mut split) = (Vec::new(), false);
+            let mut lines = Vec::new();
+            for c in chunks {
+                split_lines(&mut partial, &mut split, c, |l| lines.push(l));
+            }
+            (lines, partial)
+        };
+        let (lines, rest) = run(&[b"a\nbc", b"d\n\nlast"]);
+        assert_eq!(lines, vec![b"a".to_vec(), b"bcd".to_vec(), b"".to_vec()]);
+        assert_eq!(rest, b"last");
+        // Exactly MAX_LINE bytes then a newline: one line.
+        let long = vec![b'x'; MAX_LINE];
+        let mut with_nl = long.clone();
+        with_nl.extend_from_slice(b"\nnext\n");
+        let (lines, _) = run(&[&with_nl]);
+        assert_eq!(lines, vec![long.clone(), b"next".to_vec()]);
+        // Longer: cut at MAX_LINE, across reads too.
+        let (lines, _) = run(&[&long[..4000], &long[..], b"yy\n"]);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), MAX_LINE);
+        assert_eq!(lines[1].len(), 4000 + 2);
+    }
 
     #[test]
     fn records_parse() {
