@@ -257,7 +257,8 @@ pub async fn stream(
                                 dyno: "logplex".into(),
                                 message: format!(
                                     "Error L11 (Tail buffer overflow): {n} messages dropped."
-                                ),
+                                )
+                                .into(),
                             };
                             out.extend_from_slice(&t.format.line(&line));
                         }

@@ -171,7 +171,7 @@ pub fn priority(line: &LogLine) -> u8 {
     const INFO: u8 = 6;
     let facility = match line.source {
         Source::App => 23,
-        Source::Heroku if line.dyno == "router" => 19,
+        Source::Heroku if &*line.dyno == "router" => 19,
         Source::Heroku => 16,
     };
     facility * 8 + INFO
@@ -280,7 +280,7 @@ impl Drain {
                     time: Utc::now(),
                     source: Source::Heroku,
                     dyno: "logplex".into(),
-                    message: overflow_message(q.dropped, since),
+                    message: overflow_message(q.dropped, since).into(),
                 });
                 q.dropped = 0;
             }

@@ -206,8 +206,8 @@ fn matches_filter(line: &str, f: &Filter) -> bool {
         seq: 0,
         time: DateTime::<Utc>::MIN_UTC,
         source,
-        dyno: dyno.to_string(),
-        message: String::new(),
+        dyno: dyno.into(),
+        message: "".into(),
     })
 }
 
@@ -290,7 +290,8 @@ impl Writer {
                             message: format!(
                                 "Error L12 (local buffer overflow): {n} messages dropped from the history since {}.",
                                 stamp(since)
-                            ),
+                            )
+                            .into(),
                         };
                         let _ = self.append(&app, &line.to_string());
                     }

@@ -48,8 +48,9 @@ pub struct LogLine {
     pub time: DateTime<Utc>,
     pub source: Source,
     /// `web.1`, `router`, `api`, `run.1234`, ...
-    pub dyno: String,
-    pub message: String,
+    pub dyno: Arc<str>,
+    /// Shared, not copied, by the ring, the tails, the drains and the history.
+    pub message: Arc<str>,
 }
 
 /// A time as log lines show it: `2026-11-26T05:15:59.123456+00:00` (RFC 3339, UTC, µs; always
@@ -123,8 +124,8 @@ impl Filter {
         }
         match &self.dyno {
             None => true,
-            Some(d) if d.contains('.') => &line.dyno == d,
-            Some(d) => line.dyno == *d || line.dyno.split('.').next() == Some(d.as_str()),
+            Some(d) if d.contains('.') => *line.dyno == **d,
+            Some(d) => *line.dyno == **d || line.dyno.split('.').next() == Some(d.as_str()),
         }
     }
 }
@@ -229,13 +230,14 @@ impl LogRouter {
         };
         let sinks = self.inner.sinks.read().unwrap_or_else(|e| e.into_inner());
         let mut for_sinks = Vec::new();
+        let dyno_arc: Arc<str> = dyno.into();
         for part in parts {
             let line = LogLine {
                 seq: log.next_seq,
                 time,
                 source,
-                dyno: dyno.to_string(),
-                message: part.to_string(),
+                dyno: dyno_arc.clone(),
+                message: part.into(),
             };
             log.next_seq += 1;
             if log.lines.len() == HISTORY_LINES {
@@ -472,7 +474,7 @@ mod tests {
         assert_eq!(all.len(), HISTORY_LINES);
         assert_eq!(
             all.last().unwrap().message,
-            "State changed from starting to up"
+            "State changed from starting to up".into()
         );
         let web = Filter {
             dyno: Some("web".into()),
@@ -480,7 +482,7 @@ mod tests {
         };
         let (lines, _) = r.snapshot("a", &web, 3);
         assert_eq!(
-            lines.iter().map(|l| l.dyno.as_str()).collect::<Vec<_>>(),
+            lines.iter().map(|l| &*l.dyno).collect::<Vec<_>>(),
             ["web.1", "web.1", "web.2"]
         );
         let web1_app = Filter {
@@ -490,7 +492,7 @@ mod tests {
         let (lines, _) = r.snapshot("a", &web1_app, 1500);
         assert!(lines
             .iter()
-            .all(|l| l.dyno == "web.1" && l.source == Source::App));
+            .all(|l| &*l.dyno == "web.1" && l.source == Source::App));
         let (after, _) = r.since("a", &Filter::default(), all[all.len() - 2].seq);
         assert_eq!(after.len(), 1);
     }
@@ -501,7 +503,7 @@ mod tests {
         r.emit("a", Source::Heroku, "api", "Build failed:\nline two\r\n");
         r.emit("a", Source::App, "web.1", "");
         let (lines, _) = r.snapshot("a", &Filter::default(), 10);
-        let msgs: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        let msgs: Vec<&str> = lines.iter().map(|l| &*l.message).collect();
         assert_eq!(msgs, ["Build failed:", "line two", ""]);
     }
 
@@ -526,7 +528,7 @@ mod tests {
         let r = LogRouter::new();
         let (_, mut rx) = r.snapshot("a", &Filter::default(), 10);
         r.emit("a", Source::App, "web.1", "hello");
-        assert_eq!(rx.recv().await.unwrap().message, "hello");
+        assert_eq!(&*rx.recv().await.unwrap().message, "hello");
         let token = r.create_session("a", Filter::default(), 100, true);
         assert_eq!(token.len(), 48);
         assert!(r.session(&token).is_some());

@@ -112,8 +112,8 @@ impl Router {
             .snapshot(&format!("id-{app}"), &Filter::default(), 1500)
             .0
             .into_iter()
-            .filter(|l| l.dyno == "router")
-            .map(|l| l.message)
+            .filter(|l| &*l.dyno == "router")
+            .map(|l| l.message.to_string())
             .collect()
     }
 
