@@ -32,6 +32,8 @@ pub(crate) struct Conn {
     pub reused: bool,
     /// When it went back to the pool.
     pub idle_since: Option<std::time::Instant>,
+    /// The thread (and so the event loop) it was made on.
+    pub owner: std::thread::ThreadId,
 }
 
 impl std::fmt::Debug for Conn {
@@ -83,6 +85,7 @@ impl Conn {
             buf: BytesMut::with_capacity(READ_CHUNK),
             reused: false,
             idle_since: None,
+            owner: std::thread::current().id(),
         }
     }
 

@@ -92,9 +92,18 @@ impl Dyno {
     }
 
     /// An idle pooled connection the dyno has not closed, if any.
+    /// Only connections made on this thread are taken: each router thread has its own event
+    /// loop, and a socket is watched by the loop it was made on.
     pub fn idle(&self) -> Option<Conn> {
+        let me = std::thread::current().id();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = idle.pop() {
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].owner != me {
+                continue;
+            }
+            let c = idle.swap_remove(i);
             if c.alive() {
                 return Some(c);
             }
