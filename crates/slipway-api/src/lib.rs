@@ -42,6 +42,7 @@ use slipway_router::RouteTable;
 use slipway_store::Store;
 
 pub use git::{install_hook_script, STATUS_MARKER};
+pub use logsession::ApiConn;
 
 /// Settings the API needs from the server's configuration.
 #[derive(Debug, Clone)]

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Path, State};
+use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -131,10 +133,47 @@ enum Format {
 
 impl Format {
     fn line(&self, l: &LogLine) -> Bytes {
+        let mut out = Vec::new();
+        self.write_line(l, &mut out);
+        Bytes::from(out)
+    }
+
+    fn write_line(&self, l: &LogLine, out: &mut Vec<u8>) {
         match self {
-            Format::Sse => Bytes::from(format!("id: {}\ndata: {l}\n\n", l.seq)),
-            Format::Plain => Bytes::from(format!("{l}\n")),
+            Format::Sse => {
+                out.extend_from_slice(b"id: ");
+                out.extend_from_slice(l.seq.to_string().as_bytes());
+                out.extend_from_slice(b"\ndata: ");
+                l.write_to(out);
+                out.extend_from_slice(b"\n\n");
+            }
+            Format::Plain => {
+                l.write_to(out);
+                out.push(b'\n');
+            }
         }
+    }
+}
+
+/// Bytes of a tail that may wait in the socket to a reader that falls behind. The kernel would let
+/// the buffer grow to megabytes (seconds of lines on the way); past this, lines wait in the app's
+/// stream, where a tail that stays behind loses them with an L11 notice, as Logplex does.
+const TAIL_SOCKET_BUFFER: usize = 64 * 1024;
+
+/// The API connection a request came on: lets a handler tune its socket. Serve the API with
+/// `into_make_service_with_connect_info::<ApiConn>()` to provide it.
+#[derive(Clone, Debug)]
+pub struct ApiConn(std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ApiConn {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        use std::os::fd::AsFd;
+        // A second descriptor for the same socket, closed with the connection's service.
+        let fd = stream.io().as_fd().try_clone_to_owned();
+        ApiConn(std::sync::Arc::new(fd.unwrap_or_else(|_| {
+            // Out of descriptors: an unconnected one, which the tuning below just fails on.
+            std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"))
+        })))
     }
 }
 
@@ -158,6 +197,7 @@ impl Tail {
 pub async fn stream(
     State(s): State<AppState>,
     Path(token): Path<String>,
+    conn: Option<Extension<ConnectInfo<ApiConn>>>,
     headers: HeaderMap,
 ) -> Response {
     let Some(session) = s.logs.session(&token) else {
@@ -217,6 +257,13 @@ pub async fn stream(
         "text/plain; charset=utf-8"
     };
     let body = if session.tail {
+        if let Some(Extension(ConnectInfo(ApiConn(fd)))) = &conn {
+            let _ = nix::sys::socket::setsockopt(
+                fd.as_ref(),
+                nix::sys::socket::sockopt::SndBuf,
+                &TAIL_SOCKET_BUFFER,
+            );
+        }
         let tail = Tail {
             rx,
             filter: session.filter,
@@ -244,7 +291,7 @@ pub async fn stream(
                     match r {
                         Ok(line) => {
                             if t.matches(&line) {
-                                out.extend_from_slice(&t.format.line(&line));
+                                t.format.write_line(&line, &mut out);
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -260,7 +307,7 @@ pub async fn stream(
                                 )
                                 .into(),
                             };
-                            out.extend_from_slice(&t.format.line(&line));
+                            t.format.write_line(&line, &mut out);
                         }
                         Err(broadcast::error::RecvError::Closed) => {
                             if out.is_empty() {

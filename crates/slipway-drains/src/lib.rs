@@ -182,25 +182,38 @@ pub fn priority(line: &LogLine) -> u8 {
 /// source (`app`, `heroku`) as APP-NAME and the dyno as PROCID, as Logplex sends them. The
 /// frame ends with a newline counted in LEN, as in Heroku's examples.
 pub fn frame(line: &LogLine, token: &str, out: &mut Vec<u8>) {
-    let dyno: String = line
-        .dyno
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(128)
-        .collect();
-    let st = slipway_logs::stamp(line.time);
-    let body = format!(
-        "<{}>1 {} {} {} {} - - {}\n",
-        priority(line),
-        std::str::from_utf8(&st).unwrap_or("-"),
-        token,
-        line.source.as_str(),
-        if dyno.is_empty() { "-" } else { &dyno },
-        line.message
-    );
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    use std::io::Write as _;
+    // The app-name field is printable ASCII, at most 128 characters (RFC 5424).
+    let clean: String;
+    let dyno = if line.dyno.len() <= 128 && line.dyno.bytes().all(|b| b.is_ascii_graphic()) {
+        &*line.dyno
+    } else {
+        clean = line
+            .dyno
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(128)
+            .collect();
+        &clean
+    };
+    let dyno = if dyno.is_empty() { "-" } else { dyno };
+    let source = line.source.as_str();
+    let priority = priority(line);
+    // "<PRI>1 STAMP TOKEN SOURCE DYNO - - MESSAGE\n", its length first.
+    let pri_digits = if priority >= 100 { 3 } else if priority >= 10 { 2 } else { 1 };
+    let len = 1 + pri_digits + 3 + 32 + 1 + token.len() + 1 + source.len() + 1 + dyno.len()
+        + 5 + line.message.len() + 1;
+    let _ = write!(out, "{len} <{priority}>1 ");
+    out.extend_from_slice(&slipway_logs::stamp(line.time));
     out.push(b' ');
-    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(token.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(source.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(dyno.as_bytes());
+    out.extend_from_slice(b" - - ");
+    out.extend_from_slice(line.message.as_bytes());
+    out.push(b'\n');
 }
 
 /// Logplex's in-band message for lines a drain lost.

@@ -30,6 +30,13 @@ fn frames_are_octet_counted_rfc5424() {
     let s = String::from_utf8(out).unwrap();
     assert!(s.contains("<158>1 2026-11-26T05:15:59.123456+00:00 d.x heroku router - - at=info\n"));
     assert!(s.contains("<134>1 2026-11-26T05:15:59.123456+00:00 d.x heroku api - - Release v2\n"));
+    // The app-name field keeps printable ASCII only; an empty one is "-". Counts stay exact.
+    for (dyno, shown) in [("we b.1é", "web.1"), ("", "-")] {
+        let mut out = Vec::new();
+        frame(&line(Source::App, dyno, "héllo"), "d.abc", &mut out);
+        let body = format!("<190>1 2026-11-26T05:15:59.123456+00:00 d.abc app {shown} - - héllo\n");
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{} {body}", body.len()));
+    }
 }
 
 #[test]

@@ -93,6 +93,19 @@ pub fn stamp_str(t: DateTime<Utc>) -> String {
     String::from_utf8_lossy(&stamp(t)).into_owned()
 }
 
+impl LogLine {
+    /// Appends the line as [`fmt::Display`] shows it, without formatting machinery.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&stamp(self.time));
+        out.push(b' ');
+        out.extend_from_slice(self.source.as_str().as_bytes());
+        out.push(b'[');
+        out.extend_from_slice(self.dyno.as_bytes());
+        out.extend_from_slice(b"]: ");
+        out.extend_from_slice(self.message.as_bytes());
+    }
+}
+
 impl fmt::Display for LogLine {
     /// `2026-11-26T05:15:59.123456+00:00 app[web.1]: message`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -218,25 +231,27 @@ impl LogRouter {
 
     /// Appends a message to an app's log, split into lines of at most [`MAX_LINE_BYTES`].
     pub fn emit(&self, app_id: &str, source: Source, dyno: &str, message: &str) {
+        self.emit_shared(app_id, source, &Arc::from(dyno), message);
+    }
+
+    /// [`LogRouter::emit`] for a source that logs often (a dyno's output): its name is shared by
+    /// its lines, not copied into each.
+    pub fn emit_shared(&self, app_id: &str, source: Source, dyno: &Arc<str>, message: &str) {
         let time = Utc::now();
         let app = self.app_log(app_id);
         let mut apps = app.lock().unwrap_or_else(|e| e.into_inner());
         let log = &mut *apps;
-        // One line per line of the message: a newline inside would break SSE framing.
-        let parts: Vec<&str> = if message.is_empty() {
-            vec![""]
-        } else {
-            message.lines().flat_map(split_message).collect()
-        };
         let sinks = self.inner.sinks.read().unwrap_or_else(|e| e.into_inner());
-        let mut for_sinks = Vec::new();
-        let dyno_arc: Arc<str> = dyno.into();
-        for part in parts {
+        // Sinks are called once the app's lock is released (a sink may log to the app); most
+        // messages are one line, which needs no list.
+        let mut first: Option<LogLine> = None;
+        let mut more: Vec<LogLine> = Vec::new();
+        for_each_part(message, |part| {
             let line = LogLine {
                 seq: log.next_seq,
                 time,
                 source,
-                dyno: dyno_arc.clone(),
+                dyno: dyno.clone(),
                 message: part.into(),
             };
             log.next_seq += 1;
@@ -247,12 +262,16 @@ impl LogRouter {
                 let _ = log.tx.send(line.clone());
             }
             if !sinks.is_empty() {
-                for_sinks.push(line.clone());
+                if first.is_none() {
+                    first = Some(line.clone());
+                } else {
+                    more.push(line.clone());
+                }
             }
             log.lines.push_back(line);
-        }
+        });
         drop(apps);
-        for line in &for_sinks {
+        for line in first.iter().chain(&more) {
             for sink in sinks.iter() {
                 sink.line(app_id, line);
             }
@@ -396,23 +415,35 @@ impl LogRouter {
 }
 
 /// Splits a message into pieces of at most [`MAX_LINE_BYTES`] bytes, on char boundaries.
-fn split_message(message: &str) -> Vec<&str> {
-    let message = message.trim_end_matches(['\n', '\r']);
-    if message.len() <= MAX_LINE_BYTES {
-        return vec![message];
+/// Calls `f` with each line of `message` (one line per line: a newline inside would break SSE
+/// framing), longer ones cut at [`MAX_LINE_BYTES`]; an empty message is one empty line.
+fn for_each_part<'a>(message: &'a str, mut f: impl FnMut(&'a str)) {
+    // The common case: one short line.
+    if message.len() <= MAX_LINE_BYTES && !message.contains(['\n', '\r']) {
+        f(message);
+        return;
     }
-    let mut parts = Vec::new();
+    if message.is_empty() {
+        f("");
+        return;
+    }
+    for line in message.lines() {
+        split_long(line, &mut f);
+    }
+}
+
+fn split_long<'a>(message: &'a str, mut f: impl FnMut(&'a str)) {
+    let message = message.trim_end_matches(['\n', '\r']);
     let mut rest = message;
     while rest.len() > MAX_LINE_BYTES {
         let mut cut = MAX_LINE_BYTES;
         while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
-        parts.push(&rest[..cut]);
+        f(&rest[..cut]);
         rest = &rest[cut..];
     }
-    parts.push(rest);
-    parts
+    f(rest);
 }
 
 #[cfg(test)]

@@ -350,9 +350,9 @@ impl Manager {
         extra: Option<OutputSink>,
     ) -> OutputSink {
         let logs = self.inner.logs.clone();
-        let (app_id, dyno) = (app_id.to_string(), dyno.to_string());
+        let (app_id, dyno): (String, Arc<str>) = (app_id.to_string(), dyno.into());
         Arc::new(move |line: &str| {
-            logs.emit(&app_id, Source::App, &dyno, line);
+            logs.emit_shared(&app_id, Source::App, &dyno, line);
             if let Some(extra) = &extra {
                 extra(line);
             }

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -190,12 +190,16 @@ pub fn launcher_main() -> ! {
             Ok(p) => p,
             Err(e) => fail("creating the output pipe", e),
         };
+        // A small pipe keeps a flooding dyno's lines from waiting long on their way to tails.
+        let _ = nix::fcntl::fcntl(
+            read.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(crate::relay::PIPE_SIZE),
+        );
         let _ = std::fs::remove_file(&sock);
         let listener = match std::os::unix::net::UnixListener::bind(&sock) {
             Ok(l) => l,
             Err(e) => fail(&format!("listening on {}", sock.display()), e),
         };
-        use std::os::fd::AsRawFd;
         for target in [1, 2] {
             if let Err(e) = nix::unistd::dup2(write.as_raw_fd(), target) {
                 fail("redirecting output", e);
@@ -221,7 +225,6 @@ pub fn launcher_main() -> ! {
                 Some((read, listener, sock, dir)) => {
                     // Only the dyno's processes may hold the pipe, so it ends with them.
                     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                        use std::os::fd::AsRawFd;
                         let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
                         let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
                     }
@@ -643,7 +646,6 @@ fn init(spec: LaunchSpec, filters: &crate::seccomp::Filters) -> ! {
         Err(e) => fail("fork of the app", e),
     };
     if let Some((master, _)) = terminal {
-        use std::os::fd::AsRawFd;
         if let Err(e) = crate::tty::send_fd(crate::tty::CONSOLE_FD, master.as_raw_fd()) {
             let _ = kill(app, Signal::SIGKILL);
             fail("handing over the terminal", e);

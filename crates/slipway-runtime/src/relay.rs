@@ -141,6 +141,7 @@ pub(crate) fn shim_relay(
                     if let Ok((conn, _)) = listener.accept() {
                         let _ = conn.set_nonblocking(false);
                         let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(5)));
+                        limit_backlog(&conn);
                         client = Some(conn);
                     }
                 }
@@ -210,6 +211,7 @@ pub(crate) fn shim_relay(
             while let Ok((conn, _)) = listener.accept() {
                 let _ = conn.set_nonblocking(false);
                 let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(5)));
+                limit_backlog(&conn);
                 // A newer server replaces the old connection.
                 client = Some(conn);
             }
@@ -247,6 +249,20 @@ pub(crate) fn shim_relay(
             }
         }
     }
+}
+
+/// Bytes of output that may wait in the socket to the server. The kernel's default (about
+/// 200 KB, some 3,000 short lines) would hold a flooding dyno's lines for tens of milliseconds
+/// on their way to tails; past this the dyno's own pipe fills and it waits to write, as it
+/// would on a terminal.
+const SOCKET_BACKLOG: usize = 8 * 1024;
+
+/// Size of the pipe a dyno writes its output to (the kernel's default is 64 KB), for the same
+/// reason.
+pub(crate) const PIPE_SIZE: i32 = 8 * 1024;
+
+fn limit_backlog(conn: &UnixStream) {
+    let _ = nix::sys::socket::setsockopt(conn, nix::sys::socket::sockopt::SndBuf, &SOCKET_BACKLOG);
 }
 
 /// Splits output into lines: at newlines, and at [`MAX_LINE`] bytes for longer ones (a newline
@@ -287,18 +303,19 @@ fn split_lines(
 
 /// What a relay record says.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Record {
-    Output(String),
+pub enum Record<'a> {
+    /// A line of output: borrowed from the record when it is valid UTF-8, as it nearly always is.
+    Output(std::borrow::Cow<'a, str>),
     Dropped(u64),
     Exit(i32),
 }
 
 /// Parses one record line (without its newline).
-pub fn parse_record(line: &[u8]) -> Option<Record> {
+pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
     match line.split_first()? {
-        (b'O', rest) => Some(Record::Output(
-            String::from_utf8_lossy(rest.strip_prefix(b" ").unwrap_or(rest)).into_owned(),
-        )),
+        (b'O', rest) => Some(Record::Output(String::from_utf8_lossy(
+            rest.strip_prefix(b" ").unwrap_or(rest),
+        ))),
         (b'D', rest) => std::str::from_utf8(rest)
             .ok()?
             .trim()
@@ -351,7 +368,7 @@ mod tests {
             parse_record(b"O hello world"),
             Some(Record::Output("hello world".into()))
         );
-        assert_eq!(parse_record(b"O "), Some(Record::Output(String::new())));
+        assert_eq!(parse_record(b"O "), Some(Record::Output("".into())));
         assert_eq!(parse_record(b"D 12"), Some(Record::Dropped(12)));
         assert_eq!(parse_record(b"X 143"), Some(Record::Exit(143)));
         assert_eq!(parse_record(b"Q"), None);

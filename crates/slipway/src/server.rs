@@ -595,7 +595,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api = axum::serve(api_listener, slipway_api::router(state))
+    let api = axum::serve(
+        api_listener,
+        slipway_api::router(state).into_make_service_with_connect_info::<slipway_api::ApiConn>(),
+    )
         .with_graceful_shutdown(wait_stop(stop_rx.clone()));
     let router_config = RouterConfig {
         base_domain: config.base_domain.clone(),
