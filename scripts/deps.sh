@@ -6,7 +6,8 @@ set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # Callers may add packages of their own (scripts/test: the receivers drains are tested against).
-for pkg in git ca-certificates curl gcc libc6-dev pkg-config make python3 python3-pip iproute2 nftables debootstrap ${SLIPWAY_EXTRA_PACKAGES:-}; do
+# redis-server and postgresql-15 run add-ons (one server per add-on, started by Slipway).
+for pkg in git ca-certificates curl gcc libc6-dev pkg-config make python3 python3-pip iproute2 nftables debootstrap redis-server redis-tools postgresql-15 postgresql-client-15 ${SLIPWAY_EXTRA_PACKAGES:-}; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 # Node.js may come from Debian or from NodeSource (which bundles npm); either will do.
@@ -22,6 +23,12 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Slipway starts its own Redis and Postgres servers; the ones the packages set up are not used.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true
+  fi
+  pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
+  redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -581,6 +581,12 @@ pub async fn delete_app(
 ) -> ApiResult<Json<App>> {
     let app = s.load_app(&who, &app).await?;
     let json = s.app_json(&app, &host).await?;
+    // Its add-ons go with it (detached from other apps first); add-ons it only uses stay.
+    if s.addons.is_some() {
+        for addon in s.store.addons_billed_to(&app.id).await? {
+            s.destroy_addon(&addon, &who).await?;
+        }
+    }
     // The row goes first, so a reconcile that runs meanwhile finds no app to start dynos for.
     s.store.delete_app(&app.id).await?;
     s.manager.remove_app(&app.id, &app.name).await;
@@ -622,6 +628,19 @@ pub async fn patch_config(
     let config = current.config;
     let (mut set, mut removed) = (Vec::new(), Vec::new());
     let mut patch = BTreeMap::new();
+    let owned = s.attachment_vars(&app.id).await?;
+    let clashing: Vec<&str> = changes
+        .keys()
+        .filter(|k| owned.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !clashing.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "Cannot overwrite attachment values {}. They belong to add-ons (slipway addons); \
+             detach the add-on to remove them.",
+            clashing.join(", ")
+        )));
+    }
     for (key, value) in changes {
         validate_config_key(&key).map_err(ApiError::invalid)?;
         match value {
@@ -761,12 +780,16 @@ pub async fn rollback(
     }
     let description = format!("Rollback to v{}", target.version);
     s.api_log(&app.id, &format!("{description} by {}", who.email));
+    // Add-on config vars stay as they are now: a rollback never brings back a rotated password
+    // or a destroyed database's URL, nor drops an add-on attached since.
+    let mut config = target.config.clone();
+    config.extend(s.attachment_vars(&app.id).await?);
     let r = s
         .release(
             &app,
             NewRelease {
                 slug: ReleaseSlug::Exactly(target.slug_id.clone()),
-                config: ReleaseConfig::Exactly(target.config.clone()),
+                config: ReleaseConfig::Exactly(config),
                 description,
                 user_email: who.email.clone(),
                 user_id: who.id.clone(),

@@ -12,6 +12,7 @@
 //! and maintenance flag, by [`AppState::refresh_routes`]. Log drains (`drains`) are stored here
 //! and started or stopped in [`Drains`].
 
+mod addons;
 pub mod auth;
 mod domains;
 mod drains;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Where attached one-off dynos are reached; `None` when the server has no TLS listener.
     pub rendezvous: Option<rendezvous::Rendezvous>,
+    /// The add-on providers; `None` when add-ons are not enabled.
+    pub addons: Option<slipway_addons::Addons>,
     pushes: Arc<Mutex<HashMap<String, PendingPush>>>,
     /// Serialises [`AppState::refresh_routes`].
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
@@ -113,9 +116,16 @@ impl AppState {
             routes,
             config: Arc::new(config),
             rendezvous: None,
+            addons: None,
             pushes: Arc::default(),
             refresh_lock: Arc::default(),
         }
+    }
+
+    /// Offers add-ons through `addons`.
+    pub fn with_addons(mut self, addons: slipway_addons::Addons) -> Self {
+        self.addons = Some(addons);
+        self
     }
 
     /// Serves attached one-off dynos through `rendezvous`.
@@ -233,6 +243,54 @@ pub fn router(state: AppState) -> axum::Router {
         .route(
             "/apps/{app}/log-drains/{drain}",
             get(drains::info).delete(drains::delete),
+        )
+        .route("/addon-services", get(addons::services))
+        .route("/addon-services/{service}", get(addons::service_info))
+        .route("/addon-services/{service}/plans", get(addons::plans))
+        .route(
+            "/addon-services/{service}/plans/{plan}",
+            get(addons::plan_info),
+        )
+        .route("/addons", get(addons::list_all))
+        .route("/addons/{addon}", get(addons::info))
+        .route(
+            "/addons/{addon}/addon-attachments",
+            get(addons::attachments_of_addon),
+        )
+        .route(
+            "/addons/{addon}/redis",
+            get(addons::redis_info).patch(addons::redis_update),
+        )
+        .route(
+            "/apps/{app}/addons",
+            get(addons::list_for_app).post(addons::create),
+        )
+        .route(
+            "/apps/{app}/addons/{addon}",
+            get(addons::info_for_app)
+                .patch(addons::update)
+                .delete(addons::delete),
+        )
+        .route(
+            "/apps/{app}/addon-attachments",
+            get(addons::attachments_of_app),
+        )
+        .route(
+            "/apps/{app}/addon-attachments/{attachment}",
+            get(addons::attachment_of_app),
+        )
+        .route(
+            "/addon-attachments",
+            get(addons::attachments_all).post(addons::attach),
+        )
+        .route(
+            "/addon-attachments/{attachment}",
+            get(addons::attachment_info).delete(addons::detach),
+        )
+        .route("/actions/addons/resolve", post(addons::resolve_addon))
+        .route(
+            "/actions/addon-attachments/resolve",
+            post(addons::resolve_attachment),
         )
         .route("/apps/{app}/log-sessions", post(logsession::create))
         .route(

@@ -18,6 +18,33 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
+    /// Headers sent with every request besides the standard ones (`Accept-Expansion`).
+    extra: Vec<(&'static str, String)>,
+}
+
+/// A non-2xx answer: the status and the server's `{"id","message"}`. Displays as the message, so
+/// it reaches the user as one line; callers downcast it to react to a status (a 404 that a
+/// fallback lookup can recover from).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The body's `id` (`not_found`, `confirmation_required`...), when it had one.
+    pub id: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Whether `e` is the API's answer with this status.
+pub fn is_status(e: &anyhow::Error, status: StatusCode) -> bool {
+    e.downcast_ref::<ApiError>()
+        .is_some_and(|a| a.status == status)
 }
 
 impl Api {
@@ -38,7 +65,17 @@ impl Api {
             http,
             base: base.trim_end_matches('/').to_owned(),
             key: key.map(str::to_owned),
+            extra: Vec::new(),
         })
+    }
+
+    /// The same client, also sending `Accept-Expansion: what` (e.g. `plan` or
+    /// `addon_service,plan`), which asks for full nested objects instead of `{id, name}` refs.
+    pub fn expanding(&self, what: &str) -> Api {
+        let mut api = self.clone();
+        api.extra.retain(|(k, _)| *k != "Accept-Expansion");
+        api.extra.push(("Accept-Expansion", what.to_owned()));
+        api
     }
 
     /// Sends one request and returns the response when its status is 2xx.
@@ -61,6 +98,9 @@ impl Api {
         }
         if let Some(range) = range {
             req = req.header(RANGE, range);
+        }
+        for (name, value) in &self.extra {
+            req = req.header(*name, value);
         }
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         check_status(resp).await
@@ -150,6 +190,11 @@ async fn check_status(resp: Response) -> Result<Response> {
     }
     let body = resp.text().await.unwrap_or_default();
     let parsed: Option<Value> = serde_json::from_str(&body).ok();
+    let id = parsed
+        .as_ref()
+        .and_then(|v| v.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let server_message = parsed
         .as_ref()
         .and_then(|v| v.get("message"))
@@ -174,7 +219,12 @@ async fn check_status(resp: Response) -> Result<Response> {
     if status == StatusCode::UNAUTHORIZED {
         message.push_str(" Run slipway login, or set SLIPWAY_API_KEY.");
     }
-    Err(anyhow!(message))
+    Err(ApiError {
+        status,
+        id,
+        message,
+    }
+    .into())
 }
 
 fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -212,6 +212,42 @@ pub enum Cmd {
     /// Remove every buildpack, so the next build detects them again.
     #[command(name = "buildpacks:clear")]
     BuildpacksClear(AppArgsOnly),
+    /// List the app's add-ons and where each is attached (`--all`: every add-on you can see).
+    #[command(name = "addons", visible_alias = "addons:list")]
+    Addons(AddonsList),
+    /// List the add-on services this server offers.
+    #[command(name = "addons:services")]
+    AddonsServices(JsonOnly),
+    /// List a service's plans and the limits each enforces.
+    #[command(name = "addons:plans")]
+    AddonsPlans(AddonsPlans),
+    /// Create an add-on (`heroku-postgresql`, `heroku-redis:premium-0`...) and attach it to the app.
+    #[command(name = "addons:create", visible_alias = "addons:add")]
+    AddonsCreate(AddonsCreate),
+    /// Show an add-on: plan, state, owning app and attachments.
+    #[command(name = "addons:info")]
+    AddonsInfo(AddonsInfo),
+    /// Attach an existing add-on to another app, sharing its data.
+    #[command(name = "addons:attach")]
+    AddonsAttach(AddonsAttach),
+    /// Detach an add-on from the app (the add-on itself stays).
+    #[command(name = "addons:detach")]
+    AddonsDetach(AddonsDetach),
+    /// Change an add-on's plan, keeping its data.
+    #[command(name = "addons:upgrade", visible_alias = "addons:downgrade")]
+    AddonsUpgrade(AddonsUpgrade),
+    /// Permanently destroy add-ons and their data.
+    #[command(name = "addons:destroy", visible_alias = "addons:remove")]
+    AddonsDestroy(AddonsDestroy),
+    /// Show a Redis add-on's plan, version, memory and clients.
+    #[command(name = "redis:info", visible_alias = "redis")]
+    RedisInfo(RedisInfo),
+    /// Set a Redis add-on's eviction policy (maxmemory-policy).
+    #[command(name = "redis:maxmemory")]
+    RedisMaxmemory(RedisMaxmemory),
+    /// Open `redis-cli` on a Redis add-on.
+    #[command(name = "redis:cli")]
+    RedisCli(RedisCli),
     /// Save an API key in ~/.netrc after checking it.
     #[command(name = "login", visible_alias = "auth:login")]
     Login(Login),
@@ -700,6 +736,171 @@ pub struct GitCredentials {
     pub operation: String,
 }
 
+#[derive(Debug, Args)]
+pub struct AddonsList {
+    /// Every add-on you can see, on any app.
+    #[arg(short = 'A', long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsPlans {
+    /// The service, e.g. `heroku-postgresql` (see `addons:services`).
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsCreate {
+    /// `SERVICE` or `SERVICE:PLAN`, e.g. `heroku-postgresql:essential-1`.
+    #[arg(value_name = "SERVICE:PLAN")]
+    pub plan: String,
+    /// Name of the attachment (its config var prefix), e.g. `DATABASE`.
+    #[arg(long = "as", value_name = "NAME")]
+    pub attachment: Option<String>,
+    /// Name of the add-on; the server picks one when omitted.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The app's name, to confirm replacing an attachment of the same name.
+    #[arg(long, value_name = "APP")]
+    pub confirm: Option<String>,
+    /// Wait until the add-on is provisioned.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Settings for the provider, after `--`: `-- --KEY VALUE --FLAG`.
+    #[arg(last = true, value_name = "-- --KEY VALUE")]
+    pub config: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsInfo {
+    /// The add-on's name or id, or an attachment name on the app (`DATABASE`).
+    #[arg(value_name = "ADDON")]
+    pub addon: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsAttach {
+    /// The add-on to attach, by name or id.
+    #[arg(value_name = "ADDON")]
+    pub addon: String,
+    /// Name of the attachment (its config var prefix), e.g. `DATABASE`.
+    #[arg(long = "as", value_name = "NAME")]
+    pub attachment: Option<String>,
+    /// The app's name, to confirm replacing an attachment of the same name.
+    #[arg(long, value_name = "APP")]
+    pub confirm: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsDetach {
+    /// The attachment to remove, e.g. `DATABASE` or `HEROKU_POSTGRESQL_ONYX`.
+    #[arg(value_name = "ATTACHMENT")]
+    pub attachment: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsUpgrade {
+    /// The add-on, by name, id or attachment name.
+    #[arg(value_name = "ADDON")]
+    pub addon: String,
+    /// The new plan: `essential-1` or `heroku-postgresql:essential-1`.
+    #[arg(value_name = "PLAN")]
+    pub plan: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AddonsDestroy {
+    /// The add-ons, by name, id or attachment name.
+    #[arg(value_name = "ADDON", required = true)]
+    pub addons: Vec<String>,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
+    /// Destroy even while the add-on is attached to other apps.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisInfo {
+    /// The Redis attachment or add-on [default: REDIS].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisMaxmemory {
+    /// The Redis attachment or add-on [default: REDIS].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// The eviction policy: noeviction, allkeys-lru, allkeys-lfu, allkeys-random, volatile-lru,
+    /// volatile-lfu, volatile-random or volatile-ttl.
+    #[arg(short = 'p', long, value_name = "POLICY", required = true)]
+    pub policy: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisCli {
+    /// The Redis attachment or add-on [default: REDIS].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+/// Parses the provider settings given after `--` in `addons:create`: `--KEY VALUE`,
+/// `--KEY=VALUE`, and `--FLAG` alone (sent as `true`), as Heroku's CLI does.
+pub fn parse_addon_config(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>> {
+    use serde_json::Value;
+    let mut config = serde_json::Map::new();
+    let mut rest = args.iter().peekable();
+    while let Some(arg) = rest.next() {
+        let Some(key) = arg.strip_prefix("--").filter(|k| !k.is_empty()) else {
+            bail!("Unexpected argument {arg}. Give provider settings as -- --KEY VALUE.");
+        };
+        if let Some((key, value)) = key.split_once('=') {
+            config.insert(key.to_owned(), Value::String(value.to_owned()));
+            continue;
+        }
+        match rest.next_if(|next| !next.starts_with("--")) {
+            Some(value) => config.insert(key.to_owned(), Value::String(value.clone())),
+            None => config.insert(key.to_owned(), Value::Bool(true)),
+        };
+    }
+    Ok(config)
+}
+
 /// Parses `KEY=value` arguments (the value may contain `=` or be empty).
 pub fn parse_config_pairs(args: &[String]) -> Result<Vec<(String, String)>> {
     let mut pairs: Vec<(String, String)> = Vec::new();
@@ -814,6 +1015,40 @@ mod tests {
             "web", "web=", "=2", "web=x", "web=2:", "web+", "we b=1", "web=--1",
         ] {
             assert!(parse_scale_change(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addon_config() {
+        let config =
+            parse_addon_config(&strings(&["--version", "15", "--fork=x=y", "--ha", "--b"]))
+                .unwrap();
+        assert_eq!(
+            serde_json::Value::Object(config),
+            serde_json::json!({"version": "15", "fork": "x=y", "ha": true, "b": true})
+        );
+        assert!(parse_addon_config(&strings(&["version"])).is_err());
+        assert!(parse_addon_config(&strings(&["--"])).is_err());
+        let cli = Cli::try_parse_from([
+            "slipway",
+            "addons:create",
+            "heroku-postgresql:essential-1",
+            "--as",
+            "DB",
+            "-a",
+            "shop",
+            "--",
+            "--version",
+            "15",
+        ])
+        .unwrap();
+        match cli.command {
+            Cmd::AddonsCreate(c) => {
+                assert_eq!(c.plan, "heroku-postgresql:essential-1");
+                assert_eq!(c.attachment.as_deref(), Some("DB"));
+                assert_eq!(c.config, vec!["--version", "15"]);
+            }
+            other => panic!("{other:?}"),
         }
     }
 

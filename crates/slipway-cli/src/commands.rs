@@ -13,6 +13,7 @@ use crate::args::{AppArgs, Cmd};
 use crate::env::{machine_name, Env};
 use crate::git::{app_from_git_url, Git};
 
+mod addons;
 mod apps;
 mod attach;
 mod auth;
@@ -25,6 +26,7 @@ mod features;
 mod git_cmds;
 mod logs;
 mod ps;
+mod redis;
 mod releases;
 mod router;
 mod stacks;
@@ -220,6 +222,18 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::BuildpacksAdd(a) => buildpacks::add(ctx, a).await,
         Cmd::BuildpacksRemove(a) => buildpacks::remove(ctx, a).await,
         Cmd::BuildpacksClear(a) => buildpacks::clear(ctx, a.app).await,
+        Cmd::Addons(a) => addons::list(ctx, a).await,
+        Cmd::AddonsServices(a) => addons::services(ctx, a).await,
+        Cmd::AddonsPlans(a) => addons::plans(ctx, a).await,
+        Cmd::AddonsCreate(a) => addons::create(ctx, a).await,
+        Cmd::AddonsInfo(a) => addons::info(ctx, a).await,
+        Cmd::AddonsAttach(a) => addons::attach(ctx, a).await,
+        Cmd::AddonsDetach(a) => addons::detach(ctx, a).await,
+        Cmd::AddonsUpgrade(a) => addons::upgrade(ctx, a).await,
+        Cmd::AddonsDestroy(a) => addons::destroy(ctx, a).await,
+        Cmd::RedisInfo(a) => redis::info(ctx, a).await,
+        Cmd::RedisMaxmemory(a) => redis::maxmemory(ctx, a).await,
+        Cmd::RedisCli(a) => redis::cli(ctx, a).await,
         Cmd::Login(a) => auth::login(ctx, a).await,
         Cmd::Logout => auth::logout(ctx),
         Cmd::AuthToken => auth::token(ctx),

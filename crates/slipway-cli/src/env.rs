@@ -1,6 +1,7 @@
 //! Where the CLI finds the API and the key: process environment, `~/.netrc` and the server's
 //! data directory, gathered in one [`Env`] value so tests can pass their own.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -46,6 +47,8 @@ pub struct Env {
     pub exe: PathBuf,
     /// Source of interactive input.
     pub input: Input,
+    /// `PATH`: where local programs the CLI starts (`redis-cli`) are looked up.
+    pub path: Option<OsString>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -71,6 +74,7 @@ impl Env {
             is_root,
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("slipway")),
             input: Input::Inherit,
+            path: std::env::var_os("PATH"),
         }
     }
 
@@ -88,7 +92,21 @@ impl Env {
             is_root: false,
             exe: PathBuf::from("slipway"),
             input: Input::Text(String::new()),
+            path: None,
         }
+    }
+
+    /// The executable file `name` in the first `PATH` directory that has one.
+    pub fn find_program(&self, name: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path.as_ref()?;
+        std::env::split_paths(path)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(|dir| dir.join(name))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
     }
 
     /// The CA certificate to check the server's TLS endpoints with.
@@ -224,6 +242,22 @@ mod tests {
 
         env.api_key = Some("env-key".into());
         assert_eq!(env.api_key(&url).unwrap().as_deref(), Some("env-key"));
+    }
+
+    #[test]
+    fn programs_are_found_in_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        let mut env = Env::bare(dir.path(), dir.path());
+        env.path = Some(std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap());
+        assert_eq!(env.find_program("tool"), None, "not executable");
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(env.find_program("tool"), Some(tool));
+        assert_eq!(env.find_program("missing"), None);
+        env.path = None;
+        assert_eq!(env.find_program("tool"), None);
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub fn titled_table(titles: &[&str], rows: &[Vec<String>]) -> String {
     table(&all)
 }
 
-/// `KEY: value` lines with the values aligned one column past the longest key.
+/// `KEY: value` lines with the values aligned one column past the longest key. A value of
+/// several lines continues under its first line.
 pub fn key_values(pairs: &[(String, String)]) -> String {
     let width = pairs
         .iter()
@@ -63,9 +64,15 @@ pub fn key_values(pairs: &[(String, String)]) -> String {
     let mut out = String::new();
     for (k, v) in pairs {
         let pad = width - k.chars().count();
-        let line = format!("{k}:{} {v}", " ".repeat(pad));
+        let mut lines = v.lines();
+        let line = format!("{k}:{} {}", " ".repeat(pad), lines.next().unwrap_or(""));
         out.push_str(line.trim_end());
         out.push('\n');
+        for more in lines {
+            let line = format!("{} {more}", " ".repeat(width + 1));
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
     }
     out
 }
@@ -109,6 +116,45 @@ pub fn human_size(bytes: u64) -> String {
         format!("{value:.0} {}", UNITS[unit])
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A size limit as plans state it: `1 GB`, `25 MB`, `7.5 GB` (no `.0`).
+pub fn limit_size(bytes: u64) -> String {
+    human_size(bytes).replacen(".0 ", " ", 1)
+}
+
+/// `10000000` as `10,000,000`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A price as Heroku's CLI prints it: `free`, `$5/month`, `$7.50/month`, `contract`.
+pub fn price(cents: i64, unit: &str, contract: bool) -> String {
+    if contract {
+        return "contract".to_owned();
+    }
+    if cents == 0 {
+        return "free".to_owned();
+    }
+    let unit = if unit.is_empty() { "month" } else { unit };
+    let dollars = cents / 100;
+    if cents % 100 == 0 {
+        format!("${}/{unit}", thousands(dollars.unsigned_abs()))
+    } else {
+        format!(
+            "${}.{:02}/{unit}",
+            thousands(dollars.unsigned_abs()),
+            (cents % 100).abs()
+        )
     }
 }
 
@@ -162,6 +208,30 @@ mod tests {
             ("EMPTY".to_owned(), String::new()),
         ];
         assert_eq!(key_values(&pairs), "A:        1\nLONG_KEY: x y\nEMPTY:\n");
+        let pairs = vec![
+            ("Attachments".to_owned(), "a::DATABASE\nb::REDIS".to_owned()),
+            ("Plan".to_owned(), "x".to_owned()),
+        ];
+        assert_eq!(
+            key_values(&pairs),
+            "Attachments: a::DATABASE\n             b::REDIS\nPlan:        x\n"
+        );
+    }
+
+    #[test]
+    fn limits_counts_and_prices() {
+        assert_eq!(limit_size(1 << 30), "1 GB");
+        assert_eq!(limit_size(25 << 20), "25 MB");
+        assert_eq!(limit_size(768 << 30), "768 GB");
+        assert_eq!(limit_size((15 << 30) / 2), "7.5 GB");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(10_000_000), "10,000,000");
+        assert_eq!(price(0, "month", false), "free");
+        assert_eq!(price(500, "month", false), "$5/month");
+        assert_eq!(price(750, "month", false), "$7.50/month");
+        assert_eq!(price(500, "month", true), "contract");
     }
 
     #[test]

@@ -22,6 +22,7 @@ struct Seen {
     authorization: Option<String>,
     accept: Option<String>,
     range: Option<String>,
+    accept_expansion: Option<String>,
     body: String,
 }
 
@@ -105,6 +106,7 @@ async fn serve(State(shared): State<Shared>, req: Request) -> Response {
         authorization: header("authorization"),
         accept: header("accept"),
         range: header("range"),
+        accept_expansion: header("accept-expansion"),
         body: String::new(),
     };
     let bytes = axum::body::to_bytes(body, usize::MAX)
@@ -646,4 +648,890 @@ async fn releases_and_rollback() {
     assert_eq!(r.out, "Rolling back demo to v2... done, v4\n");
     let post = api.seen().into_iter().find(|s| s.method == "POST").unwrap();
     assert_eq!(post.json(), json!({"release": "rel-2"}));
+}
+
+// ---- add-ons and Redis
+
+fn addon_json(name: &str, plan: &str, owner: &str, vars: &[&str], state: &str) -> Value {
+    let service = plan.split_once(':').unwrap().0;
+    json!({
+        "actions": [], "id": format!("id-{name}"), "name": name,
+        "addon_service": {"id": format!("svc-{service}"), "name": service},
+        "app": {"id": format!("id-{owner}"), "name": owner},
+        "billing_entity": {"id": format!("id-{owner}"), "name": owner, "type": "app"},
+        "billed_price": {"cents": 0, "contract": false, "unit": "month"},
+        "config_vars": vars, "created_at": T, "updated_at": T,
+        "plan": {"id": format!("plan-{plan}"), "name": plan},
+        "provider_id": "p1", "provision_message": null, "state": state, "web_url": null,
+    })
+}
+
+fn attachment_json(name: &str, addon: &str, owner: &str, app: &str) -> Value {
+    json!({
+        "id": format!("att-{app}-{name}"), "name": name,
+        "addon": {"id": format!("id-{addon}"), "name": addon,
+                  "app": {"id": format!("id-{owner}"), "name": owner}},
+        "app": {"id": format!("id-{app}"), "name": app},
+        "created_at": T, "updated_at": T, "namespace": null, "web_url": null, "log_input_url": null,
+    })
+}
+
+fn plan_json(name: &str, human: &str, default: bool, limits: Value) -> Value {
+    json!({
+        "id": format!("plan-{name}"), "name": name, "human_name": human, "default": default,
+        "description": human, "price": {"cents": 0, "contract": false, "unit": "month"},
+        "addon_service": {"id": "svc", "name": name.split_once(':').unwrap().0},
+        "state": "public", "visible": true, "created_at": T, "updated_at": T, "limits": limits,
+    })
+}
+
+#[tokio::test]
+async fn addons_list_shows_each_addon_with_its_attachments_as_a_tree() {
+    let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/apps/shop/addons") => reply(
+            200,
+            json!([
+                addon_json(
+                    "redis-rigid-12345",
+                    "heroku-redis:mini",
+                    "shop",
+                    &["REDIS_URL"],
+                    "provisioned"
+                ),
+                addon_json(
+                    "redis-shared-11111",
+                    "heroku-redis:premium-0",
+                    "cache",
+                    &["CACHE_URL"],
+                    "provisioned"
+                ),
+                addon_json(
+                    "postgresql-concave-52656",
+                    "heroku-postgresql:essential-0",
+                    "shop",
+                    &["DATABASE_URL", "HEROKU_POSTGRESQL_ONYX_URL"],
+                    "provisioning"
+                ),
+            ]),
+        ),
+        ("GET", "/addon-attachments") => reply(
+            200,
+            json!([
+                attachment_json(
+                    "DATABASE",
+                    "postgresql-concave-52656",
+                    "shop",
+                    "shop-worker"
+                ),
+                attachment_json("REDIS", "redis-rigid-12345", "shop", "shop"),
+                attachment_json(
+                    "HEROKU_POSTGRESQL_ONYX",
+                    "postgresql-concave-52656",
+                    "shop",
+                    "shop"
+                ),
+                attachment_json("DATABASE", "postgresql-concave-52656", "shop", "shop"),
+                attachment_json("CACHE", "redis-shared-11111", "cache", "shop"),
+                attachment_json("REDIS", "redis-shared-11111", "cache", "cache"),
+                attachment_json(
+                    "DATABASE",
+                    "postgresql-unrelated-1",
+                    "elsewhere",
+                    "elsewhere"
+                ),
+            ]),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = cli(&env_for(&api, dir.path()), &["addons", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "\
+Add-on                                        Plan         Price                  State
+────────────────────────────────────────────  ───────────  ─────────────────────  ────────
+heroku-postgresql (postgresql-concave-52656)  essential-0  free                   creating
+ ├─ as DATABASE
+ ├─ as HEROKU_POSTGRESQL_ONYX
+ └─ as DATABASE on ⬢ shop-worker app
+heroku-redis (redis-rigid-12345)              mini         free                   created
+ └─ as REDIS
+heroku-redis (redis-shared-11111)             premium-0    (billed to cache app)  created
+ ├─ as CACHE
+ └─ as REDIS on ⬢ cache app
+
+The table above shows add-ons and the attachments to the current app (shop) or other apps.
+"
+    );
+    let seen = api.seen();
+    assert_eq!(seen[0].path, "/apps/shop/addons");
+    assert_eq!(
+        seen[0].accept_expansion.as_deref(),
+        Some("addon_service,plan")
+    );
+}
+
+#[tokio::test]
+async fn addons_list_all_and_empty() {
+    let api = FakeApi::start(|req, _| match req.path.as_str() {
+        "/addons" => reply(
+            200,
+            json!([
+                addon_json(
+                    "redis-rigid-12345",
+                    "heroku-redis:mini",
+                    "shop",
+                    &["REDIS_URL"],
+                    "provisioned"
+                ),
+                addon_json(
+                    "postgresql-a-1",
+                    "heroku-postgresql:essential-1",
+                    "admin",
+                    &[],
+                    "deprovisioned"
+                ),
+            ]),
+        ),
+        "/apps/empty/addons" => reply(200, json!([])),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["addons", "--all"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "\
+Owning App  Add-on             Plan                           Price  State
+──────────  ─────────────────  ─────────────────────────────  ─────  ─────────
+admin       postgresql-a-1     heroku-postgresql:essential-1  free   destroyed
+shop        redis-rigid-12345  heroku-redis:mini              free   created
+"
+    );
+    let r = cli(&env, &["addons", "-a", "empty"]).await;
+    assert_eq!((r.code, r.out.as_str()), (0, "No add-ons for app empty.\n"));
+    let r = cli(&env, &["addons", "-a", "empty", "--json"]).await;
+    assert_eq!((r.code, r.out.as_str()), (0, "[]\n"));
+}
+
+#[tokio::test]
+async fn addons_create_sends_heroku_body_and_prints_the_config_vars() {
+    let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/addon-services/heroku-postgresql/plans") => reply(
+            200,
+            json!([
+                plan_json(
+                    "heroku-postgresql:essential-0",
+                    "Essential 0",
+                    true,
+                    json!({})
+                ),
+                plan_json(
+                    "heroku-postgresql:essential-1",
+                    "Essential 1",
+                    false,
+                    json!({})
+                ),
+            ]),
+        ),
+        ("POST", "/apps/shop/addons") => {
+            let mut addon = addon_json(
+                "postgresql-concave-52656",
+                "heroku-postgresql:essential-0",
+                "shop",
+                &["DATABASE_URL", "HEROKU_POSTGRESQL_ONYX_URL"],
+                "provisioned",
+            );
+            addon["plan"]["price"] = json!({"cents": 0, "unit": "month"});
+            reply(201, addon)
+        }
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["addons:create", "heroku-postgresql", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Creating heroku-postgresql:essential-0 on ⬢ shop... free\n\
+         Created postgresql-concave-52656 as DATABASE_URL, HEROKU_POSTGRESQL_ONYX_URL\n\
+         Use slipway addons:info postgresql-concave-52656 to see it.\n"
+    );
+    let post = api.seen().into_iter().find(|s| s.method == "POST").unwrap();
+    assert_eq!(
+        post.json(),
+        json!({"plan": {"name": "heroku-postgresql"}, "attachment": {}, "config": {}})
+    );
+    assert_eq!(post.accept_expansion.as_deref(), Some("plan"));
+
+    let r = cli(
+        &env,
+        &[
+            "addons:create",
+            "heroku-postgresql:essential-1",
+            "--as",
+            "MAIN_DB",
+            "--name",
+            "shop-db",
+            "--confirm",
+            "shop",
+            "-a",
+            "shop",
+            "--",
+            "--version",
+            "15",
+            "--fast",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out
+            .starts_with("Creating heroku-postgresql:essential-1 on ⬢ shop... free\n"),
+        "{}",
+        r.out
+    );
+    let seen = api.seen();
+    let post = seen.last().unwrap();
+    assert_eq!(post.method, "POST", "a plan given in full needs no lookup");
+    assert_eq!(
+        post.json(),
+        json!({
+            "plan": {"name": "heroku-postgresql:essential-1"},
+            "attachment": {"name": "MAIN_DB"},
+            "name": "shop-db",
+            "confirm": "shop",
+            "config": {"version": "15", "fast": true},
+        })
+    );
+
+    // Provider settings that are not `--KEY` fail before any request.
+    let before = api.seen().len();
+    let r = cli(
+        &env,
+        &["addons:create", "heroku-redis", "-a", "shop", "--", "oops"],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    Unexpected argument oops. Give provider settings as -- --KEY VALUE.\n"
+    );
+    assert_eq!(api.seen().len(), before);
+}
+
+#[tokio::test]
+async fn addons_create_in_the_background_and_with_wait() {
+    let polls = Arc::new(Mutex::new(0));
+    let counter = polls.clone();
+    let api = FakeApi::start(
+        move |req, _| match (req.method.as_str(), req.path.as_str()) {
+            ("POST", "/apps/shop/addons") => reply(
+                201,
+                addon_json(
+                    "redis-rigid-12345",
+                    "heroku-redis:mini",
+                    "shop",
+                    &[],
+                    "provisioning",
+                ),
+            ),
+            ("GET", "/addons/id-redis-rigid-12345") => {
+                *counter.lock().unwrap() += 1;
+                reply(
+                    200,
+                    addon_json(
+                        "redis-rigid-12345",
+                        "heroku-redis:mini",
+                        "shop",
+                        &["REDIS_URL"],
+                        "provisioned",
+                    ),
+                )
+            }
+            _ => not_found(),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["addons:create", "heroku-redis:mini", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Creating heroku-redis:mini on ⬢ shop... free\n\
+         redis-rigid-12345 is being created in the background. The app will restart when complete...\n\
+         Use slipway addons:info redis-rigid-12345 to check creation progress.\n"
+    );
+    assert_eq!(*polls.lock().unwrap(), 0);
+
+    let r = cli(
+        &env,
+        &["addons:create", "heroku-redis:mini", "--wait", "-a", "shop"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Creating heroku-redis:mini on ⬢ shop... free\n\
+         Waiting for redis-rigid-12345... done\n\
+         Created redis-rigid-12345 as REDIS_URL\n\
+         Use slipway addons:info redis-rigid-12345 to see it.\n"
+    );
+    assert_eq!(*polls.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn addons_destroy_refuses_without_confirm_before_any_request() {
+    let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/apps/shop/addons/postgresql-concave-52656") => reply(
+            200,
+            addon_json(
+                "postgresql-concave-52656",
+                "heroku-postgresql:essential-0",
+                "shop",
+                &[],
+                "provisioned",
+            ),
+        ),
+        ("DELETE", "/apps/shop/addons/id-postgresql-concave-52656") => reply(
+            200,
+            addon_json(
+                "postgresql-concave-52656",
+                "heroku-postgresql:essential-0",
+                "shop",
+                &[],
+                "deprovisioned",
+            ),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let expected =
+        " ▸    This will destroy postgresql-concave-52656 on shop and its data. To proceed, run\n \
+                    ▸    slipway addons:destroy postgresql-concave-52656 -a shop --confirm shop\n";
+    let r = cli(
+        &env,
+        &["addons:destroy", "postgresql-concave-52656", "-a", "shop"],
+    )
+    .await;
+    assert_ne!(r.code, 0);
+    assert_eq!(r.out, "");
+    assert_eq!(r.err, expected);
+    let r = cli(
+        &env,
+        &[
+            "addons:destroy",
+            "postgresql-concave-52656",
+            "-a",
+            "shop",
+            "--confirm",
+            "shop-worker",
+        ],
+    )
+    .await;
+    assert_ne!(r.code, 0);
+    assert_eq!(r.err, expected);
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+
+    let r = cli(
+        &env,
+        &[
+            "addons:destroy",
+            "postgresql-concave-52656",
+            "-a",
+            "shop",
+            "--confirm",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Destroying postgresql-concave-52656 on ⬢ shop... done\n"
+    );
+    let seen = api.seen();
+    let delete = seen.iter().find(|s| s.method == "DELETE").unwrap();
+    assert_eq!(delete.json(), json!({"force": false}));
+
+    let r = cli(
+        &env,
+        &[
+            "addons:destroy",
+            "postgresql-concave-52656",
+            "-a",
+            "shop",
+            "-c",
+            "shop",
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let delete = api
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|s| s.method == "DELETE")
+        .unwrap();
+    assert_eq!(delete.json(), json!({"force": true}));
+}
+
+#[tokio::test]
+async fn addons_attach_and_detach_print_the_new_release() {
+    let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/addon-attachments") => reply(
+            201,
+            attachment_json(
+                "DATABASE",
+                "postgresql-concave-52656",
+                "shop",
+                "shop-worker",
+            ),
+        ),
+        ("GET", "/apps/shop-worker/addon-attachments/DATABASE") => reply(
+            200,
+            attachment_json(
+                "DATABASE",
+                "postgresql-concave-52656",
+                "shop",
+                "shop-worker",
+            ),
+        ),
+        ("DELETE", "/addon-attachments/att-shop-worker-DATABASE") => reply(
+            200,
+            attachment_json(
+                "DATABASE",
+                "postgresql-concave-52656",
+                "shop",
+                "shop-worker",
+            ),
+        ),
+        ("GET", "/apps/shop-worker/releases") => reply(
+            200,
+            json!([release_json(
+                3,
+                true,
+                "Attach DATABASE (@ref:postgresql-concave-52656)"
+            )]),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(
+        &env,
+        &[
+            "addons:attach",
+            "postgresql-concave-52656",
+            "--as",
+            "DATABASE",
+            "-a",
+            "shop-worker",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Attaching postgresql-concave-52656 as DATABASE to ⬢ shop-worker... done\n\
+         Setting DATABASE config vars and restarting ⬢ shop-worker... done, v3\n"
+    );
+    let seen = api.seen();
+    assert_eq!(
+        seen[0].json(),
+        json!({"addon": {"name": "postgresql-concave-52656"}, "app": {"name": "shop-worker"}, "name": "DATABASE"})
+    );
+    assert_eq!(seen[1].path, "/apps/shop-worker/releases");
+    assert_eq!(
+        seen[1].range.as_deref(),
+        Some("version ..; order=desc, max=1")
+    );
+
+    let r = cli(&env, &["addons:detach", "DATABASE", "-a", "shop-worker"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Detaching DATABASE to postgresql-concave-52656 from ⬢ shop-worker... done\n\
+         Unsetting DATABASE config vars and restarting ⬢ shop-worker... done, v3\n"
+    );
+}
+
+#[tokio::test]
+async fn addons_attach_refusal_says_how_to_confirm() {
+    let api = FakeApi::start(|_, _| {
+        reply(
+            422,
+            json!({"id": "confirmation_required",
+                   "message": "DATABASE is already attached to shop-worker."}),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = cli(
+        &env_for(&api, dir.path()),
+        &[
+            "addons:attach",
+            "pg-1",
+            "--as",
+            "DATABASE",
+            "-a",
+            "shop-worker",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "Attaching pg-1 as DATABASE to ⬢ shop-worker... !\n");
+    assert_eq!(
+        r.err,
+        " ▸    DATABASE is already attached to shop-worker. To proceed, run slipway addons:attach pg-1 --as DATABASE -a shop-worker --confirm shop-worker\n"
+    );
+}
+
+#[tokio::test]
+async fn addons_plans_and_services_tables() {
+    let api = FakeApi::start(|req, _| match req.path.as_str() {
+        "/addon-services/heroku-postgresql/plans" => reply(
+            200,
+            json!([
+                plan_json("heroku-postgresql:essential-0", "Essential 0", true,
+                    json!({"connections": 20, "storage_bytes": 1073741824u64, "rows": 10000, "memory_bytes": 268435456})),
+                plan_json("heroku-postgresql:essential-1", "Essential 1", false,
+                    json!({"connections": 20, "storage_bytes": 10737418240u64, "rows": 10000000})),
+                plan_json("heroku-postgresql:standard-0", "Standard 0", false,
+                    json!({"connections": 120, "storage_bytes": 68719476736u64})),
+            ]),
+        ),
+        "/addon-services/heroku-redis/plans" => reply(
+            200,
+            json!([plan_json("heroku-redis:mini", "Mini", true,
+                json!({"connections": 20, "maxmemory_bytes": 26214400, "memory_bytes": 85983232}))]),
+        ),
+        "/addon-services" => reply(
+            200,
+            json!([
+                {"id": "s1", "name": "heroku-postgresql", "human_name": "Heroku Postgres", "state": "ga"},
+                {"id": "s2", "name": "heroku-redis", "human_name": "Heroku Key-Value Store", "state": "ga"},
+            ]),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["addons:plans", "heroku-postgresql"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "         Slug                           Name         Price  Limits
+───────  ─────────────────────────────  ───────────  ─────  ──────────────────────────────────────
+default  heroku-postgresql:essential-0  Essential 0  free   20 connections, 1 GB, 10,000 rows
+         heroku-postgresql:essential-1  Essential 1  free   20 connections, 10 GB, 10,000,000 rows
+         heroku-postgresql:standard-0   Standard 0   free   120 connections, 64 GB
+"
+    );
+    let r = cli(&env, &["addons:plans", "heroku-redis"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out
+            .ends_with("default  heroku-redis:mini  Mini  free   25 MB, 20 clients\n"),
+        "{}",
+        r.out
+    );
+    let r = cli(&env, &["addons:services"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Slug               Name                    State
+─────────────────  ──────────────────────  ─────
+heroku-postgresql  Heroku Postgres         ga
+heroku-redis       Heroku Key-Value Store  ga
+
+See plans with slipway addons:plans SERVICE
+"
+    );
+}
+
+#[tokio::test]
+async fn addons_info_falls_back_from_the_app_and_lists_attachments() {
+    let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/addons/postgresql-concave-52656") => reply(
+            200,
+            addon_json(
+                "postgresql-concave-52656",
+                "heroku-postgresql:essential-0",
+                "shop",
+                &["DATABASE_URL"],
+                "provisioned",
+            ),
+        ),
+        ("GET", "/addons/id-postgresql-concave-52656/addon-attachments") => reply(
+            200,
+            json!([
+                attachment_json(
+                    "HEROKU_POSTGRESQL_ONYX",
+                    "postgresql-concave-52656",
+                    "shop",
+                    "shop"
+                ),
+                attachment_json("DATABASE", "postgresql-concave-52656", "shop", "shop"),
+            ]),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = cli(
+        &env_for(&api, dir.path()),
+        &["addons:info", "postgresql-concave-52656", "-a", "other"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== postgresql-concave-52656
+
+Attachments:  shop::DATABASE
+              shop::HEROKU_POSTGRESQL_ONYX
+Installed at: 2026/11/26 06:00:00 +0000
+Owning app:   shop
+Plan:         heroku-postgresql:essential-0
+Price:        free
+State:        created
+"
+    );
+    let paths: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/apps/other/addons/postgresql-concave-52656",
+            "/addons/postgresql-concave-52656",
+            "/addons/id-postgresql-concave-52656/addon-attachments"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn addons_upgrade_prefixes_the_service() {
+    let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/apps/shop/addons/postgresql-concave-52656") => reply(
+            200,
+            addon_json(
+                "postgresql-concave-52656",
+                "heroku-postgresql:essential-0",
+                "shop",
+                &[],
+                "provisioned",
+            ),
+        ),
+        ("PATCH", "/apps/shop/addons/id-postgresql-concave-52656") => reply(
+            200,
+            addon_json(
+                "postgresql-concave-52656",
+                "heroku-postgresql:essential-1",
+                "shop",
+                &[],
+                "provisioned",
+            ),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = cli(
+        &env_for(&api, dir.path()),
+        &[
+            "addons:downgrade",
+            "postgresql-concave-52656",
+            "essential-1",
+            "-a",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Changing postgresql-concave-52656 on ⬢ shop from essential-0 to essential-1... done, free\n"
+    );
+    let patch = api
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "PATCH")
+        .unwrap();
+    assert_eq!(
+        patch.json(),
+        json!({"plan": {"name": "heroku-postgresql:essential-1"}})
+    );
+}
+
+fn redis_handler(req: &Seen, _: &str) -> Reply {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/actions/addon-attachments/resolve") => reply(
+            200,
+            json!([attachment_json(
+                "REDIS",
+                "redis-rigid-12345",
+                "shop",
+                "shop"
+            )]),
+        ),
+        ("GET", "/addons/id-redis-rigid-12345/redis")
+        | ("PATCH", "/addons/id-redis-rigid-12345/redis") => reply(
+            200,
+            json!({
+                "plan": "mini", "status": "available", "created_at": "2026-11-26T05:19:49Z",
+                "version": "7.0.15", "timeout": 300, "maxmemory_policy": "noeviction",
+                "used_memory": 1153434, "maxmemory": 26214400, "memory_cap": 85983232,
+                "clients": 1, "maxclients": 20, "persistence": "AOF (everysec)",
+                "config_vars": ["REDIS_URL"],
+            }),
+        ),
+        ("GET", "/apps/shop/config-vars") => reply(
+            200,
+            json!({"REDIS_URL": "redis://:s3cret@10.9.0.1:6380", "OTHER": "x"}),
+        ),
+        _ => not_found(),
+    }
+}
+
+#[tokio::test]
+async fn redis_info_resolves_the_attachment() {
+    let api = FakeApi::start(redis_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = cli(&env_for(&api, dir.path()), &["redis:info", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== redis-rigid-12345 (REDIS_URL)
+
+Plan:         Mini
+Status:       available
+Created:      2026-11-26 05:19 UTC
+Version:      7.0.15
+Timeout:      300
+Maxmemory:    noeviction
+Memory:       1.1 MB / 25 MB (cap 82 MB outside Redis)
+Clients:      1/20
+Persistence:  AOF (everysec)
+Requires TLS: No
+"
+    );
+    assert_eq!(
+        api.seen()[0].json(),
+        json!({"addon_attachment": "REDIS", "app": "shop", "addon_service": "heroku-redis"})
+    );
+}
+
+#[tokio::test]
+async fn redis_maxmemory_checks_the_policy_locally() {
+    let api = FakeApi::start(redis_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["redis:maxmemory", "-a", "shop", "--policy", "lru"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    Invalid maxmemory policy lru. Use one of: noeviction, allkeys-lru, allkeys-lfu, allkeys-random, volatile-lru, volatile-lfu, volatile-random, volatile-ttl.\n"
+    );
+    assert!(api.seen().is_empty());
+
+    let r = cli(
+        &env,
+        &[
+            "redis:maxmemory",
+            "HEROKU_REDIS_BLUE",
+            "-a",
+            "shop",
+            "--policy",
+            "allkeys-lru",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Maxmemory policy for redis-rigid-12345 (REDIS_URL) set to allkeys-lru.\n"
+    );
+    let seen = api.seen();
+    assert_eq!(seen[0].json()["addon_attachment"], "HEROKU_REDIS_BLUE");
+    assert_eq!(seen[1].method, "PATCH");
+    assert_eq!(seen[1].json(), json!({"maxmemory_policy": "allkeys-lru"}));
+}
+
+#[tokio::test]
+async fn redis_cli_passes_the_password_in_the_environment_only() {
+    let api = FakeApi::start(redis_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env_for(&api, dir.path());
+    let r = cli(&env, &["redis:cli", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    The local redis-cli command could not be located. Install it with apt-get install -y redis-tools.\n"
+    );
+
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let script = bin.join("redis-cli");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"args: $*\"\necho \"auth: $REDISCLI_AUTH\"\necho \"stdin: $(cat)\"\nexit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.path = Some(bin.into_os_string());
+    env.input = Input::Text("PING\n".into());
+    let r = cli(&env, &["redis:cli", "-a", "shop"]).await;
+    assert_eq!(r.code, 3, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Connecting to redis-rigid-12345 (REDIS_URL):\n\
+         args: -h 10.9.0.1 -p 6380\n\
+         auth: s3cret\n\
+         stdin: PING\n"
+    );
+}
+
+#[tokio::test]
+async fn apps_info_lists_the_plans_of_the_apps_addons() {
+    let api = FakeApi::start(|req, _| match req.path.as_str() {
+        "/apps/shop" => reply(200, app_json("shop")),
+        "/apps/shop/dynos" => reply(200, json!([])),
+        "/apps/shop/addons" => reply(
+            200,
+            json!([
+                addon_json(
+                    "pg-1",
+                    "heroku-postgresql:essential-0",
+                    "shop",
+                    &[],
+                    "provisioned"
+                ),
+                addon_json("redis-1", "heroku-redis:mini", "shop", &[], "provisioned"),
+            ]),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = cli(&env_for(&api, dir.path()), &["apps:info", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out.starts_with(
+            "=== shop\n\nAddons:  heroku-postgresql:essential-0\n         heroku-redis:mini\nGit URL: "
+        ),
+        "{}",
+        r.out
+    );
 }

@@ -309,13 +309,20 @@ impl CgroupDriver {
     /// error.
     pub fn create(&self, id: &str, limits: &Limits) -> Result<DynoCgroup, CgroupError> {
         validate_name(id)?;
+        self.create_named(&format!("dyno-{id}"), limits)
+    }
+
+    /// [`CgroupDriver::create`] with the whole name given (`<base>/<name>`): for what is not a
+    /// dyno, such as an add-on's server.
+    pub fn create_named(&self, name: &str, limits: &Limits) -> Result<DynoCgroup, CgroupError> {
+        validate_name(name)?;
         if limits.memory_bytes == 0 {
             return Err(CgroupError::InvalidLimits("memory_bytes is 0"));
         }
         if limits.pids == 0 {
             return Err(CgroupError::InvalidLimits("pids is 0"));
         }
-        let cg = self.open(&format!("dyno-{id}"));
+        let cg = self.open(name);
         let mut made: Vec<&PathBuf> = Vec::new();
         let result = cg
             .dirs
@@ -564,7 +571,8 @@ impl DynoCgroup {
         Ok(())
     }
 
-    fn write_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+    /// Writes `limits` (a size or plan change).
+    pub fn write_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
         let v2 = self.mode == CgroupMode::V2;
         if let Some(dir) = &self.dirs.memory {
             let bytes = limits.memory_bytes.to_string();

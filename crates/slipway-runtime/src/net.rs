@@ -192,6 +192,9 @@ pub struct NetConfig {
     /// Addresses of dynos that outlived the previous server: their namespaces are kept and
     /// handed back by [`Network::take_adopted`].
     pub keep: Vec<Ipv4Addr>,
+    /// Ports on the gateway address that dynos may connect to (add-on servers: Postgres, Redis).
+    /// Every other port of the host stays out of their reach.
+    pub host_ports: Option<(u16, u16)>,
 }
 
 impl Default for NetConfig {
@@ -206,6 +209,7 @@ impl Default for NetConfig {
             resolver: None,
             name_prefix: "sw".into(),
             keep: Vec::new(),
+            host_ports: None,
         }
     }
 }
@@ -697,6 +701,13 @@ fn ruleset(cfg: &NetConfig, resolver: Ipv4Addr) -> String {
     let table = table_name(&cfg.name_prefix);
     let bridge = &cfg.bridge;
     let subnet = cfg.subnet;
+    let gateway = cfg.subnet.gateway();
+    let host_ports = match cfg.host_ports {
+        Some((first, last)) => format!(
+            "iifname \"{bridge}\" ip daddr {gateway} tcp dport {first}-{last} accept\n        "
+        ),
+        None => String::new(),
+    };
     format!(
         r#"table inet {table} {{}}
 delete table inet {table}
@@ -719,7 +730,7 @@ table inet {table} {{
         type filter hook input priority filter; policy accept;
         iifname "{bridge}" ct state established,related accept
         iifname "{bridge}" ip daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 accept
-        iifname "{bridge}" drop
+        {host_ports}iifname "{bridge}" drop
     }}
 }}
 "#
@@ -986,5 +997,21 @@ mod tests {
         assert!(dns < private);
         assert!(rules.starts_with("table inet swslipway {}\ndelete table inet swslipway\n"));
         assert!(rules.contains(r#"ip saddr 10.213.0.0/16 oifname != "slipway0" masquerade"#));
+        assert!(!rules.contains("dport 15400"));
+    }
+
+    #[test]
+    fn ruleset_opens_only_the_add_on_ports_on_the_gateway() {
+        let cfg = NetConfig {
+            host_ports: Some((15400, 15999)),
+            ..NetConfig::default()
+        };
+        let rules = ruleset(&cfg, Ipv4Addr::new(10, 0, 0, 2));
+        let input = &rules[rules.find("chain input").unwrap()..];
+        let open = input
+            .find(r#"iifname "slipway0" ip daddr 10.213.0.1 tcp dport 15400-15999 accept"#)
+            .unwrap();
+        let drop = input.find("iifname \"slipway0\" drop").unwrap();
+        assert!(open < drop);
     }
 }

@@ -68,6 +68,7 @@ fn unique_config(pool_size: usize) -> NetConfig {
         resolver: Some(Ipv4Addr::new(192, 0, 2, 53)),
         name_prefix: format!("t{tag}"),
         keep: Vec::new(),
+        host_ports: None,
     }
 }
 
@@ -317,6 +318,48 @@ async fn slots_are_wired_reachable_from_the_host_and_isolated() {
         net.release(b);
     })
     .await;
+}
+
+/// Add-on servers listen on the gateway in the add-on port range: dynos reach those ports and
+/// no others of the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn dynos_reach_only_the_add_on_ports_on_the_gateway() {
+    if let Some(reason) = skip_reason() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    // A port free on this host now, for the range; another just outside it.
+    let free = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+    let (open, closed) = (free(), free());
+    let cfg = NetConfig {
+        host_ports: Some((open, open)),
+        ..unique_config(1)
+    };
+    let _cleanup = Cleanup(cfg.clone());
+    let net = Network::setup(cfg.clone()).await.unwrap();
+    let gateway = cfg.subnet.gateway();
+    let outcome = tokio::spawn({
+        let net = net.clone();
+        async move {
+            let a = net.acquire().await.unwrap();
+            let in_range = TcpListener::bind((gateway, open)).unwrap();
+            let outside = TcpListener::bind((gateway, closed)).unwrap();
+            let addr = in_range.local_addr().unwrap();
+            connect_from(&a.path, addr)
+                .await
+                .expect("a dyno reaches an add-on port on the gateway");
+            let err = connect_from(&a.path, outside.local_addr().unwrap())
+                .await
+                .unwrap_err();
+            println!("dyno -> host {gateway}:{closed}: {err}");
+            net.release(a);
+        }
+    })
+    .await;
+    net.teardown().await.unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,14 @@
 //! atomic (a new release number, a formation batch) runs in one transaction. Rows come back as the
 //! plain `*Row` structs below; the API turns them into Heroku's wire shapes.
 
+mod addons;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+pub use addons::{AddonRow, AddonServerRow, AttachmentRow, NewAddon};
 use slipway_types::ConfigVars;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -36,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_routing.sql"),
     include_str!("../migrations/0005_log_drains.sql"),
     include_str!("../migrations/0006_log_retention.sql"),
+    include_str!("../migrations/0007_addons.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -467,6 +471,19 @@ impl Store {
 
     pub async fn delete_app(&self, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        // Attachments to this app, then add-ons billed to it (their providers are the caller's
+        // to deprovision first) with whatever still refers to them.
+        sqlx::query("DELETE FROM addon_attachments WHERE app_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for sql in [
+            "DELETE FROM addon_attachments WHERE addon_id IN (SELECT id FROM addons WHERE app_id = ?)",
+            "DELETE FROM addon_servers WHERE addon_id IN (SELECT id FROM addons WHERE app_id = ?)",
+            "DELETE FROM addons WHERE app_id = ?",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
         for table in [
             "app_features",
             "domains",

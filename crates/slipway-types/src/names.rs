@@ -315,6 +315,53 @@ pub fn generate_sni_endpoint_name() -> String {
     format!("{adj}-{animal}-{n}")
 }
 
+/// A Heroku-style add-on name, `<prefix>-<adjective>-<number>` (`redis-concave-52656`).
+pub fn generate_addon_name(prefix: &str) -> String {
+    let mut rng = rand::thread_rng();
+    let adj = ADJECTIVES.choose(&mut rng).copied().unwrap_or("quiet");
+    let n: u32 = rng.gen_range(10000..100000);
+    format!("{prefix}-{adj}-{n}")
+}
+
+/// An add-on name a user chose: a letter, then letters, digits, `-` and `_`, at most 64.
+pub fn validate_addon_name(name: &str) -> Result<(), String> {
+    let ok = name.len() >= 2
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Add-on name \"{name}\" is invalid: use 2 to 64 letters, digits, '-' and '_', starting \
+             with a letter."
+        ))
+    }
+}
+
+/// An attachment name (`DATABASE`, `HEROKU_REDIS_ONYX`): upper case letters, digits and `_`,
+/// starting with a letter; given in any case, answered upper case.
+pub fn normalize_attachment_name(name: &str) -> Result<String, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let ok = !upper.is_empty()
+        && upper.len() <= 64
+        && upper.starts_with(|c: char| c.is_ascii_uppercase())
+        && upper
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(upper)
+    } else {
+        Err(format!(
+            "Attachment name \"{name}\" is invalid: use letters, digits and '_', starting with a \
+             letter (it becomes the prefix of config vars such as {}_URL).",
+            if upper.is_empty() { "NAME" } else { &upper }
+        ))
+    }
+}
+
 /// A change to one formation entry's quantity, as sent by `ps:scale` (`"2"`, `2`, `"+1"`, `"-1"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantityChange {

@@ -76,6 +76,17 @@ pub struct ServerArgs {
     /// PEM file of CA certificates log drains over TLS trust besides the system's roots.
     #[arg(long, env = "SLIPWAY_DRAIN_CA_FILE")]
     pub drain_ca_file: Option<PathBuf>,
+    /// Where add-on servers keep their data; the services' users (redis, postgres) must be able
+    /// to traverse its parents [default: <data-dir>-addons].
+    #[arg(long, env = "SLIPWAY_ADDONS_DIR")]
+    pub addons_dir: Option<PathBuf>,
+    /// Ports for add-on servers, FIRST-LAST; dynos may reach these on the bridge's gateway
+    /// [default: 15400-15999].
+    #[arg(long, env = "SLIPWAY_ADDON_PORTS")]
+    pub addon_ports: Option<String>,
+    /// The redis-server program for Redis add-ons [default: /usr/bin/redis-server].
+    #[arg(long, env = "SLIPWAY_REDIS_SERVER")]
+    pub redis_server: Option<PathBuf>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -100,6 +111,9 @@ struct FileConfig {
     node_name: Option<String>,
     on_exit: Option<String>,
     drain_ca_file: Option<PathBuf>,
+    addons_dir: Option<PathBuf>,
+    addon_ports: Option<String>,
+    redis_server: Option<PathBuf>,
 }
 
 /// The server's resolved settings.
@@ -142,6 +156,12 @@ pub struct Config {
     /// CA certificates `syslog+tls://` and `https://` drains trust besides the system's roots.
     /// Default: none.
     pub drain_ca_file: Option<PathBuf>,
+    /// Default `<data_dir>-addons`.
+    pub addons_dir: PathBuf,
+    /// Default 15400-15999.
+    pub addon_ports: (u16, u16),
+    /// Default `/usr/bin/redis-server`.
+    pub redis_server: PathBuf,
 }
 
 /// A setting that is forced on, forced off, or decided by the host's self-check.
@@ -255,11 +275,31 @@ impl Config {
         if !owner_email.contains('@') {
             bail!("owner_email = {owner_email:?} is not an email address");
         }
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
+        let addons_dir = args.addons_dir.or(file.addons_dir).unwrap_or_else(|| {
+            let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+            name.push("-addons");
+            data_dir.with_file_name(name)
+        });
+        let ports = args
+            .addon_ports
+            .or(file.addon_ports)
+            .unwrap_or_else(|| "15400-15999".into());
+        let addon_ports = match ports.split_once('-').map(|(a, b)| (a.trim().parse::<u16>(), b.trim().parse::<u16>())) {
+            Some((Ok(a), Ok(b))) if a > 0 && a <= b => (a, b),
+            _ => bail!("addon_ports = {ports:?} is not a port range such as 15400-15999"),
+        };
         Ok(Config {
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(default_data_dir),
+            addons_dir,
+            addon_ports,
+            redis_server: args
+                .redis_server
+                .or(file.redis_server)
+                .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server")),
+            data_dir,
             api_listen: addr("api_listen", &api)?,
             router_listen: addr("router_listen", &router)?,
             router_tls_listen: addr("router_tls_listen", &router_tls)?,

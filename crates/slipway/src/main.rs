@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some("server") => server::main(args),
         Some("hook:pre-receive") => hook::main(),
         Some("dyno-exec") => slipway_runtime::launcher::launcher_main(),
+        Some("addon-exec") => slipway_addons::process::exec_main(),
         Some("bench:dyno-start") => bench::main(args),
         Some("bench:router-proxy") => bench_router::main(args),
         Some("stacks:install") => stacks::main(args),

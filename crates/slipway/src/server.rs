@@ -237,6 +237,70 @@ pub(crate) struct Runtime {
     pub(crate) build_sandbox: Option<BuildSandbox>,
 }
 
+/// The add-on providers: servers in `--addons-dir`, on `--addon-ports`, reachable by dynos on
+/// the bridge's gateway (or on 127.0.0.1 without a dyno network), capped by cgroups when dynos
+/// are.
+fn addons_setup(
+    config: &Config,
+    runtime: &Runtime,
+    store: &slipway_store::Store,
+    logs: &slipway_logs::LogRouter,
+) -> anyhow::Result<slipway_addons::Addons> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = &config.addons_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the add-ons dir {}", dir.display()))?;
+    // Others may pass through (each add-on's own dir is 0700, its server's user's).
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+    if let Some(blocked) = untraversable_parent(dir) {
+        warn!(
+            "Add-on servers cannot reach {}: {} is closed to other users. Use --addons-dir under a \
+             directory others can traverse (such as /var/lib).",
+            dir.display(),
+            blocked.display()
+        );
+    }
+    let gateway = runtime.network.as_ref().map(|n| n.subnet().gateway());
+    let mut listen = vec![std::net::Ipv4Addr::LOCALHOST];
+    listen.extend(gateway);
+    let cgroups = match &runtime.cgroups {
+        Some(_) => CgroupDriver::detect(
+            std::path::Path::new("/sys/fs/cgroup"),
+            &format!("{}-addons", config.node_name),
+        )
+        .map(Arc::new)
+        .map_err(|error| warn!(%error, "Add-on servers run without memory caps."))
+        .ok(),
+        None => None,
+    };
+    Ok(slipway_addons::Addons::new(
+        slipway_addons::AddonsConfig {
+            dir: dir.clone(),
+            ports: config.addon_ports,
+            listen,
+            dyno_host: gateway.map_or_else(|| "127.0.0.1".to_string(), |g| g.to_string()),
+            exe: std::env::current_exe().context("cannot find the slipway binary's path")?,
+            cgroups,
+            redis_server: config.redis_server.clone(),
+        },
+        store.clone(),
+        logs.clone(),
+    ))
+}
+
+/// The first parent of `dir` that users other than its owner cannot pass through.
+fn untraversable_parent(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::fs::canonicalize(dir).ok()?;
+    dir.ancestors()
+        .skip(1)
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
+        })
+        .map(|p| p.to_path_buf())
+}
+
 /// Sets container dynos up and proves they work by starting one; the error says why not.
 pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String> {
     if !nix::unistd::geteuid().is_root() {
@@ -303,6 +367,7 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
                     bridge: format!("{}0", config.node_name),
                     subnet,
                     name_prefix: config.node_name.clone(),
+                    host_ports: Some(config.addon_ports),
                     ..NetConfig::default()
                 };
                 Network::setup(cfg).await.map_err(|e| e.to_string())
@@ -566,6 +631,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let rendezvous =
         slipway_api::rendezvous::Rendezvous::new(manager.clone(), rendezvous_addr.port());
     let state = state.with_rendezvous(rendezvous.clone());
+    let addons = addons_setup(&config, &runtime, &store, &logs)?;
+    let state = state.with_addons(addons.clone());
     let rendezvous_task =
         tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));
     for app in store.apps().await? {
@@ -574,6 +641,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             warn!(app = %app.name, error = %error.message, "Could not read the app's log retention.");
         }
     }
+    // Add-on servers first: dynos starting now connect to them.
+    addons.start_all().await;
     // Dynos the previous server left running carry on under this one.
     let adopted = manager.adopt_all().await;
     if let Some(net) = &runtime.network {
@@ -630,6 +699,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     if config.keep_dynos_on_exit && runtime.cgroups.is_some() {
         info!("Shutting down; dynos keep running and the next start takes them over (--on-exit stop stops them).");
+        addons.shutdown(false).await;
         rendezvous_task.abort();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
         info!("Slipway stopped.");
@@ -644,6 +714,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = shutdown_signal() => warn!("Second signal: stopping now."),
         _ = tokio::time::sleep(deadline) => warn!("Dynos did not stop within {deadline:?}; stopping now."),
     }
+    // Before the network goes: add-on servers listen on its gateway address.
+    addons.shutdown(true).await;
     if let Some(net) = &runtime.network {
         if let Err(error) = net.teardown().await {
             warn!(%error, "Could not remove the dyno network.");

@@ -132,12 +132,26 @@ pub async fn info(ctx: &mut Ctx<'_>, a: AppsInfo) -> Result<()> {
         Ok(items) => decode_all(items, "a dyno").unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    // Add-ons likewise: a server without them (or an error) leaves the line out.
+    let addons: Vec<String> = match api
+        .list(&format!("/apps/{}/addons", seg(&name)), None, true)
+        .await
+    {
+        Ok(items) => items
+            .iter()
+            .filter_map(|a| a.get("plan")?.get("name")?.as_str().map(str::to_owned))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for d in &dynos {
         *counts.entry(d.process_type.clone()).or_default() += 1;
     }
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: String| rows.push((k.to_owned(), v));
+    if !addons.is_empty() {
+        add("Addons", addons.join("\n"));
+    }
     if !counts.is_empty() {
         let text: Vec<String> = counts.iter().map(|(t, n)| format!("{t}: {n}")).collect();
         add("Dynos", text.join(", "));

@@ -114,6 +114,13 @@ impl TestServer {
         net: NetLease,
     ) -> TestServer {
         let data = dir.path().join("data");
+        // Add-on servers run as their services' users, who must pass through the test's dir.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711));
+        }
+        let lease_no: u16 = net.node_name.trim_start_matches('t').parse().unwrap_or(0);
+        let ports = format!("{}-{}", 20000 + lease_no * 20, 20000 + lease_no * 20 + 19);
         let mut child = Command::new(BIN)
             .arg("server")
             .arg("--data-dir")
@@ -131,6 +138,9 @@ impl TestServer {
                 "3s",
             ])
             .args(["--node-name", &net.node_name, "--dyno-subnet", &net.subnet])
+            .arg("--addons-dir")
+            .arg(dir.path().join("addons"))
+            .args(["--addon-ports", &ports])
             .args(extra)
             .env("SLIPWAY_LOG", "info")
             // Tests stop their dynos with the server; a test may pass `--on-exit keep`.
@@ -237,6 +247,11 @@ impl TestServer {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Where add-on servers keep their data (`<dir>/<add-on id>`).
+    pub fn addons_dir(&self) -> PathBuf {
+        self.dir.path().join("addons")
     }
 
     pub fn api_url(&self) -> String {
