@@ -28,8 +28,8 @@ pub struct PlanLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// Without the service: `essential-0`.
-    pub name: &'static str,
-    pub human_name: &'static str,
+    pub name: String,
+    pub human_name: String,
     pub default: bool,
     pub limits: PlanLimits,
 }
@@ -39,27 +39,31 @@ pub struct Plan {
 pub enum Kind {
     Postgres,
     Redis,
+    /// A third party's, over Heroku's add-on partner API.
+    Partner,
 }
 
 #[derive(Debug, Clone)]
 pub struct Service {
-    pub name: &'static str,
-    pub human_name: &'static str,
+    pub name: String,
+    pub human_name: String,
     /// Other names users type (`postgresql`).
-    pub aliases: &'static [&'static str],
+    pub aliases: Vec<String>,
     /// Attachment name of the first one on an app (`DATABASE`).
-    pub default_attachment: &'static str,
+    pub default_attachment: String,
     /// Prefix of the colored attachment names (`HEROKU_POSTGRESQL` → `HEROKU_POSTGRESQL_ONYX`).
-    pub attachment_prefix: &'static str,
+    pub attachment_prefix: String,
     /// Add-on names are `<name_prefix>-<adjective>-<number>`.
-    pub name_prefix: &'static str,
+    pub name_prefix: String,
     pub kind: Kind,
     pub plans: Vec<Plan>,
+    /// How a partner's provider is reached (partner services only).
+    pub partner: Option<crate::partner::PartnerApi>,
 }
 
 impl Service {
     pub fn id(&self) -> String {
-        stable_id(self.name)
+        stable_id(&self.name)
     }
 
     pub fn default_plan(&self) -> &Plan {
@@ -79,6 +83,12 @@ impl Service {
             n => n,
         };
         self.plans.iter().find(|p| p.name == name)
+    }
+
+    /// Whether `name` names this service (its name, an alias or its id).
+    pub fn is(&self, name: &str) -> bool {
+        let name = name.trim().to_ascii_lowercase();
+        self.name == name || self.aliases.contains(&name) || self.id() == name
     }
 
     /// `heroku-postgresql:essential-0`.
@@ -101,10 +111,10 @@ fn stable_id(name: &str) -> String {
         .to_string()
 }
 
-fn pg(name: &'static str, human: &'static str, conns: u32, storage: u64, rows: Option<u64>, mem: u64) -> Plan {
+fn pg(name: &str, human: &str, conns: u32, storage: u64, rows: Option<u64>, mem: u64) -> Plan {
     Plan {
-        name,
-        human_name: human,
+        name: name.into(),
+        human_name: human.into(),
         default: name == "essential-0",
         limits: PlanLimits {
             connections: conns,
@@ -116,10 +126,10 @@ fn pg(name: &'static str, human: &'static str, conns: u32, storage: u64, rows: O
     }
 }
 
-fn redis(name: &'static str, human: &'static str, maxmemory: u64, clients: u32) -> Plan {
+fn redis(name: &str, human: &str, maxmemory: u64, clients: u32) -> Plan {
     Plan {
-        name,
-        human_name: human,
+        name: name.into(),
+        human_name: human.into(),
         default: name == "mini",
         limits: PlanLimits {
             connections: clients,
@@ -133,6 +143,10 @@ fn redis(name: &'static str, human: &'static str, maxmemory: u64, clients: u32) 
     }
 }
 
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
 /// Every service Slipway offers.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
@@ -144,13 +158,14 @@ impl Default for Catalogue {
         Catalogue {
             services: vec![
                 Service {
-                    name: "heroku-postgresql",
-                    human_name: "Heroku Postgres",
-                    aliases: &["postgresql", "postgres", "heroku-postgres"],
-                    default_attachment: "DATABASE",
-                    attachment_prefix: "HEROKU_POSTGRESQL",
-                    name_prefix: "postgresql",
+                    name: "heroku-postgresql".into(),
+                    human_name: "Heroku Postgres".into(),
+                    aliases: strings(&["postgresql", "postgres", "heroku-postgres"]),
+                    default_attachment: "DATABASE".into(),
+                    attachment_prefix: "HEROKU_POSTGRESQL".into(),
+                    name_prefix: "postgresql".into(),
                     kind: Kind::Postgres,
+                    partner: None,
                     plans: vec![
                         pg("essential-0", "Essential 0", 20, GB, Some(10_000), 256 * MB),
                         pg("essential-1", "Essential 1", 20, 10 * GB, Some(10_000_000), 512 * MB),
@@ -161,13 +176,14 @@ impl Default for Catalogue {
                     ],
                 },
                 Service {
-                    name: "heroku-redis",
-                    human_name: "Heroku Key-Value Store",
-                    aliases: &["redis", "heroku-key-value-store"],
-                    default_attachment: "REDIS",
-                    attachment_prefix: "HEROKU_REDIS",
-                    name_prefix: "redis",
+                    name: "heroku-redis".into(),
+                    human_name: "Heroku Key-Value Store".into(),
+                    aliases: strings(&["redis", "heroku-key-value-store"]),
+                    default_attachment: "REDIS".into(),
+                    attachment_prefix: "HEROKU_REDIS".into(),
+                    name_prefix: "redis".into(),
                     kind: Kind::Redis,
+                    partner: None,
                     plans: vec![
                         redis("mini", "Mini", 25 * MB, 20),
                         redis("premium-0", "Premium 0", 50 * MB, 40),
@@ -190,10 +206,16 @@ impl Catalogue {
 
     /// A service by name, alias or id.
     pub fn service(&self, name: &str) -> Option<&Service> {
-        let name = name.trim().to_ascii_lowercase();
-        self.services
-            .iter()
-            .find(|s| s.name == name || s.aliases.contains(&name.as_str()) || s.id() == name)
+        self.services.iter().find(|s| s.is(name))
+    }
+
+    /// Adds a partner's service (from its manifest); refused if its name is taken.
+    pub fn add(&mut self, service: Service) -> Result<(), String> {
+        if self.services.iter().any(|s| s.is(&service.name)) {
+            return Err(format!("the service name {} is taken", service.name));
+        }
+        self.services.push(service);
+        Ok(())
     }
 
     /// `SERVICE[:PLAN]` → the service and plan (the default plan without one).
@@ -203,7 +225,7 @@ impl Catalogue {
             None => (spec, None),
         };
         let service = self.service(svc).ok_or_else(|| {
-            let names: Vec<&str> = self.services.iter().map(|s| s.name).collect();
+            let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
             format!(
                 "Couldn't find either the add-on service or the add-on plan of \"{spec}\". \
                  Services: {}. See slipway addons:services.",
@@ -213,7 +235,7 @@ impl Catalogue {
         let plan = match plan {
             None => service.default_plan(),
             Some(p) => service.plan(p).ok_or_else(|| {
-                let names: Vec<&str> = service.plans.iter().map(|p| p.name).collect();
+                let names: Vec<&str> = service.plans.iter().map(|p| p.name.as_str()).collect();
                 format!(
                     "Couldn't find the plan \"{p}\" of {}. Plans: {}. See slipway addons:plans {}.",
                     service.name,
@@ -264,9 +286,9 @@ mod tests {
     fn services_resolve_by_name_alias_and_plan() {
         let c = Catalogue::default();
         let (s, p) = c.resolve("postgresql").unwrap();
-        assert_eq!((s.name, p.name), ("heroku-postgresql", "essential-0"));
+        assert_eq!((s.name.as_str(), p.name.as_str()), ("heroku-postgresql", "essential-0"));
         let (s, p) = c.resolve("heroku-redis:premium-0").unwrap();
-        assert_eq!((s.name, p.name), ("heroku-redis", "premium-0"));
+        assert_eq!((s.name.as_str(), p.name.as_str()), ("heroku-redis", "premium-0"));
         assert_eq!(c.resolve("redis").unwrap().1.name, "mini");
         assert_eq!(c.resolve("heroku-postgresql:mini").unwrap().1.name, "essential-0");
         let e = c.resolve("redis:huge").unwrap_err();

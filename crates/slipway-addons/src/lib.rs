@@ -12,6 +12,9 @@
 //! add-on port range there ([`slipway_runtime::net::NetConfig::host_ports`]) and nothing else.
 
 pub mod catalogue;
+pub mod partner;
+mod pg;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 
@@ -22,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use catalogue::{Catalogue, Kind, Plan, PlanLimits, Service};
+pub use pg::{Credential, PgInfo};
+pub use postgres::Table;
 use nix::sys::signal::Signal;
 use process::{Server, ServerSpec};
 use slipway_logs::{LogRouter, Source};
@@ -60,6 +65,18 @@ pub struct AddonsConfig {
     /// Cgroups for add-on servers (their memory caps); `None` where cgroups are not available.
     pub cgroups: Option<Arc<CgroupDriver>>,
     pub redis_server: PathBuf,
+    /// Where PostgreSQL's programs are (`/usr/lib/postgresql/15/bin`).
+    pub postgres_bin: PathBuf,
+    /// The dyno network (`10.213.0.0/16`), whose addresses may log in to Postgres.
+    pub dyno_subnet: Option<String>,
+    /// How often row limits are checked.
+    pub check_interval: Duration,
+    /// How long a database may stay over its row limit before INSERT is revoked.
+    pub row_limit_grace: Duration,
+    /// Partner add-on manifests (`*.json`), offered beside the built-in services.
+    pub manifests_dir: Option<PathBuf>,
+    /// The API's URL, for partners' callbacks.
+    pub api_url: String,
 }
 
 struct Inner {
@@ -70,6 +87,8 @@ struct Inner {
     servers: Mutex<HashMap<String, Arc<Server>>>,
     /// One operation at a time per add-on.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Ends the background tasks (log followers, the row-limit check).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The add-on providers; cheap to clone.
@@ -94,22 +113,33 @@ pub struct RedisInfo {
     pub status: String,
 }
 
-const READY_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(30);
 
-fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
 impl Addons {
     pub fn new(cfg: AddonsConfig, store: Store, logs: LogRouter) -> Addons {
+        let mut catalogue = Catalogue::default();
+        if let Some(dir) = &cfg.manifests_dir {
+            for service in partner::load_manifests(dir) {
+                let name = service.name.clone();
+                match catalogue.add(service) {
+                    Ok(()) => info!(service = %name, "Offering a partner add-on."),
+                    Err(error) => warn!(service = %name, %error, "Skipped a partner add-on."),
+                }
+            }
+        }
         Addons {
             inner: Arc::new(Inner {
                 cfg,
                 store,
                 logs,
-                catalogue: Catalogue::default(),
+                catalogue,
                 servers: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
+                stopping: tokio::sync::watch::channel(false).0,
             }),
         }
     }
@@ -131,7 +161,7 @@ impl Addons {
         m.lock_owned().await
     }
 
-    fn service_of(&self, addon: &AddonRow) -> Result<(&Service, &Plan), AddonError> {
+    pub(crate) fn service_of(&self, addon: &AddonRow) -> Result<(&Service, &Plan), AddonError> {
         self.inner
             .catalogue
             .resolve(&format!("{}:{}", addon.service, addon.plan))
@@ -139,7 +169,7 @@ impl Addons {
     }
 
     /// Tells every app the add-on is attached to, as `heroku[<service>]`.
-    fn tell(&self, addon_id: &str, message: String) {
+    pub(crate) fn tell(&self, addon_id: &str, message: String) {
         let (store, logs, id) = (
             self.inner.store.clone(),
             self.inner.logs.clone(),
@@ -179,7 +209,7 @@ impl Addons {
         Arc::new(move |m: &str| this.tell(&id, m.to_string()))
     }
 
-    fn dir(&self, addon_id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, addon_id: &str) -> PathBuf {
         self.inner.cfg.dir.join(addon_id)
     }
 
@@ -208,19 +238,62 @@ impl Addons {
         )))
     }
 
-    /// Provisions an add-on recorded as `provisioning`; returns its config (by suffix).
-    pub async fn provision(&self, addon: &AddonRow) -> Result<BTreeMap<String, String>, AddonError> {
+    /// Records the add-on's server with a free port.
+    pub(crate) async fn claim_port(&self, row: &mut AddonServerRow) -> Result<(), AddonError> {
+        // Two provisions may race for a port; the store's uniqueness settles it.
+        for _ in 0..5 {
+            row.port = self.free_port().await?;
+            match self.inner.store.create_addon_server(row).await {
+                Ok(()) => return Ok(()),
+                Err(slipway_store::StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AddonError::Unavailable(
+            "Could not claim a port for the add-on's server; try again.".into(),
+        ))
+    }
+
+    /// Provisions an add-on recorded as `provisioning`: its provider's id for it, its config
+    /// (by suffix) and the provider's message.
+    pub async fn provision(
+        &self,
+        addon: &AddonRow,
+        options: &BTreeMap<String, String>,
+    ) -> Result<partner::Provisioned, AddonError> {
         let (service, plan) = self.service_of(addon)?;
-        match service.kind {
-            Kind::Redis => self.provision_redis(addon, plan).await,
-            Kind::Postgres => Err(AddonError::Unavailable(
-                "Heroku Postgres add-ons are not available on this Slipway yet.".into(),
-            )),
+        let built_in = |config| partner::Provisioned {
+            provider_id: addon.id.clone(),
+            config,
+            message: None,
+        };
+        match (service.kind, &service.partner) {
+            (Kind::Redis, _) => Ok(built_in(self.provision_redis(addon, plan).await?)),
+            (Kind::Postgres, _) => Ok(built_in(self.provision_postgres(addon, plan).await?)),
+            (Kind::Partner, Some(api)) => {
+                api.provision(
+                    &addon.id,
+                    &addon.name,
+                    &plan.name,
+                    options,
+                    &format!("{}/addons/{}", self.inner.cfg.api_url, addon.id),
+                )
+                .await
+            }
+            (Kind::Partner, None) => Err(AddonError::Unavailable("no partner API".into())),
         }
     }
 
-    /// Stops an add-on's server and removes its data.
+    /// Stops an add-on's server and removes its data (a partner's: asks the partner).
     pub async fn deprovision(&self, addon: &AddonRow) -> Result<(), AddonError> {
+        if let Ok((service, _)) = self.service_of(addon) {
+            if let Some(api) = &service.partner {
+                if addon.provider_id.is_empty() {
+                    return Ok(());
+                }
+                return api.deprovision(&addon.provider_id).await;
+            }
+        }
         let server = self
             .inner
             .servers
@@ -251,8 +324,21 @@ impl Addons {
         Ok(())
     }
 
-    /// Moves an add-on to another plan of its service, keeping its data.
-    pub async fn change_plan(&self, addon: &AddonRow, plan: &Plan) -> Result<(), AddonError> {
+    /// Moves an add-on to another plan of its service, keeping its data; new config (by
+    /// suffix) when the provider changed it.
+    pub async fn change_plan(
+        &self,
+        addon: &AddonRow,
+        plan: &Plan,
+    ) -> Result<Option<BTreeMap<String, String>>, AddonError> {
+        let (service, _) = self.service_of(addon)?;
+        if let Some(api) = &service.partner {
+            return api.change_plan(&addon.provider_id, &addon.id, &plan.name).await;
+        }
+        self.change_built_in_plan(addon, plan).await.map(|()| None)
+    }
+
+    async fn change_built_in_plan(&self, addon: &AddonRow, plan: &Plan) -> Result<(), AddonError> {
         let (service, _) = self.service_of(addon)?;
         match service.kind {
             Kind::Redis => {
@@ -274,9 +360,8 @@ impl Addons {
                 }
                 Ok(())
             }
-            Kind::Postgres => Err(AddonError::Unavailable(
-                "Heroku Postgres add-ons are not available on this Slipway yet.".into(),
-            )),
+            Kind::Postgres => self.change_postgres_plan(addon, plan).await,
+            Kind::Partner => Ok(()),
         }
     }
 
@@ -289,7 +374,7 @@ impl Addons {
             .cloned()
     }
 
-    async fn server_row(&self, addon: &AddonRow) -> Result<AddonServerRow, AddonError> {
+    pub(crate) async fn server_row(&self, addon: &AddonRow) -> Result<AddonServerRow, AddonError> {
         self.inner
             .store
             .addon_server(&addon.id)
@@ -298,7 +383,7 @@ impl Addons {
     }
 
     /// The supervised server of an add-on, adopted or started if this process has none yet.
-    async fn server_for(&self, addon: &AddonRow) -> Result<Arc<Server>, AddonError> {
+    pub(crate) async fn server_for(&self, addon: &AddonRow) -> Result<Arc<Server>, AddonError> {
         if let Some(s) = self.running(&addon.id) {
             return Ok(s);
         }
@@ -306,10 +391,12 @@ impl Addons {
         let row = self.server_row(addon).await?;
         let spec = match service.kind {
             Kind::Redis => self.redis_spec(addon, &row, plan)?,
-            Kind::Postgres => {
-                return Err(AddonError::Unavailable(
-                    "Heroku Postgres add-ons are not available on this Slipway yet.".into(),
-                ))
+            Kind::Postgres => self.postgres_spec(addon, &row, plan)?,
+            Kind::Partner => {
+                return Err(AddonError::Refused(format!(
+                    "{} is run by its partner, not by Slipway.",
+                    addon.name
+                )))
             }
         };
         let server = Server::run(
@@ -328,6 +415,7 @@ impl Addons {
 
     /// Adopts or starts the server of every provisioned add-on (at server start).
     pub async fn start_all(&self) {
+        self.watch_row_limits();
         let addons = match self.inner.store.all_addons().await {
             Ok(a) => a,
             Err(error) => {
@@ -343,6 +431,9 @@ impl Addons {
                 Ok(Some(_)) => {}
                 _ => continue,
             }
+            if self.service_of(&addon).is_ok_and(|(s, _)| s.kind == Kind::Postgres) {
+                self.follow_postgres_log(&addon);
+            }
             match self.server_for(&addon).await {
                 Ok(s) if s.pid() > 0 => info!(addon = %addon.name, pid = s.pid(), "Add-on server running."),
                 Ok(_) => info!(addon = %addon.name, "Add-on server starting."),
@@ -354,6 +445,7 @@ impl Addons {
     /// At `slipway server`'s exit: stops every add-on server (`stop`), or leaves them running
     /// for the next start to adopt.
     pub async fn shutdown(&self, stop: bool) {
+        self.inner.stopping.send_replace(true);
         let servers: Vec<Arc<Server>> = self
             .inner
             .servers
@@ -380,7 +472,7 @@ impl Addons {
 
     // ---- Redis ----------------------------------------------------------------------------
 
-    fn service_user(&self, name: &str) -> Result<Option<(u32, u32)>, AddonError> {
+    pub(crate) fn service_user(&self, name: &str) -> Result<Option<(u32, u32)>, AddonError> {
         if !nix::unistd::geteuid().is_root() {
             return Ok(None);
         }
@@ -468,16 +560,8 @@ impl Addons {
             settings: BTreeMap::new(),
             created_at: chrono::Utc::now(),
         };
-        // Two provisions may race for a port; the store's uniqueness settles it.
         let mut row = row;
-        for _ in 0..5 {
-            row.port = self.free_port().await?;
-            match self.inner.store.create_addon_server(&row).await {
-                Ok(()) => break,
-                Err(slipway_store::StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.claim_port(&mut row).await?;
         let _ = plan;
         let server = self.server_for(addon).await?;
         let port = row.port;
@@ -571,7 +655,7 @@ impl Addons {
     }
 }
 
-fn make_dir(dir: &std::path::Path, user: Option<(u32, u32)>) -> Result<(), AddonError> {
+pub(crate) fn make_dir(dir: &std::path::Path, user: Option<(u32, u32)>) -> Result<(), AddonError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |e: std::io::Error| AddonError::Io(format!("creating {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -591,7 +675,7 @@ fn chown(path: &std::path::Path, user: Option<(u32, u32)>) -> Result<(), AddonEr
     Ok(())
 }
 
-fn write_owned(
+pub(crate) fn write_owned(
     path: &std::path::Path,
     text: &str,
     user: Option<(u32, u32)>,

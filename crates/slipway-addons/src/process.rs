@@ -143,6 +143,8 @@ pub struct Server {
     cgroups: Option<Arc<CgroupDriver>>,
     pid: AtomicI32,
     stopping: AtomicBool,
+    /// A restart asked for (a plan change): no backoff, no crash report.
+    restarting: AtomicBool,
     cgroup: Mutex<Option<DynoCgroup>>,
     events: Events,
     /// Ends the supervisor's wait between restarts.
@@ -165,6 +167,7 @@ impl Server {
             cgroups,
             pid: AtomicI32::new(0),
             stopping: AtomicBool::new(false),
+            restarting: AtomicBool::new(false),
             cgroup: Mutex::new(None),
             events,
             wake: tokio::sync::Notify::new(),
@@ -341,6 +344,9 @@ impl Server {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
             }
+            if self.restarting.swap(false, Ordering::SeqCst) {
+                continue;
+            }
             let how = match (oom, cap, status) {
                 (true, Some(mb), _) => format!("was killed at its memory cap of {mb} MB"),
                 (_, _, Some(s)) => format!("exited ({s})"),
@@ -386,6 +392,27 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| *d)).await;
         }
         let _ = std::fs::remove_file(self.record_path());
+    }
+
+    /// Stops the server cleanly and starts it again at once (new settings); returns when the
+    /// new process has started. A server that is not running is started at its next turn.
+    pub async fn restart(&self) {
+        let old = self.pid();
+        if old <= 0 {
+            self.wake.notify_one();
+            return;
+        }
+        self.restarting.store(true, Ordering::SeqCst);
+        let _ = kill(Pid::from_raw(old), self.spec().stop_signal);
+        let until = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < until {
+            let pid = self.pid();
+            if pid > 0 && pid != old {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = kill(Pid::from_raw(old), Signal::SIGKILL);
     }
 
     /// Stops supervising but leaves the server running, for the next `slipway server` to adopt.

@@ -238,6 +238,36 @@ impl AppState {
         Ok(r.version)
     }
 
+    /// Gives every app the add-on is attached to its new config values, one release each.
+    async fn release_new_config(
+        &self,
+        addon: &AddonRow,
+        config: &BTreeMap<String, String>,
+        who: &AccountRow,
+    ) -> ApiResult<()> {
+        let mut by_app: BTreeMap<String, (Vec<String>, BTreeMap<String, String>)> = BTreeMap::new();
+        for a in self.store.attachments_of_addon(&addon.id).await? {
+            let entry = by_app.entry(a.app_id.clone()).or_default();
+            entry.0.push(a.name.clone());
+            for (k, v) in config {
+                entry.1.insert(format!("{}_{k}", a.name), v.clone());
+            }
+        }
+        for (app_id, (names, vars)) in by_app {
+            if let Some(app) = self.store.app(&app_id).await? {
+                self.attachment_release(
+                    &app,
+                    who,
+                    &vars,
+                    true,
+                    format!("Update {} by {}", names.join(", "), addon.service),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The config vars the app's attachments own, with their current values.
     pub(crate) async fn attachment_vars(&self, app_id: &str) -> ApiResult<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
@@ -481,7 +511,6 @@ struct CreateAddon {
     attachment: Option<AttachmentName>,
     confirm: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     config: Option<BTreeMap<String, Value>>,
 }
 
@@ -518,7 +547,7 @@ pub async fn create(
             }
             n.to_string()
         }
-        None => slipway_types::generate_addon_name(service.name_prefix),
+        None => slipway_types::generate_addon_name(&service.name_prefix),
     };
     // Attachment names: the one asked for, else the service's default (when free) and, for
     // Postgres, its colored name too, as Heroku gives both.
@@ -555,7 +584,7 @@ pub async fn create(
             }
             if !default_free || service.kind == Kind::Postgres {
                 names.push(slipway_addons::catalogue::colored_name(
-                    service.attachment_prefix,
+                    &service.attachment_prefix,
                     &taken,
                 ));
             }
@@ -584,9 +613,22 @@ pub async fn create(
         }
         other => other?,
     };
+    // Provider options (`addons:create ... -- --key value`): strings, or true for a flag.
+    let options: BTreeMap<String, String> = req
+        .config
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect();
     let guard = addons.lock(&row.id).await;
-    let config = match addons.provision(&row).await {
-        Ok(c) => c,
+    let provisioned = match addons.provision(&row, &options).await {
+        Ok(p) => p,
         Err(e) => {
             let _ = addons.deprovision(&row).await;
             let _ = s.store.delete_addon(&row.id).await;
@@ -594,7 +636,12 @@ pub async fn create(
         }
     };
     s.store
-        .set_addon_provisioned(&row.id, &row.id, &config, None)
+        .set_addon_provisioned(
+            &row.id,
+            &provisioned.provider_id,
+            &provisioned.config,
+            provisioned.message.as_deref(),
+        )
         .await?;
     drop(guard);
     let row = s.store.addon(&row.id).await?.ok_or_else(addon_not_found)?;
@@ -667,10 +714,17 @@ pub async fn update(
     }
     let plan = plan.clone();
     let full = service.plan_full_name(&plan);
-    {
+    let new_config = {
         let _guard = addons.lock(&addon.id).await;
-        addons.change_plan(&addon, &plan).await?;
-        s.store.set_addon_plan(&addon.id, plan.name).await?;
+        let new_config = addons.change_plan(&addon, &plan).await?;
+        s.store.set_addon_plan(&addon.id, &plan.name).await?;
+        if let Some(c) = &new_config {
+            s.store.set_addon_config(&addon.id, c).await?;
+        }
+        new_config
+    };
+    if let Some(config) = new_config {
+        s.release_new_config(&addon, &config, &who).await?;
     }
     s.api_log(
         &addon.app_id,
@@ -861,7 +915,7 @@ pub async fn attach(
             if !taken.contains(&d) && s.check_attachment_name(&app, &d, Some(&addon), None).await.is_ok() {
                 d
             } else {
-                slipway_addons::catalogue::colored_name(service.attachment_prefix, &taken)
+                slipway_addons::catalogue::colored_name(&service.attachment_prefix, &taken)
             }
         }
     };
@@ -957,7 +1011,7 @@ pub async fn resolve_addon(
     };
     let addon = s.find_addon(&who, which, app.as_ref()).await?;
     if let Some(svc) = req.addon_service.as_deref() {
-        let wanted = s.addons()?.catalogue().service(svc).map(|x| x.name);
+        let wanted = s.addons()?.catalogue().service(svc).map(|x| x.name.as_str());
         if wanted != Some(addon.service.as_str()) {
             return Err(addon_not_found());
         }
@@ -995,7 +1049,7 @@ pub async fn resolve_attachment(
         .ok_or_else(|| ApiError::invalid("Give the app the attachment is on as \"app\"."))?;
     let app = s.load_app(&who, &app).await?;
     let service = match req.addon_service.as_deref() {
-        Some(svc) => s.addons()?.catalogue().service(svc).map(|x| x.name.to_string()),
+        Some(svc) => s.addons()?.catalogue().service(svc).map(|x| x.name.clone()),
         None => None,
     };
     let all = s.store.attachments_of_app(&app.id).await?;
@@ -1083,4 +1137,181 @@ pub async fn redis_update(
     v["name"] = json!(addon.name);
     v["plan"] = json!(addon.plan);
     Ok(Json(v))
+}
+
+// ---- Postgres -------------------------------------------------------------------------------
+
+async fn postgres_addon(s: &AppState, who: &AccountRow, which: &str) -> ApiResult<AddonRow> {
+    let addon = s.find_addon(who, which, None).await?;
+    if s.addons()?.catalogue().service(&addon.service).map(|x| x.kind) != Some(Kind::Postgres) {
+        return Err(ApiError::invalid(format!(
+            "{} is not a Heroku Postgres add-on.",
+            addon.name
+        )));
+    }
+    Ok(addon)
+}
+
+/// `GET /addons/{addon}/postgres`: what `pg:info` shows.
+pub async fn pg_info(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    let info = s.addons()?.pg_info(&addon).await?;
+    let mut vars = Vec::new();
+    for a in s.store.attachments_of_addon(&addon.id).await? {
+        if a.app_id == addon.app_id {
+            vars.extend(vars_of(&a.name, &addon));
+        }
+    }
+    let mut v = serde_json::to_value(&info).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["name"] = json!(addon.name);
+    v["plan"] = json!(addon.plan);
+    v["created_at"] = json!(addon.created_at);
+    v["config_vars"] = json!(vars);
+    Ok(Json(v))
+}
+
+fn table_json(t: slipway_addons::Table) -> Json<Value> {
+    Json(json!({"columns": t.columns, "rows": t.rows}))
+}
+
+#[derive(Deserialize)]
+pub struct ActivityQuery {
+    verbose: Option<bool>,
+}
+
+/// `GET /addons/{addon}/postgres/activity[?verbose=true]`: `pg:ps`.
+pub async fn pg_activity(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ActivityQuery>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    Ok(table_json(
+        s.addons()?
+            .pg_activity(&addon, q.verbose.unwrap_or(false))
+            .await?,
+    ))
+}
+
+/// `POST /addons/{addon}/postgres/activity/{pid}/actions/{cancel|terminate}`: `pg:kill`.
+pub async fn pg_kill(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((which, pid, action)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("{pid} is not a process id.")))?;
+    let force = match action.as_str() {
+        "cancel" => false,
+        "terminate" => true,
+        _ => return Err(ApiError::not_found("action", "Use cancel or terminate.")),
+    };
+    let result = s.addons()?.pg_kill(&addon, pid, force).await?;
+    Ok(Json(json!({"pid": pid, "result": result})))
+}
+
+/// `POST /addons/{addon}/postgres/actions/terminate-all`: `pg:killall`.
+pub async fn pg_killall(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    s.addons()?.pg_killall(&addon).await?;
+    Ok(Json(json!({"result": true})))
+}
+
+/// `GET /addons/{addon}/postgres/locks`: `pg:locks`.
+pub async fn pg_locks(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    Ok(table_json(s.addons()?.pg_locks(&addon).await?))
+}
+
+#[derive(Deserialize)]
+pub struct OutliersQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /addons/{addon}/postgres/outliers[?limit=N]`: `pg:outliers`.
+pub async fn pg_outliers(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<OutliersQuery>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    Ok(table_json(
+        s.addons()?
+            .pg_outliers(&addon, q.limit.unwrap_or(10))
+            .await?,
+    ))
+}
+
+/// `DELETE /addons/{addon}/postgres/outliers`: `pg:outliers --reset`.
+pub async fn pg_outliers_reset(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    s.addons()?.pg_outliers_reset(&addon).await?;
+    Ok(Json(json!({"result": true})))
+}
+
+/// `GET /addons/{addon}/postgres/credentials`: `pg:credentials`.
+pub async fn pg_credentials(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    let creds = s.addons()?.pg_credentials(&addon).await?;
+    Ok(Json(
+        serde_json::to_value(creds).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+/// `POST /addons/{addon}/postgres/credentials/{name}/actions/rotate`: a new password; every
+/// attached app gets the new URL (a release each).
+pub async fn pg_rotate(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((which, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    if name != "default" {
+        return Err(ApiError::not_found(
+            "credential",
+            format!("{} has no credential named {name}; it has default.", addon.name),
+        ));
+    }
+    let addons = s.addons()?.clone();
+    let config = {
+        let _guard = addons.lock(&addon.id).await;
+        let config = addons.pg_rotate(&addon).await?;
+        s.store.set_addon_config(&addon.id, &config).await?;
+        config
+    };
+    s.release_new_config(&addon, &config, &who).await?;
+    s.api_log(
+        &addon.app_id,
+        &format!("Rotate credentials of {} by user {}", addon.name, who.email),
+    );
+    let creds = addons.pg_credentials(&addon).await?;
+    Ok(Json(
+        serde_json::to_value(creds.into_iter().next())
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
 }

@@ -261,6 +261,29 @@ pub fn router(state: AppState) -> axum::Router {
             "/addons/{addon}/redis",
             get(addons::redis_info).patch(addons::redis_update),
         )
+        .route("/addons/{addon}/postgres", get(addons::pg_info))
+        .route("/addons/{addon}/postgres/activity", get(addons::pg_activity))
+        .route(
+            "/addons/{addon}/postgres/activity/{pid}/actions/{action}",
+            post(addons::pg_kill),
+        )
+        .route(
+            "/addons/{addon}/postgres/actions/terminate-all",
+            post(addons::pg_killall),
+        )
+        .route("/addons/{addon}/postgres/locks", get(addons::pg_locks))
+        .route(
+            "/addons/{addon}/postgres/outliers",
+            get(addons::pg_outliers).delete(addons::pg_outliers_reset),
+        )
+        .route(
+            "/addons/{addon}/postgres/credentials",
+            get(addons::pg_credentials),
+        )
+        .route(
+            "/addons/{addon}/postgres/credentials/{name}/actions/rotate",
+            post(addons::pg_rotate),
+        )
         .route(
             "/apps/{app}/addons",
             get(addons::list_for_app).post(addons::create),

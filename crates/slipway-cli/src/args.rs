@@ -248,6 +248,36 @@ pub enum Cmd {
     /// Open `redis-cli` on a Redis add-on.
     #[command(name = "redis:cli")]
     RedisCli(RedisCli),
+    /// Show a Postgres database's plan, connections, size, tables and rows.
+    #[command(name = "pg:info", visible_alias = "pg")]
+    PgInfo(PgInfo),
+    /// Open `psql` on a Postgres database with the app's credentials.
+    #[command(name = "pg:psql", visible_alias = "psql")]
+    PgPsql(PgPsql),
+    /// List a Postgres database's credentials.
+    #[command(name = "pg:credentials")]
+    PgCredentials(PgDatabase),
+    /// Show a credential's connection string and URL.
+    #[command(name = "pg:credentials:url")]
+    PgCredentialsUrl(PgCredentialsUrl),
+    /// Give a credential a new password; its connections are closed and the apps restarted.
+    #[command(name = "pg:credentials:rotate")]
+    PgCredentialsRotate(PgCredentialsRotate),
+    /// Show the database's running queries (`--verbose`: idle connections too).
+    #[command(name = "pg:ps")]
+    PgPs(PgPs),
+    /// Cancel a query (`--force`: end its connection).
+    #[command(name = "pg:kill")]
+    PgKill(PgKill),
+    /// End every connection to the database.
+    #[command(name = "pg:killall")]
+    PgKillall(PgDatabase),
+    /// Show queries holding exclusive locks and how long they have been running.
+    #[command(name = "pg:locks")]
+    PgLocks(PgLocks),
+    /// Show the queries that took the most time (from pg_stat_statements).
+    #[command(name = "pg:outliers")]
+    PgOutliers(PgOutliers),
     /// Save an API key in ~/.netrc after checking it.
     #[command(name = "login", visible_alias = "auth:login")]
     Login(Login),
@@ -875,6 +905,136 @@ pub struct RedisCli {
     /// The Redis attachment or add-on [default: REDIS].
     #[arg(value_name = "DATABASE")]
     pub database: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgDatabase {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgInfo {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PgPsql {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// SQL to run instead of an interactive session.
+    #[arg(short = 'c', long, value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// A file of SQL to run.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgCredentialsUrl {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// The credential.
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "CREDENTIAL",
+        default_value = "default"
+    )]
+    pub name: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgCredentialsRotate {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// The credential.
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "CREDENTIAL",
+        default_value = "default"
+    )]
+    pub name: String,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgPs {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// Also show idle connections.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgKill {
+    /// The process id of the backend (see `pg:ps`).
+    #[arg(value_name = "PID")]
+    pub pid: u32,
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// End the connection (pg_terminate_backend) instead of cancelling its query.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgLocks {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// Cut queries to 40 characters.
+    #[arg(short = 't', long)]
+    pub truncate: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgOutliers {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// How many queries to show.
+    #[arg(short = 'n', long = "num", default_value_t = 10)]
+    pub num: u32,
+    /// Cut queries to 40 characters.
+    #[arg(short = 't', long)]
+    pub truncate: bool,
+    /// Reset the statistics instead of showing them.
+    #[arg(long)]
+    pub reset: bool,
     #[command(flatten)]
     pub app: AppArgs,
 }

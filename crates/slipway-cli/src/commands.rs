@@ -3,14 +3,16 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::api::Api;
 use crate::args::{AppArgs, Cmd};
-use crate::env::{machine_name, Env};
+use crate::env::{machine_name, Env, Input};
 use crate::git::{app_from_git_url, Git};
 
 mod addons;
@@ -25,6 +27,7 @@ mod drains;
 mod features;
 mod git_cmds;
 mod logs;
+mod pg;
 mod ps;
 mod redis;
 mod releases;
@@ -165,6 +168,43 @@ impl std::fmt::Display for ExitStatus {
 
 impl std::error::Error for ExitStatus {}
 
+/// Runs a local program (`psql`, `redis-cli`) set up by a command. From a terminal
+/// (`Input::Inherit`) the CLI becomes the program (exec), so it owns the terminal and its exit
+/// status is the CLI's; with fixed input (tests, `Input::Text`) it runs as a child fed that input,
+/// and its output and exit status are passed through.
+pub fn run_local(ctx: &mut Ctx<'_>, mut cmd: Command, program: &Path) -> Result<()> {
+    match &ctx.env.input {
+        Input::Inherit => {
+            use std::os::unix::process::CommandExt;
+            ctx.out.flush()?;
+            ctx.err.flush()?;
+            // Only returns on failure.
+            let e = cmd.exec();
+            Err(e).with_context(|| format!("Cannot run {}", program.display()))
+        }
+        Input::Text(text) => {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("Cannot run {}", program.display()))?;
+            if let Some(mut stdin) = child.stdin.take() {
+                // A program that exits without reading its input is not an error here.
+                let _ = stdin.write_all(text.as_bytes());
+            }
+            let output = child.wait_with_output()?;
+            ctx.out.write_all(&output.stdout)?;
+            ctx.err.write_all(&output.stderr)?;
+            match output.status.code() {
+                Some(0) => Ok(()),
+                Some(code) => Err(ExitStatus(code).into()),
+                None => Err(ExitStatus(1).into()),
+            }
+        }
+    }
+}
+
 /// Runs one parsed command.
 pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
     match cmd {
@@ -231,6 +271,16 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::AddonsDetach(a) => addons::detach(ctx, a).await,
         Cmd::AddonsUpgrade(a) => addons::upgrade(ctx, a).await,
         Cmd::AddonsDestroy(a) => addons::destroy(ctx, a).await,
+        Cmd::PgInfo(a) => pg::info(ctx, a).await,
+        Cmd::PgPsql(a) => pg::psql(ctx, a).await,
+        Cmd::PgCredentials(a) => pg::credentials(ctx, a).await,
+        Cmd::PgCredentialsUrl(a) => pg::credentials_url(ctx, a).await,
+        Cmd::PgCredentialsRotate(a) => pg::credentials_rotate(ctx, a).await,
+        Cmd::PgPs(a) => pg::ps(ctx, a).await,
+        Cmd::PgKill(a) => pg::kill(ctx, a).await,
+        Cmd::PgKillall(a) => pg::killall(ctx, a).await,
+        Cmd::PgLocks(a) => pg::locks(ctx, a).await,
+        Cmd::PgOutliers(a) => pg::outliers(ctx, a).await,
         Cmd::RedisInfo(a) => redis::info(ctx, a).await,
         Cmd::RedisMaxmemory(a) => redis::maxmemory(ctx, a).await,
         Cmd::RedisCli(a) => redis::cli(ctx, a).await,

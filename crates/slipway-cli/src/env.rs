@@ -49,6 +49,9 @@ pub struct Env {
     pub input: Input,
     /// `PATH`: where local programs the CLI starts (`redis-cli`) are looked up.
     pub path: Option<OsString>,
+    /// Where Debian installs PostgreSQL's versioned programs (`/usr/lib/postgresql/15/bin`);
+    /// `pg:psql` prefers the newest `psql` there to the one on `PATH`.
+    pub pg_lib_dir: Option<PathBuf>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -75,6 +78,7 @@ impl Env {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("slipway")),
             input: Input::Inherit,
             path: std::env::var_os("PATH"),
+            pg_lib_dir: Some(PathBuf::from("/usr/lib/postgresql")),
         }
     }
 
@@ -93,6 +97,7 @@ impl Env {
             exe: PathBuf::from("slipway"),
             input: Input::Text(String::new()),
             path: None,
+            pg_lib_dir: None,
         }
     }
 

@@ -53,6 +53,108 @@ pub fn titled_table(titles: &[&str], rows: &[Vec<String>]) -> String {
     table(&all)
 }
 
+/// Rows as `psql` prints them (aligned format, border 1): titles centered, cells left-aligned
+/// except in columns whose every value is a number, a cell's further lines under it with `+` at
+/// the end of the line before, `NULL` (`None`) as an empty cell, then `(N rows)` and a blank line.
+pub fn psql_table(columns: &[String], rows: &[Vec<Option<String>>]) -> String {
+    let width = |s: &str| s.chars().count();
+    let cells: Vec<Vec<Vec<&str>>> = rows
+        .iter()
+        .map(|row| {
+            (0..columns.len())
+                .map(|i| match row.get(i) {
+                    Some(Some(text)) => text.split('\n').collect(),
+                    _ => vec![""],
+                })
+                .collect()
+        })
+        .collect();
+    let mut widths: Vec<usize> = columns.iter().map(|c| width(c)).collect();
+    for row in &cells {
+        for (i, lines) in row.iter().enumerate() {
+            for line in lines {
+                widths[i] = widths[i].max(width(line));
+            }
+        }
+    }
+    let right: Vec<bool> = (0..columns.len())
+        .map(|i| {
+            let mut values = rows.iter().filter_map(|r| r.get(i).cloned().flatten());
+            let first = values.next();
+            first.is_some_and(|v| is_number(&v)) && values.all(|v| is_number(&v))
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, title) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        let space = widths[i] - width(title);
+        out.push(' ');
+        out.extend(std::iter::repeat_n(' ', space / 2));
+        out.push_str(title);
+        out.extend(std::iter::repeat_n(' ', space.div_ceil(2)));
+        out.push(' ');
+    }
+    out.push('\n');
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+    out.push_str(&rule.join("+"));
+    out.push('\n');
+    for row in &cells {
+        let height = row.iter().map(Vec::len).max().unwrap_or(1);
+        for n in 0..height {
+            for (i, lines) in row.iter().enumerate() {
+                out.push_str(if i == 0 { " " } else { "| " });
+                let text = lines.get(n).copied().unwrap_or("");
+                let more = n + 1 < lines.len();
+                let last = i + 1 == row.len();
+                let pad = widths[i] - width(text);
+                if right[i] {
+                    out.extend(std::iter::repeat_n(' ', pad));
+                    out.push_str(text);
+                } else {
+                    out.push_str(text);
+                    if !last || more {
+                        out.extend(std::iter::repeat_n(' ', pad));
+                    }
+                }
+                if more {
+                    out.push('+');
+                } else if !last {
+                    out.push(' ');
+                }
+            }
+            out.push('\n');
+        }
+    }
+    match rows.len() {
+        1 => out.push_str("(1 row)\n\n"),
+        n => out.push_str(&format!("({n} rows)\n\n")),
+    }
+    out
+}
+
+/// Whether a cell reads as a number (`psql` right-aligns numeric columns).
+fn is_number(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+    !int.is_empty()
+        && !frac.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Cuts `s` to 40 characters, the last being `…`, as `--truncate` does to queries.
+pub fn truncate_query(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(MAX - 1).collect();
+    out.push('…');
+    out
+}
+
 /// `KEY: value` lines with the values aligned one column past the longest key. A value of
 /// several lines continues under its first line.
 pub fn key_values(pairs: &[(String, String)]) -> String {
@@ -198,6 +300,49 @@ mod tests {
             titled_table(&["Domain Name", "Type"], &rows),
             "Domain Name      Type\n───────────────  ─────\nwww.example.com  CNAME\n"
         );
+    }
+
+    #[test]
+    fn psql_tables_look_like_psql() {
+        let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cell = |s: &str| Some(s.to_owned());
+        // `SELECT 1 AS a, 2 AS bb` in psql.
+        assert_eq!(
+            psql_table(&cols(&["a", "bb"]), &[vec![cell("1"), cell("2")]]),
+            " a | bb \n---+----\n 1 |  2\n(1 row)\n\n"
+        );
+        assert_eq!(
+            psql_table(&cols(&["pg_cancel_backend"]), &[vec![cell("t")]]),
+            " pg_cancel_backend \n-------------------\n t\n(1 row)\n\n"
+        );
+        // Text left-aligned, titles centered, NULL empty, a second line marked with `+`.
+        let rows = vec![
+            vec![cell("12345"), cell("active"), None, cell("SELECT 1")],
+            vec![cell("7"), cell("idle"), cell("psql"), cell("SELECT\n  2")],
+        ];
+        assert_eq!(
+            psql_table(&cols(&["pid", "state", "source", "query"]), &rows),
+            "  pid  | state  | source |  query   \n\
+             -------+--------+--------+----------\n \
+             12345 | active |        | SELECT 1\n     \
+             7 | idle   | psql   | SELECT  +\n       \
+             |        |        |   2\n\
+             (2 rows)\n\n"
+        );
+        assert_eq!(
+            psql_table(&cols(&["pid", "query"]), &[]),
+            " pid | query \n-----+-------\n(0 rows)\n\n"
+        );
+        assert!(is_number("12") && is_number("-1.5") && !is_number("1.") && !is_number("t"));
+    }
+
+    #[test]
+    fn queries_truncate_to_forty_characters() {
+        let long = "SELECT * FROM very_long_table_name WHERE id = 1";
+        let cut = truncate_query(long);
+        assert_eq!(cut.chars().count(), 40);
+        assert_eq!(cut, "SELECT * FROM very_long_table_name WHER…");
+        assert_eq!(truncate_query("SELECT 1"), "SELECT 1");
     }
 
     #[test]

@@ -19,6 +19,8 @@ use slipway_cli::{run_with, Env, Input};
 struct Seen {
     method: String,
     path: String,
+    /// The query string, without `?`.
+    query: Option<String>,
     authorization: Option<String>,
     accept: Option<String>,
     range: Option<String>,
@@ -103,6 +105,7 @@ async fn serve(State(shared): State<Shared>, req: Request) -> Response {
     let mut seen = Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
         authorization: header("authorization"),
         accept: header("accept"),
         range: header("range"),
@@ -1534,4 +1537,596 @@ async fn apps_info_lists_the_plans_of_the_apps_addons() {
         "{}",
         r.out
     );
+}
+
+const PG: &str = "postgresql-concave-52656";
+
+fn pg_not_found() -> Reply {
+    reply(
+        404,
+        json!({"id": "not_found", "message": "Couldn't find that add-on attachment.",
+               "resource": "add_on attachment"}),
+    )
+}
+
+fn pg_handler(req: &Seen, _: &str) -> Reply {
+    let base = "/addons/id-postgresql-concave-52656/postgres";
+    let sub = req.path.strip_prefix(base);
+    match (req.method.as_str(), req.path.as_str(), sub) {
+        ("POST", "/actions/addon-attachments/resolve", _) if req.json()["app"] != "shop" => {
+            not_found()
+        }
+        ("POST", "/actions/addon-attachments/resolve", _) => {
+            match req.json()["addon_attachment"].as_str().unwrap_or("") {
+                "DATABASE" | "DATABASE_URL" | "HEROKU_POSTGRESQL_ONYX" | PG => reply(
+                    200,
+                    json!([
+                        attachment_json("DATABASE", PG, "shop", "shop"),
+                        attachment_json("HEROKU_POSTGRESQL_ONYX", PG, "shop", "shop"),
+                    ]),
+                ),
+                "HEROKU_POSTGRESQL_BIG_URL" => reply(
+                    200,
+                    json!([attachment_json(
+                        "HEROKU_POSTGRESQL_BIG",
+                        "postgresql-big-12",
+                        "shop",
+                        "shop"
+                    )]),
+                ),
+                _ => pg_not_found(),
+            }
+        }
+        ("GET", "/apps/shop/addons", _) => reply(
+            200,
+            json!([
+                addon_json(
+                    PG,
+                    "heroku-postgresql:essential-0",
+                    "shop",
+                    &["DATABASE_URL", "HEROKU_POSTGRESQL_ONYX_URL"],
+                    "provisioned"
+                ),
+                addon_json(
+                    "redis-rigid-12345",
+                    "heroku-redis:mini",
+                    "shop",
+                    &["REDIS_URL"],
+                    "provisioned"
+                ),
+            ]),
+        ),
+        ("GET", "/apps/shop/config-vars", _) => reply(
+            200,
+            json!({
+                "DATABASE_URL": "postgres://uabc123:p%40ss%2Fw0rd@10.213.0.1:15400/dabc123",
+                "HEROKU_POSTGRESQL_ONYX_URL": "postgres://uabc123:p%40ss%2Fw0rd@10.213.0.1:15400/dabc123",
+                "REDIS_URL": "redis://:s3cret@10.9.0.1:6380",
+            }),
+        ),
+        ("GET", _, Some("")) => reply(
+            200,
+            json!({
+                "name": PG, "plan": "heroku-postgresql:essential-0", "status": "Available",
+                "connections": 1, "connection_limit": 20, "version": "15.18",
+                "created_at": "2026-11-26T05:19:49Z", "data_size": 7_969_177,
+                "storage_limit": 1_073_741_824u64, "tables": 1, "rows": 100, "row_limit": 10000,
+                "row_status": "In compliance",
+                "config_vars": ["DATABASE_URL", "HEROKU_POSTGRESQL_ONYX_URL"],
+            }),
+        ),
+        ("GET", "/addons/id-postgresql-big-12/postgres", _) => reply(
+            200,
+            json!({
+                "name": "postgresql-big-12", "plan": "heroku-postgresql:standard-0",
+                "status": "Available", "connections": 3, "connection_limit": 120,
+                "version": "15.18", "created_at": "2026-11-27T10:00:00Z",
+                "data_size": 2_411_724_800u64, "storage_limit": null, "tables": 12,
+                "rows": 1_234_567, "row_limit": null, "row_status": "In compliance",
+                "config_vars": ["HEROKU_POSTGRESQL_BIG_URL"],
+            }),
+        ),
+        ("GET", _, Some("/credentials")) => reply(
+            200,
+            json!([{"name": "default", "state": "active", "username": "uabc123",
+                    "database": "dabc123", "host": "10.213.0.1", "port": 15400,
+                    "connections": 2}]),
+        ),
+        ("POST", _, Some("/credentials/default/actions/rotate")) => reply(
+            200,
+            json!({"name": "default", "state": "active", "username": "uabc123",
+                   "database": "dabc123", "host": "10.213.0.1", "port": 15400,
+                   "connections": 0}),
+        ),
+        ("GET", _, Some("/activity")) => {
+            let mut rows = vec![json!([
+                "4242",
+                "active",
+                "slipway-psql",
+                "uabc123",
+                "00:00:03.5",
+                "2026-11-26 06:00:00+00",
+                "f",
+                "SELECT pg_sleep(10)"
+            ])];
+            if req.query.as_deref() == Some("verbose=true") {
+                rows.push(json!([
+                    "77", "idle", "", "uabc123", null, null, "f", "COMMIT"
+                ]));
+            }
+            reply(
+                200,
+                json!({
+                    "columns": ["pid", "state", "source", "username", "running_for",
+                                "transaction_start", "waiting", "query"],
+                    "rows": rows,
+                }),
+            )
+        }
+        ("POST", _, Some("/activity/4242/actions/cancel")) => {
+            reply(200, json!({"pid": 4242, "result": true}))
+        }
+        ("POST", _, Some("/activity/4242/actions/terminate")) => {
+            reply(200, json!({"pid": 4242, "result": false}))
+        }
+        ("POST", _, Some("/activity/9/actions/cancel")) => reply(
+            404,
+            json!({"id": "not_found", "message": "No connection of postgresql-concave-52656 has pid 9."}),
+        ),
+        ("POST", _, Some("/actions/terminate-all")) => reply(200, json!({"terminated": 2})),
+        ("GET", _, Some("/locks")) => reply(
+            200,
+            json!({
+                "columns": ["pid", "relname", "transactionid", "granted", "query_snippet", "age"],
+                "rows": [["4242", null, "1234", "t",
+                          "UPDATE accounts SET balance = balance - 100 WHERE id = 1",
+                          "00:00:05.1"]],
+            }),
+        ),
+        ("GET", _, Some("/outliers")) => reply(
+            200,
+            json!({
+                "columns": ["total_exec_time", "prop_exec_time", "ncalls", "sync_io_time", "query"],
+                "rows": [
+                    ["00:00:01.5", "75.0%", "1,200", "00:00:00", "SELECT * FROM items WHERE owner_id = $1 ORDER BY created_at DESC"],
+                    ["00:00:00.5", "25.0%", "3", "00:00:00", "INSERT INTO items (name) VALUES ($1)"],
+                ],
+            }),
+        ),
+        ("DELETE", _, Some("/outliers")) => reply(200, json!({})),
+        _ => not_found(),
+    }
+}
+
+#[tokio::test]
+async fn pg_info_shows_the_database_like_heroku() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:info", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== DATABASE_URL, HEROKU_POSTGRESQL_ONYX_URL
+
+Plan:        essential-0
+Status:      Available
+Connections: 1/20
+PG Version:  15.18
+Created:     2026-11-26 05:19 UTC
+Data Size:   7.6 MB / 1 GB (0.74%)
+Tables:      1
+Rows:        100/10000 (In compliance)
+Fork/Follow: Unsupported
+Rollback:    Unsupported
+Add-on:      postgresql-concave-52656
+"
+    );
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/actions/addon-attachments/resolve")
+    );
+    assert_eq!(
+        seen[0].json(),
+        json!({"addon_attachment": "DATABASE", "app": "shop", "addon_service": "heroku-postgresql"})
+    );
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("GET", "/addons/id-postgresql-concave-52656/postgres")
+    );
+
+    // No row limit, no storage limit; the argument is passed as given.
+    let r = cli(&env, &["pg", "HEROKU_POSTGRESQL_BIG_URL", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== HEROKU_POSTGRESQL_BIG_URL
+
+Plan:        standard-0
+Status:      Available
+Connections: 3/120
+PG Version:  15.18
+Created:     2026-11-27 10:00 UTC
+Data Size:   2.2 GB
+Tables:      12
+Rows:        1234567
+Fork/Follow: Unsupported
+Rollback:    Unsupported
+Add-on:      postgresql-big-12
+"
+    );
+    assert_eq!(
+        api.seen()[2].json()["addon_attachment"],
+        "HEROKU_POSTGRESQL_BIG_URL"
+    );
+
+    let r = cli(&env, &["pg:info", "-a", "shop", "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["row_limit"], 10000);
+}
+
+#[tokio::test]
+async fn pg_commands_without_a_database_say_how_to_create_one() {
+    let api = FakeApi::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/actions/addon-attachments/resolve") => pg_not_found(),
+        ("GET", "/apps/bare/addons") => reply(
+            200,
+            json!([addon_json(
+                "redis-rigid-12345",
+                "heroku-redis:mini",
+                "bare",
+                &["REDIS_URL"],
+                "provisioned"
+            )]),
+        ),
+        _ => not_found(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    for args in [
+        &["pg:info", "-a", "bare"][..],
+        &["pg:ps", "-a", "bare"],
+        &["pg:psql", "-a", "bare"],
+    ] {
+        let r = cli(&env, args).await;
+        assert_eq!(r.code, 1, "{args:?}");
+        assert_eq!(r.out, "");
+        assert_eq!(
+            r.err,
+            " ▸    No Heroku Postgres databases on ⬢ bare. Create one with slipway addons:create heroku-postgresql -a bare.\n"
+        );
+    }
+    // A name that matches nothing, on an app that has a database: the valid ones are named.
+    let api = FakeApi::start(pg_handler).await;
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:info", "HEROKU_POSTGRESQL_NOPE", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    Unknown database: HEROKU_POSTGRESQL_NOPE. Valid options are: postgresql-concave-52656.\n"
+    );
+    // An app that does not exist says so.
+    let r = cli(&env, &["pg:info", "-a", "ghost"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err, " ▸    Couldn't find that app.\n");
+}
+
+#[tokio::test]
+async fn pg_ps_prints_a_psql_table() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:ps", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            " pid  | state  |    source    | username | running_for |   transaction_start    | waiting |        query        \n",
+            "------+--------+--------------+----------+-------------+------------------------+---------+---------------------\n",
+            " 4242 | active | slipway-psql | uabc123  | 00:00:03.5  | 2026-11-26 06:00:00+00 | f       | SELECT pg_sleep(10)\n",
+            "(1 row)\n",
+            "\n",
+        )
+    );
+    let seen = api.seen();
+    assert_eq!(
+        seen[1].path,
+        "/addons/id-postgresql-concave-52656/postgres/activity"
+    );
+    assert_eq!(seen[1].query, None);
+
+    let r = cli(&env, &["pg:ps", "DATABASE_URL", "-a", "shop", "-v"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            " pid  | state  |    source    | username | running_for |   transaction_start    | waiting |        query        \n",
+            "------+--------+--------------+----------+-------------+------------------------+---------+---------------------\n",
+            " 4242 | active | slipway-psql | uabc123  | 00:00:03.5  | 2026-11-26 06:00:00+00 | f       | SELECT pg_sleep(10)\n",
+            "   77 | idle   |              | uabc123  |             |                        | f       | COMMIT\n",
+            "(2 rows)\n",
+            "\n",
+        )
+    );
+    let seen = api.seen();
+    assert_eq!(seen[2].json()["addon_attachment"], "DATABASE_URL");
+    assert_eq!(seen[3].query.as_deref(), Some("verbose=true"));
+}
+
+#[tokio::test]
+async fn pg_kill_killall_and_locks() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:kill", "4242", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        " pg_cancel_backend \n-------------------\n t\n(1 row)\n\n"
+    );
+    let r = cli(
+        &env,
+        &["pg:kill", "4242", "DATABASE", "-a", "shop", "--force"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        " pg_terminate_backend \n----------------------\n f\n(1 row)\n\n"
+    );
+    let r = cli(&env, &["pg:kill", "9", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    No connection of postgresql-concave-52656 has pid 9.\n"
+    );
+    let r = cli(&env, &["pg:kill", "abc", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    let posts: Vec<String> = api
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.path.starts_with("/addons/"))
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            "/addons/id-postgresql-concave-52656/postgres/activity/4242/actions/cancel",
+            "/addons/id-postgresql-concave-52656/postgres/activity/4242/actions/terminate",
+            "/addons/id-postgresql-concave-52656/postgres/activity/9/actions/cancel",
+        ]
+    );
+
+    let r = cli(&env, &["pg:killall", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Terminating connections for all credentials... done\n"
+    );
+    let last = api.seen().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        (
+            "POST",
+            "/addons/id-postgresql-concave-52656/postgres/actions/terminate-all"
+        )
+    );
+
+    let r = cli(&env, &["pg:locks", "-a", "shop", "-t"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            " pid  | relname | transactionid | granted |              query_snippet               |    age     \n",
+            "------+---------+---------------+---------+------------------------------------------+------------\n",
+            " 4242 |         |          1234 | t       | UPDATE accounts SET balance = balance -… | 00:00:05.1\n",
+            "(1 row)\n",
+            "\n",
+        )
+    );
+}
+
+#[tokio::test]
+async fn pg_outliers_show_and_reset() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:outliers", "-a", "shop", "--reset"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, "pg_stat_statements statistics reset\n");
+    let last = api.seen().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        (
+            "DELETE",
+            "/addons/id-postgresql-concave-52656/postgres/outliers"
+        )
+    );
+
+    let r = cli(
+        &env,
+        &["pg:outliers", "-a", "shop", "-n", "2", "--truncate"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            " total_exec_time | prop_exec_time | ncalls | sync_io_time |                  query                   \n",
+            "-----------------+----------------+--------+--------------+------------------------------------------\n",
+            " 00:00:01.5      | 75.0%          | 1,200  | 00:00:00     | SELECT * FROM items WHERE owner_id = $1…\n",
+            " 00:00:00.5      | 25.0%          | 3      | 00:00:00     | INSERT INTO items (name) VALUES ($1)\n",
+            "(2 rows)\n",
+            "\n",
+        )
+    );
+    let last = api.seen().pop().unwrap();
+    assert_eq!(
+        last.path,
+        "/addons/id-postgresql-concave-52656/postgres/outliers"
+    );
+    assert_eq!(last.query.as_deref(), Some("limit=2"));
+
+    cli(&env, &["pg:outliers", "-a", "shop"]).await;
+    assert_eq!(api.seen().pop().unwrap().query.as_deref(), Some("limit=10"));
+}
+
+#[tokio::test]
+async fn pg_credentials_list_url_and_rotate() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:credentials", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Credential  State   Connections\n──────────  ──────  ───────────\ndefault     active  2\n"
+    );
+    assert_eq!(
+        api.seen().pop().unwrap().path,
+        "/addons/id-postgresql-concave-52656/postgres/credentials"
+    );
+
+    let r = cli(&env, &["pg:credentials:url", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Connection information for default credential.
+Connection info string:
+   \"dbname=dabc123 host=10.213.0.1 port=15400 user=uabc123 password=p@ss/w0rd sslmode=disable\"
+Connection URL:
+   postgres://uabc123:p%40ss%2Fw0rd@10.213.0.1:15400/dabc123
+"
+    );
+    let r = cli(
+        &env,
+        &["pg:credentials:url", "-a", "shop", "--name", "reader"],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    Couldn't find the credential reader on postgresql-concave-52656. Its credentials: default.\n"
+    );
+
+    // Without the app's name as --confirm: refused before any request.
+    let before = api.seen().len();
+    let expected = " ▸    This will change the password of the default credential of DATABASE on shop and close its connections. To proceed, run\n \
+                    ▸    slipway pg:credentials:rotate -a shop --confirm shop\n";
+    let r = cli(&env, &["pg:credentials:rotate", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "");
+    assert_eq!(r.err, expected);
+    let r = cli(
+        &env,
+        &["pg:credentials:rotate", "-a", "shop", "--confirm", "other"],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err, expected);
+    let r = cli(
+        &env,
+        &[
+            "pg:credentials:rotate",
+            "HEROKU_POSTGRESQL_ONYX",
+            "-a",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    This will change the password of the default credential of HEROKU_POSTGRESQL_ONYX on shop and close its connections. To proceed, run\n \
+         ▸    slipway pg:credentials:rotate HEROKU_POSTGRESQL_ONYX -a shop --confirm shop\n"
+    );
+    assert_eq!(api.seen().len(), before, "{:?}", api.seen());
+
+    let r = cli(
+        &env,
+        &["pg:credentials:rotate", "-a", "shop", "--confirm", "shop"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Rotating default on postgresql-concave-52656... done\n"
+    );
+    let last = api.seen().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str(), last.body.as_str()),
+        (
+            "POST",
+            "/addons/id-postgresql-concave-52656/postgres/credentials/default/actions/rotate",
+            ""
+        )
+    );
+}
+
+#[tokio::test]
+async fn pg_psql_passes_the_password_in_the_environment_only() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:psql", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    The local psql command could not be located. Install it with apt-get install -y postgresql-client-15.\n"
+    );
+
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let script = bin.join("psql");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         echo \"args: $*\"\n\
+         echo \"env: $PGHOST $PGPORT $PGUSER $PGDATABASE $PGAPPNAME\"\n\
+         echo \"password: $PGPASSWORD\"\n\
+         echo \"stdin: $(cat)\"\n\
+         echo oops >&2\n\
+         exit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.path = Some(bin.into_os_string());
+    env.input = Input::Text("SELECT 1;\n".into());
+    let r = cli(&env, &["pg:psql", "-a", "shop", "-c", "SELECT 2"]).await;
+    assert_eq!(r.code, 3, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "args: -c SELECT 2\n\
+         env: 10.213.0.1 15400 uabc123 dabc123 slipway-psql\n\
+         password: p@ss/w0rd\n\
+         stdin: SELECT 1;\n"
+    );
+    assert_eq!(r.err, "--> Connecting to postgresql-concave-52656\noops\n");
+
+    let r = cli(
+        &env,
+        &[
+            "psql",
+            "HEROKU_POSTGRESQL_ONYX",
+            "-a",
+            "shop",
+            "-f",
+            "x.sql",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{}", r.err);
+    assert!(r.out.starts_with("args: -f x.sql\n"), "{}", r.out);
+    let resolve = api
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|s| s.method == "POST")
+        .unwrap();
+    assert_eq!(resolve.json()["addon_attachment"], "HEROKU_POSTGRESQL_ONYX");
 }

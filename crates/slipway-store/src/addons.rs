@@ -313,7 +313,7 @@ impl Store {
 
     /// An app's attachments, oldest first.
     pub async fn attachments_of_app(&self, app_id: &str) -> Result<Vec<AttachmentRow>> {
-        let sql = format!("{ATTACHMENT_SELECT} WHERE a.app_id = ? ORDER BY a.created_at, a.id");
+        let sql = format!("{ATTACHMENT_SELECT} WHERE a.app_id = ? ORDER BY a.created_at, a.rowid");
         let rows = sqlx::query(&sql)
             .bind(app_id)
             .fetch_all(&self.pool)
@@ -323,7 +323,7 @@ impl Store {
 
     /// An add-on's attachments, oldest first.
     pub async fn attachments_of_addon(&self, addon_id: &str) -> Result<Vec<AttachmentRow>> {
-        let sql = format!("{ATTACHMENT_SELECT} WHERE a.addon_id = ? ORDER BY a.created_at, a.id");
+        let sql = format!("{ATTACHMENT_SELECT} WHERE a.addon_id = ? ORDER BY a.created_at, a.rowid");
         let rows = sqlx::query(&sql)
             .bind(addon_id)
             .fetch_all(&self.pool)

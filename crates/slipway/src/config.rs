@@ -87,6 +87,17 @@ pub struct ServerArgs {
     /// The redis-server program for Redis add-ons [default: /usr/bin/redis-server].
     #[arg(long, env = "SLIPWAY_REDIS_SERVER")]
     pub redis_server: Option<PathBuf>,
+    /// Directory of PostgreSQL's programs for Postgres add-ons [default: the newest
+    /// /usr/lib/postgresql/*/bin].
+    #[arg(long, env = "SLIPWAY_POSTGRES_BIN")]
+    pub postgres_bin: Option<PathBuf>,
+    /// How often add-on limits (Postgres row limits) are checked, e.g. 60s.
+    #[arg(long, env = "SLIPWAY_ADDON_CHECK_INTERVAL")]
+    pub addon_check_interval: Option<String>,
+    /// How long a Postgres database may stay over its plan's row limit before INSERT is
+    /// revoked, e.g. 7d [default: 7d].
+    #[arg(long, env = "SLIPWAY_ROW_LIMIT_GRACE")]
+    pub row_limit_grace: Option<String>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -114,6 +125,9 @@ struct FileConfig {
     addons_dir: Option<PathBuf>,
     addon_ports: Option<String>,
     redis_server: Option<PathBuf>,
+    postgres_bin: Option<PathBuf>,
+    addon_check_interval: Option<String>,
+    row_limit_grace: Option<String>,
 }
 
 /// The server's resolved settings.
@@ -162,6 +176,12 @@ pub struct Config {
     pub addon_ports: (u16, u16),
     /// Default `/usr/bin/redis-server`.
     pub redis_server: PathBuf,
+    /// Default: the newest `/usr/lib/postgresql/*/bin`.
+    pub postgres_bin: PathBuf,
+    /// Default 60 s.
+    pub addon_check_interval: Duration,
+    /// Default 7 days.
+    pub row_limit_grace: Duration,
 }
 
 /// A setting that is forced on, forced off, or decided by the host's self-check.
@@ -181,6 +201,24 @@ fn choice(key: &str, v: &str, on: &str) -> anyhow::Result<Choice> {
         x if x == on => Ok(Choice::On),
         _ => bail!("{key} = {v:?} is not one of auto, {on}, host"),
     }
+}
+
+/// The newest installed PostgreSQL's programs (`/usr/lib/postgresql/<version>/bin`).
+fn newest_postgres_bin() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), |(_, b)| b)
 }
 
 /// The default data dir, shared with the CLI's key discovery.
@@ -299,6 +337,24 @@ impl Config {
                 .redis_server
                 .or(file.redis_server)
                 .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server")),
+            postgres_bin: args
+                .postgres_bin
+                .or(file.postgres_bin)
+                .unwrap_or_else(newest_postgres_bin),
+            addon_check_interval: duration(
+                "addon_check_interval",
+                &args
+                    .addon_check_interval
+                    .or(file.addon_check_interval)
+                    .unwrap_or_else(|| "60s".into()),
+            )?,
+            row_limit_grace: duration(
+                "row_limit_grace",
+                &args
+                    .row_limit_grace
+                    .or(file.row_limit_grace)
+                    .unwrap_or_else(|| "7d".into()),
+            )?,
             data_dir,
             api_listen: addr("api_listen", &api)?,
             router_listen: addr("router_listen", &router)?,

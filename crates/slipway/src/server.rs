@@ -242,6 +242,7 @@ pub(crate) struct Runtime {
 /// are.
 fn addons_setup(
     config: &Config,
+    api_addr: std::net::SocketAddr,
     runtime: &Runtime,
     store: &slipway_store::Store,
     logs: &slipway_logs::LogRouter,
@@ -283,6 +284,12 @@ fn addons_setup(
             exe: std::env::current_exe().context("cannot find the slipway binary's path")?,
             cgroups,
             redis_server: config.redis_server.clone(),
+            postgres_bin: config.postgres_bin.clone(),
+            dyno_subnet: runtime.network.as_ref().map(|n| n.subnet().to_string()),
+            check_interval: config.addon_check_interval,
+            row_limit_grace: config.row_limit_grace,
+            manifests_dir: Some(config.data_dir.join("addon-manifests")),
+            api_url: format!("http://{api_addr}"),
         },
         store.clone(),
         logs.clone(),
@@ -631,7 +638,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let rendezvous =
         slipway_api::rendezvous::Rendezvous::new(manager.clone(), rendezvous_addr.port());
     let state = state.with_rendezvous(rendezvous.clone());
-    let addons = addons_setup(&config, &runtime, &store, &logs)?;
+    let addons = addons_setup(&config, api_addr, &runtime, &store, &logs)?;
     let state = state.with_addons(addons.clone());
     let rendezvous_task =
         tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));

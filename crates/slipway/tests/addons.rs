@@ -312,3 +312,378 @@ async fn redis_survives_crashes_and_server_restarts_and_its_memory_cap_holds() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `/pg/put?k=&v=`, `/pg/get?k=`, `/pg/insert?n=`, `/pg/update`, `/pg/delete?keep=`, `/pg/bad`
+/// through `DATABASE_URL`, with the real `psql`.
+const PG_APP: &str = r#"import os, subprocess
+from urllib.parse import urlparse, parse_qs
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PSQL = "/usr/lib/postgresql/15/bin/psql"
+
+def sql(q):
+    p = subprocess.run([PSQL, os.environ["DATABASE_URL"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tAc", q],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise Exception(p.stderr.strip())
+    return p.stdout.strip()
+
+SETUP = "CREATE TABLE IF NOT EXISTS kv (k text primary key, v text); CREATE TABLE IF NOT EXISTS items (id serial primary key, note text);"
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        u = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        try:
+            if u.path == "/pg/put":
+                sql(SETUP)
+                body = sql("INSERT INTO kv VALUES ('%s', '%s') ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v; SELECT 'OK'" % (q["k"], q["v"]))
+            elif u.path == "/pg/get":
+                body = sql("SELECT v FROM kv WHERE k = '%s'" % q["k"]) or "(nil)"
+            elif u.path == "/pg/insert":
+                sql(SETUP)
+                body = sql("INSERT INTO items (note) SELECT 'n' FROM generate_series(1, %d); SELECT count(*) FROM items" % int(q["n"]))
+            elif u.path == "/pg/update":
+                body = sql("UPDATE items SET note = 'u' WHERE id = (SELECT min(id) FROM items); SELECT 'OK'")
+            elif u.path == "/pg/delete":
+                body = sql("DELETE FROM items WHERE id NOT IN (SELECT id FROM items ORDER BY id LIMIT %d); SELECT count(*) FROM items" % int(q["keep"]))
+            else:
+                body = sql("SELECT * FROM nope")
+            code = 200
+        except Exception as e:
+            body, code = "error: %s" % e, 500
+        body = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn deploy_pg(s: &TestServer, name: &str) -> PathBuf {
+    let dir = s.home().join(name);
+    s.repo(&dir, &[("Procfile", "web: python3 app.py\n"), ("app.py", PG_APP)]);
+    s.ok(&dir, &["apps:create", name]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    dir
+}
+
+/// GET through the router: (status, body), once the app answers at all.
+async fn get(s: &TestServer, app: &str, path: &str) -> (u16, String) {
+    let client = s.router_client(app);
+    let url = s.app_url(app, path);
+    eventually(60, &format!("{app}{path} answers"), || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client.get(&url).send().await.ok()?;
+            let status = r.status().as_u16();
+            // 503: the router while the app's dynos restart after a release.
+            (status != 503).then_some(())?;
+            Some((status, r.text().await.ok()?))
+        }
+    })
+    .await
+}
+
+async fn logs_contain(s: &TestServer, app: &str, what: &str) {
+    eventually(60, &format!("{app}'s log says {what:?}"), || async {
+        s.logs(app).contains(what).then_some(())
+    })
+    .await;
+}
+
+fn host_psql(url: &str, sql: &str) -> std::process::Output {
+    std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([url, "-X", "-tAc", sql])
+        .output()
+        .expect("psql")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_through_git_push_row_limit_rotation_and_destroy() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: add-on servers run as their services' users; needs root");
+        return;
+    }
+    let s = TestServer::start_with(&["--addon-check-interval", "1s", "--row-limit-grace", "0s"]);
+    let ledger = deploy_pg(&s, "ledger");
+    let out = s.ok(&ledger, &["addons:create", "heroku-postgresql", "-a", "ledger"]);
+    assert!(out.contains("Creating heroku-postgresql:essential-0 on ⬢ ledger... free"), "{out}");
+    assert!(out.contains("as DATABASE_URL, HEROKU_POSTGRESQL_"), "{out}");
+    let name = out
+        .split_whitespace()
+        .find(|w| w.starts_with("postgresql-"))
+        .expect("add-on name")
+        .to_string();
+    let vars = config(&s, &ledger, "ledger");
+    let url = vars["DATABASE_URL"].as_str().unwrap().to_string();
+    let colored = vars
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| k.starts_with("HEROKU_POSTGRESQL_") && k.ends_with("_URL"))
+        .expect("colored var")
+        .clone();
+    assert_eq!(vars[&colored], url);
+
+    // Written and read back through the app's dyno, over the bridge.
+    assert_eq!(get(&s, "ledger", "/pg/put?k=a&v=1").await, (200, "OK".into()));
+    assert_eq!(get(&s, "ledger", "/pg/get?k=a").await, (200, "1".into()));
+
+    // The superuser is not reachable over TCP; the app's role reaches only its database.
+    let out = host_psql(&url.replacen(url.split('@').next().unwrap(), "postgres://postgres", 1), "SELECT 1");
+    assert!(!out.status.success(), "superuser over TCP must be refused");
+    let other_db = format!("{}/postgres", url.rsplit_once('/').unwrap().0);
+    assert!(!host_psql(&other_db, "SELECT 1").status.success());
+    let stats = host_psql(&url, "SELECT count(*) FROM slipway_admin.pg_stat_statements");
+    assert!(!stats.status.success(), "the app cannot read the cluster's statement statistics");
+
+    // A second app shares the database.
+    let report = deploy_pg(&s, "ledger-report");
+    s.ok(&report, &["addons:attach", &name, "--as", "DATABASE", "-a", "ledger-report"]);
+    assert_eq!(get(&s, "ledger-report", "/pg/get?k=a").await, (200, "1".into()));
+
+    // Postgres's own log lines reach the app's log.
+    let (status, _) = get(&s, "ledger", "/pg/bad").await;
+    assert_eq!(status, 500);
+    logs_contain(&s, "ledger", "sql_error_code = 42P01").await;
+    assert!(s.logs("ledger").contains("app[postgres."));
+
+    // The row limit (10,000 on essential-0): a warning, then INSERT revoked, then given back.
+    assert_eq!(get(&s, "ledger", "/pg/insert?n=7500").await.0, 200);
+    logs_contain(&s, "ledger", "At 10,000 rows INSERT privileges are revoked").await;
+    assert_eq!(get(&s, "ledger", "/pg/insert?n=2600").await.0, 200);
+    logs_contain(&s, "ledger", "INSERT privileges revoked").await;
+    let info = s.ok(&ledger, &["pg:info", "-a", "ledger"]);
+    assert!(info.contains("Write access revoked"), "{info}");
+    let (status, body) = get(&s, "ledger", "/pg/insert?n=1").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("permission denied"), "{body}");
+    assert_eq!(get(&s, "ledger", "/pg/update").await, (200, "OK".into()));
+    assert_eq!(get(&s, "ledger", "/pg/get?k=a").await, (200, "1".into()));
+    assert_eq!(get(&s, "ledger", "/pg/delete?keep=5000").await, (200, "5000".into()));
+    logs_contain(&s, "ledger", "INSERT privileges restored").await;
+    assert_eq!(get(&s, "ledger", "/pg/insert?n=1").await, (200, "5001".into()));
+
+    // pg:outliers shows the app's own statements; pg:psql is the real psql with its credentials.
+    let outliers = s.ok(&ledger, &["pg:outliers", "-a", "ledger"]);
+    assert!(outliers.contains("items"), "{outliers}");
+    let out = s.ok(&ledger, &["pg:psql", "-c", "SELECT count(*) AS n FROM items", "-a", "ledger"]);
+    assert!(out.contains("5001"), "{out}");
+    let ps = s.ok(&ledger, &["pg:ps", "--verbose", "-a", "ledger"]);
+    assert!(ps.contains("pid") && ps.contains("row"), "{ps}");
+    let creds = s.ok(&ledger, &["pg:credentials", "-a", "ledger"]);
+    assert!(creds.contains("default") && creds.contains("active"), "{creds}");
+
+    // Rotating the credentials: the old password stops working at once; both apps get the new one.
+    s.ok(&ledger, &["pg:credentials:rotate", "--confirm", "ledger", "-a", "ledger"]);
+    let out = host_psql(&url, "SELECT 1");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("password authentication failed"), "{}", text(&out.stderr));
+    let new_url = config(&s, &ledger, "ledger")["DATABASE_URL"].as_str().unwrap().to_string();
+    assert_ne!(new_url, url);
+    assert_eq!(config(&s, &report, "ledger-report")["DATABASE_URL"], new_url.as_str());
+    assert!(host_psql(&new_url, "SELECT 1").status.success());
+    let releases = s.ok(&ledger, &["releases", "-a", "ledger"]);
+    assert!(releases.contains("Update DATABASE, HEROKU_POSTGRESQL_"), "{releases}");
+    eventually(60, "the app uses the new password", || async {
+        (get(&s, "ledger", "/pg/get?k=a").await == (200, "1".to_string())).then_some(())
+    })
+    .await;
+
+    // Destroy removes the data; the port stops answering.
+    let id = addon_id(&s, &name).await;
+    let data = s.addons_dir().join(&id);
+    assert!(data.join("pgdata").is_dir());
+    s.ok(&ledger, &["addons:destroy", &name, "-a", "ledger", "--confirm", "ledger", "--force"]);
+    assert!(!data.exists());
+    assert!(!host_psql(&new_url, "SELECT 1").status.success());
+    assert!(config(&s, &report, "ledger-report").get("DATABASE_URL").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_survives_crashes_and_server_restarts() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: add-on servers run as their services' users; needs root");
+        return;
+    }
+    let s = TestServer::start();
+    let dir = s.home().join("vault");
+    std::fs::create_dir_all(&dir).unwrap();
+    s.ok(&dir, &["apps:create", "vault"]);
+    s.ok(&dir, &["addons:create", "postgresql", "--name", "vault-db", "-a", "vault"]);
+    let url = config(&s, &dir, "vault")["DATABASE_URL"].as_str().unwrap().to_string();
+    let out = host_psql(&url, "CREATE TABLE t (v int); INSERT INTO t VALUES (42);");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = addon_id(&s, "vault-db").await;
+
+    // The postmaster is killed: its backends go too, and it comes back with the data.
+    let first = server_pid(&s, &id);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let second = eventually(60, "Postgres restarted", || {
+        let (s, id, url) = (&s, id.clone(), url.clone());
+        async move {
+            let pid = server_pid(s, &id);
+            (pid != first && alive(pid) && host_psql(&url, "SELECT v FROM t").status.success())
+                .then_some(pid)
+        }
+    })
+    .await;
+    assert_eq!(text(&host_psql(&url, "SELECT v FROM t").stdout).trim(), "42");
+
+    // The server crashes and restarts: the running cluster is adopted, not started again.
+    let mut s = s;
+    s.kill_hard();
+    let s = s.restart_after_kill();
+    assert_eq!(server_pid(&s, &id), second);
+    assert_eq!(text(&host_psql(&url, "SELECT v FROM t").stdout).trim(), "42");
+    let info = s.ok(&dir, &["pg:info", "-a", "vault"]);
+    assert!(info.contains("Rows:") && info.contains("vault-db"), "{info}");
+
+    // A plan change keeps the data.
+    let out = s.ok(&dir, &["addons:upgrade", "vault-db", "essential-1", "-a", "vault"]);
+    assert!(out.contains("from essential-0 to essential-1"), "{out}");
+    assert_eq!(text(&host_psql(&url, "SELECT v FROM t").stdout).trim(), "42");
+    assert_eq!(text(&host_psql(&url, "SHOW max_connections").stdout).trim(), "25");
+    let now = server_pid(&s, &id);
+    drop(s);
+    assert!(!alive(now), "--on-exit stop stops the cluster");
+}
+
+/// A request the test partner got.
+#[derive(Debug, Clone)]
+struct PartnerCall {
+    method: String,
+    path: String,
+    authorization: String,
+    body: serde_json::Value,
+}
+
+/// A partner's provider over Heroku's add-on partner API: provisions `res-N` with a
+/// `FAKEADDON_URL`, refuses the `sold-out` plan, accepts plan changes and deletes.
+async fn fake_partner() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<PartnerCall>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let calls: std::sync::Arc<std::sync::Mutex<Vec<PartnerCall>>> = Default::default();
+    let got = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let got = got.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let got = got.clone();
+                    async move {
+                        let method = req.method().to_string();
+                        let path = req.uri().path().to_string();
+                        let authorization = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        let bytes = req.into_body().collect().await?.to_bytes();
+                        let body: serde_json::Value =
+                            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                        let n = {
+                            let mut calls = got.lock().unwrap();
+                            calls.push(PartnerCall { method: method.clone(), path, authorization, body: body.clone() });
+                            calls.len()
+                        };
+                        let (status, answer) = match method.as_str() {
+                            "POST" if body["plan"] == "sold-out" => {
+                                (422, serde_json::json!({"message": "That plan is sold out."}))
+                            }
+                            "POST" => (200, serde_json::json!({
+                                "id": format!("res-{n}"),
+                                "config": {"FAKEADDON_URL": format!("http://fake.example/res-{n}")},
+                                "message": "Your fake add-on is ready."
+                            })),
+                            "PUT" => (200, serde_json::json!({"message": "Plan changed."})),
+                            _ => (204, serde_json::Value::Null),
+                        };
+                        let body = if answer.is_null() { String::new() } else { answer.to_string() };
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (port, calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partner_add_ons_over_the_partner_api() {
+    let (port, calls) = fake_partner().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("data/addon-manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("fakeaddon.json"),
+        format!(
+            r#"{{"id": "fakeaddon", "name": "Fake Add-on",
+                "api": {{"config_vars_prefix": "FAKEADDON", "config_vars": ["FAKEADDON_URL"],
+                        "password": "s3cret",
+                        "production": {{"base_url": "http://127.0.0.1:{port}/heroku/resources"}}}},
+                "plans": [{{"name": "test", "default": true}}, {{"name": "premium"}}, {{"name": "sold-out"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let s = TestServer::start_in(dir, &[]);
+    let app = s.home().join("shop");
+    std::fs::create_dir_all(&app).unwrap();
+    s.ok(&app, &["apps:create", "shop"]);
+    let services = s.ok(&app, &["addons:services"]);
+    assert!(services.contains("fakeaddon"), "{services}");
+
+    let out = s.ok(&app, &["addons:create", "fakeaddon", "-a", "shop", "--", "--region", "eu"]);
+    assert!(out.contains("as FAKEADDON_URL"), "{out}");
+    let name = out
+        .split_whitespace()
+        .find(|w| w.starts_with("fakeaddon-"))
+        .expect("add-on name")
+        .to_string();
+    assert_eq!(config(&s, &app, "shop")["FAKEADDON_URL"], "http://fake.example/res-1");
+    let provision = calls.lock().unwrap()[0].clone();
+    assert_eq!((provision.method.as_str(), provision.path.as_str()), ("POST", "/heroku/resources"));
+    use base64::Engine as _;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("fakeaddon:s3cret"));
+    assert_eq!(provision.authorization, basic);
+    assert_eq!(provision.body["plan"], "test");
+    assert_eq!(provision.body["name"], name.as_str());
+    assert_eq!(provision.body["options"]["region"], "eu");
+    assert!(provision.body["uuid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(provision.body["callback_url"].as_str().unwrap().starts_with("http://"));
+
+    // A partner's refusal reaches the user with its words; nothing is left behind.
+    let out = s.cli(&app, &["addons:create", "fakeaddon:sold-out", "--name", "nope", "-a", "shop"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("That plan is sold out."), "{}", text(&out.stderr));
+    assert_eq!(s.api_get("/addons/nope").await.status(), 404);
+
+    let out = s.ok(&app, &["addons:upgrade", &name, "premium", "-a", "shop"]);
+    assert!(out.contains("to premium"), "{out}");
+    let change = calls.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((change.method.as_str(), change.path.as_str()), ("PUT", "/heroku/resources/res-1"));
+    assert_eq!(change.body["plan"], "premium");
+    assert_eq!(change.authorization, basic);
+
+    s.ok(&app, &["addons:destroy", &name, "-a", "shop", "--confirm", "shop"]);
+    let gone = calls.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((gone.method.as_str(), gone.path.as_str()), ("DELETE", "/heroku/resources/res-1"));
+    assert!(config(&s, &app, "shop").get("FAKEADDON_URL").is_none());
+}

@@ -1,19 +1,16 @@
 //! `redis:info`, `redis:maxmemory`, `redis:cli`: a Redis add-on found by its attachment name
 //! (`REDIS` by default) through `POST /actions/addon-attachments/resolve`.
 
-use std::io::Write;
-
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::addons::Attachment;
-use super::{Ctx, ExitStatus};
+use super::{run_local, Ctx};
 use crate::api::{decode, decode_all, seg, Api};
 use crate::args::{RedisCli, RedisInfo, RedisMaxmemory};
-use crate::env::Input;
 use crate::format::{header, human_size, key_values};
 
 /// The service whose add-ons these commands act on.
@@ -222,7 +219,7 @@ pub struct RedisUrl {
 }
 
 /// Decodes `%XX` escapes (URL userinfo).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -346,35 +343,7 @@ pub async fn cli(ctx: &mut Ctx<'_>, a: RedisCli) -> Result<()> {
     };
     writeln!(ctx.out, "Connecting to {} ({var}):", attachment.addon.name)?;
     ctx.out.flush()?;
-    match &ctx.env.input {
-        Input::Inherit => {
-            use std::os::unix::process::CommandExt;
-            // Only returns on failure.
-            let e = cmd.exec();
-            Err(e).with_context(|| format!("Cannot run {}", program.display()))
-        }
-        Input::Text(text) => {
-            use std::process::Stdio;
-            let mut child = cmd
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("Cannot run {}", program.display()))?;
-            if let Some(mut stdin) = child.stdin.take() {
-                // A redis-cli that exits without reading its input is not an error here.
-                let _ = stdin.write_all(text.as_bytes());
-            }
-            let output = child.wait_with_output()?;
-            ctx.out.write_all(&output.stdout)?;
-            ctx.err.write_all(&output.stderr)?;
-            match output.status.code() {
-                Some(0) => Ok(()),
-                Some(code) => Err(ExitStatus(code).into()),
-                None => Err(ExitStatus(1).into()),
-            }
-        }
-    }
+    run_local(ctx, cmd, &program)
 }
 
 #[cfg(test)]

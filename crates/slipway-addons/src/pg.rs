@@ -1,0 +1,706 @@
+//! The Postgres provider on [`Addons`]: provisioning a cluster, plan changes, credentials,
+//! what `pg:*` shows, the cluster's log in the apps' logs, and the row limit.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use slipway_runtime::cgroup::Limits;
+use slipway_store::{AddonRow, AddonServerRow};
+
+use crate::postgres::{self, Psql, Table};
+use crate::process::ServerSpec;
+use crate::{random_secret, write_owned, AddonError, Addons, Kind, Plan, READY_DEADLINE};
+
+/// What `pg:info` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PgInfo {
+    pub status: String,
+    pub connections: u64,
+    pub connection_limit: u32,
+    pub version: String,
+    pub data_size: u64,
+    pub storage_limit: Option<u64>,
+    pub tables: u64,
+    pub rows: u64,
+    pub row_limit: Option<u64>,
+    pub row_status: String,
+}
+
+/// A credential, as `pg:credentials` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Credential {
+    pub name: String,
+    pub state: String,
+    pub username: String,
+    pub database: String,
+    pub host: String,
+    pub port: u16,
+    pub connections: u64,
+}
+
+/// Where an add-on is in Heroku's row-limit process.
+const ROW_STATE: &str = "row_state";
+const OVER_SINCE: &str = "over_since";
+
+fn secret(row: &AddonServerRow, k: &str) -> String {
+    row.secrets.get(k).cloned().unwrap_or_default()
+}
+
+impl Addons {
+    pub(crate) fn psql(&self, addon: &AddonRow, row: &AddonServerRow) -> Psql {
+        Psql {
+            bin: self.inner.cfg.postgres_bin.join("psql"),
+            socket_dir: self.dir(&addon.id).join("run"),
+            port: row.port,
+        }
+    }
+
+    pub(crate) fn postgres_spec(
+        &self,
+        addon: &AddonRow,
+        row: &AddonServerRow,
+        plan: &Plan,
+    ) -> Result<ServerSpec, AddonError> {
+        let dir = self.dir(&addon.id);
+        let user = self.service_user("postgres")?;
+        let conf = postgres::Conf {
+            listen: &self.inner.cfg.listen,
+            port: row.port,
+            dir: &dir,
+            connections: plan.limits.connections,
+            memory_bytes: plan.limits.memory_bytes,
+            storage_bytes: plan.limits.storage_bytes,
+        };
+        write_owned(&dir.join("pgdata/slipway.conf"), &conf.render(), user)?;
+        write_owned(
+            &dir.join("pgdata/pg_hba.conf"),
+            &postgres::hba(self.inner.cfg.dyno_subnet.as_deref()),
+            user,
+        )?;
+        Ok(ServerSpec {
+            name: addon.name.clone(),
+            dir: dir.clone(),
+            argv: vec![
+                self.inner.cfg.postgres_bin.join("postgres").display().to_string(),
+                "-D".into(),
+                dir.join("pgdata").display().to_string(),
+            ],
+            env: vec![
+                ("LANG".into(), "C.UTF-8".into()),
+                ("TZ".into(), "UTC".into()),
+                // The postmaster is shielded from the OOM killer; its backends are not.
+                ("PG_OOM_ADJUST_FILE".into(), "/proc/self/oom_score_adj".into()),
+                ("PG_OOM_ADJUST_VALUE".into(), "0".into()),
+            ],
+            user,
+            limits: Some(Limits {
+                memory_bytes: plan.limits.memory_bytes,
+                pids: u64::from(plan.limits.connections) + 64,
+                cpu_shares: 1024,
+            }),
+            // Fast shutdown: sessions are ended, everything committed is kept.
+            stop_signal: Signal::SIGINT,
+        })
+    }
+
+    async fn wait_postgres(&self, addon: &AddonRow, row: &AddonServerRow) -> Result<(), AddonError> {
+        let server = self.server_for(addon).await?;
+        let psql = self.psql(addon, row);
+        let tcp = self.inner.cfg.listen.clone();
+        let port = row.port;
+        server
+            .wait_ready(READY_DEADLINE, || {
+                let psql = &psql;
+                let tcp = tcp.clone();
+                async move {
+                    psql.value("postgres", "SELECT 1").await.map_err(|e| e.to_string())?;
+                    // Postgres only warns about an address it cannot listen on; dynos need them all.
+                    for addr in tcp {
+                        tokio::net::TcpStream::connect((addr, port))
+                            .await
+                            .map_err(|e| format!("not listening on {addr}:{port}: {e}"))?;
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .map_err(AddonError::Unavailable)
+    }
+
+    pub(crate) async fn provision_postgres(
+        &self,
+        addon: &AddonRow,
+        plan: &Plan,
+    ) -> Result<BTreeMap<String, String>, AddonError> {
+        let bin = &self.inner.cfg.postgres_bin;
+        if !bin.join("postgres").exists() {
+            return Err(AddonError::Unavailable(format!(
+                "PostgreSQL is not installed on this host ({} is missing). Install it with \
+                 apt-get install -y postgresql-15 and try again.",
+                bin.join("postgres").display()
+            )));
+        }
+        let user = self.service_user("postgres")?;
+        let dir = self.dir(&addon.id);
+        crate::make_dir(&dir, user)?;
+        for sub in ["run", "log"] {
+            crate::make_dir(&dir.join(sub), user)?;
+        }
+        // initdb as postgres (it refuses root), trusting only the private socket.
+        let mut initdb = tokio::process::Command::new(bin.join("initdb"));
+        initdb
+            .args(["-D"])
+            .arg(dir.join("pgdata"))
+            .args(["-U", "postgres", "-A", "scram-sha-256", "--auth-local=trust", "-E", "UTF8"])
+            .args(["--locale=C.UTF-8", "--no-instructions"])
+            .current_dir(&dir)
+            .env_clear()
+            .env("LANG", "C.UTF-8")
+            .env("TZ", "UTC")
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = user {
+            initdb.uid(uid).gid(gid);
+        }
+        let out = initdb
+            .output()
+            .await
+            .map_err(|e| AddonError::Unavailable(format!("cannot run initdb: {e}")))?;
+        if !out.status.success() {
+            return Err(AddonError::Unavailable(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let main_conf = dir.join("pgdata/postgresql.conf");
+        let mut conf = std::fs::read_to_string(&main_conf)
+            .map_err(|e| AddonError::Io(format!("reading {}: {e}", main_conf.display())))?;
+        conf.push_str("\n# Slipway's settings for this add-on and its plan.\ninclude 'slipway.conf'\n");
+        write_owned(&main_conf, &conf, user)?;
+
+        let (u, h, d) = (postgres::ident('u'), postgres::ident('h'), postgres::ident('d'));
+        let password = random_secret();
+        let mut row = AddonServerRow {
+            addon_id: addon.id.clone(),
+            kind: "postgres".into(),
+            port: 0,
+            secrets: BTreeMap::from([
+                ("user".to_string(), u.clone()),
+                ("holder".to_string(), h.clone()),
+                ("database".to_string(), d.clone()),
+                ("password".to_string(), password.clone()),
+            ]),
+            settings: BTreeMap::new(),
+            created_at: chrono::Utc::now(),
+        };
+        self.claim_port(&mut row).await?;
+        self.wait_postgres(addon, &row).await?;
+        let psql = self.psql(addon, &row);
+        let (in_postgres, in_db) =
+            postgres::setup_sql(&u, &h, &d, &password, plan.limits.connections);
+        psql.exec("postgres", &in_postgres).await?;
+        psql.exec(&d, &in_db).await?;
+        self.follow_postgres_log(addon);
+        Ok(BTreeMap::from([(
+            "URL".to_string(),
+            format!(
+                "postgres://{u}:{password}@{}:{}/{d}",
+                self.inner.cfg.dyno_host, row.port
+            ),
+        )]))
+    }
+
+    pub(crate) async fn change_postgres_plan(
+        &self,
+        addon: &AddonRow,
+        plan: &Plan,
+    ) -> Result<(), AddonError> {
+        let row = self.server_row(addon).await?;
+        if let Some(limit) = plan.limits.rows {
+            let info = self.pg_info(addon).await?;
+            if info.rows > limit {
+                return Err(AddonError::Refused(format!(
+                    "{} has {} rows; the {} plan allows {limit}. Delete rows first, or choose a \
+                     larger plan.",
+                    addon.name, info.rows, plan.name
+                )));
+            }
+        }
+        let spec = self.postgres_spec(addon, &row, plan)?;
+        let psql = self.psql(addon, &row);
+        psql.exec(
+            "postgres",
+            &format!(
+                "ALTER ROLE {} CONNECTION LIMIT {};",
+                secret(&row, "user"),
+                plan.limits.connections
+            ),
+        )
+        .await?;
+        let server = self.server_for(addon).await?;
+        if let Some(limits) = spec.limits {
+            let _ = server.with_cgroup(|c| c.write_limits(&limits));
+        }
+        server.set_spec(spec);
+        // max_connections and shared_buffers take a restart; committed data is kept.
+        server.restart().await;
+        self.wait_postgres(addon, &row).await?;
+        // A larger plan may lift the row limit.
+        self.check_rows(addon, plan).await;
+        Ok(())
+    }
+
+    pub(crate) async fn postgres_addon(&self, addon: &AddonRow) -> Result<(AddonServerRow, Psql), AddonError> {
+        let (service, _) = self.service_of(addon)?;
+        if service.kind != Kind::Postgres {
+            return Err(AddonError::Refused(format!(
+                "{} is not a Heroku Postgres add-on.",
+                addon.name
+            )));
+        }
+        let row = self.server_row(addon).await?;
+        let psql = self.psql(addon, &row);
+        Ok((row, psql))
+    }
+
+    /// What `pg:info` shows.
+    pub async fn pg_info(&self, addon: &AddonRow) -> Result<PgInfo, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let (_, plan) = self.service_of(addon)?;
+        let (user, db) = (secret(&row, "user"), secret(&row, "database"));
+        let t = psql
+            .query(
+                &db,
+                &format!(
+                    "SELECT pg_database_size(current_database()), \
+                     (SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'), \
+                     current_setting('server_version'), \
+                     (SELECT count(*) FROM pg_stat_user_tables), \
+                     (SELECT coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables)"
+                ),
+            )
+            .await?;
+        let r = t.rows.first().cloned().unwrap_or_default();
+        let num = |i: usize| {
+            r.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let version = r.get(2).cloned().flatten().unwrap_or_default();
+        let rows = num(4);
+        let state = row.settings.get(ROW_STATE).map_or("", String::as_str);
+        let row_status = match (plan.limits.rows, state) {
+            (None, _) => String::new(),
+            (Some(_), "restricted") => "Write access revoked".into(),
+            (Some(limit), _) if rows > limit => "Over the row limit: INSERT will be revoked".into(),
+            (Some(limit), _) if rows * 10 >= limit * 7 => "In compliance, close to row limit".into(),
+            (Some(_), _) => "In compliance".into(),
+        };
+        Ok(PgInfo {
+            status: "Available".into(),
+            connections: num(1),
+            connection_limit: plan.limits.connections,
+            version: version.split_whitespace().next().unwrap_or("").to_string(),
+            data_size: num(0),
+            storage_limit: plan.limits.storage_bytes,
+            tables: num(3),
+            rows,
+            row_limit: plan.limits.rows,
+            row_status,
+        })
+    }
+
+    fn app_roles(row: &AddonServerRow) -> Vec<String> {
+        vec![secret(row, "user"), secret(row, "holder")]
+    }
+
+    /// `pg:ps`.
+    pub async fn pg_activity(&self, addon: &AddonRow, verbose: bool) -> Result<Table, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let roles = Self::app_roles(&row);
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let db = secret(&row, "database");
+        psql.query(&db, &postgres::activity_sql(&db, &roles, verbose)).await
+    }
+
+    /// `pg:kill`: cancels (or, `force`, terminates) one of the app's sessions; false when the
+    /// pid is not one.
+    pub async fn pg_kill(&self, addon: &AddonRow, pid: u32, force: bool) -> Result<bool, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let f = if force { "pg_terminate_backend" } else { "pg_cancel_backend" };
+        let v = psql
+            .value(
+                "postgres",
+                &format!(
+                    "SELECT coalesce((SELECT {f}(pid) FROM pg_stat_activity WHERE pid = {pid} \
+                     AND usename = '{}' AND datname = '{}'), false)",
+                    secret(&row, "user"),
+                    secret(&row, "database")
+                ),
+            )
+            .await?;
+        Ok(v.as_deref() == Some("t"))
+    }
+
+    /// `pg:killall`: ends every session of the app's role.
+    pub async fn pg_killall(&self, addon: &AddonRow) -> Result<(), AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        psql.query(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'",
+                secret(&row, "user")
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `pg:locks`.
+    pub async fn pg_locks(&self, addon: &AddonRow) -> Result<Table, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let roles = Self::app_roles(&row);
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let db = secret(&row, "database");
+        psql.query(&db, &postgres::locks_sql(&db, &roles)).await
+    }
+
+    /// `pg:outliers`.
+    pub async fn pg_outliers(&self, addon: &AddonRow, limit: u32) -> Result<Table, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let roles = Self::app_roles(&row);
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let db = secret(&row, "database");
+        psql.query(&db, &postgres::outliers_sql(&db, &roles, limit.clamp(1, 1000)))
+            .await
+    }
+
+    /// `pg:outliers --reset`: forgets the app's statement statistics.
+    pub async fn pg_outliers_reset(&self, addon: &AddonRow) -> Result<(), AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let db = secret(&row, "database");
+        let mut sql = String::new();
+        for role in Self::app_roles(&row) {
+            sql.push_str(&format!(
+                "SELECT slipway_admin.pg_stat_statements_reset('{role}'::regrole::oid, \
+                 (SELECT oid FROM pg_database WHERE datname = '{db}'), 0);\n"
+            ));
+        }
+        psql.exec(&db, &sql).await
+    }
+
+    /// `pg:credentials`.
+    pub async fn pg_credentials(&self, addon: &AddonRow) -> Result<Vec<Credential>, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let user = secret(&row, "user");
+        let n = psql
+            .value(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"),
+            )
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(vec![Credential {
+            name: "default".into(),
+            state: "active".into(),
+            username: user,
+            database: secret(&row, "database"),
+            host: self.inner.cfg.dyno_host.clone(),
+            port: row.port,
+            connections: n,
+        }])
+    }
+
+    /// `pg:credentials:rotate`: a new password; the old one stops working at once and its
+    /// sessions are ended. Returns the add-on's new config.
+    pub async fn pg_rotate(&self, addon: &AddonRow) -> Result<BTreeMap<String, String>, AddonError> {
+        let (mut row, psql) = self.postgres_addon(addon).await?;
+        let user = secret(&row, "user");
+        let password = random_secret();
+        psql.exec(
+            "postgres",
+            &format!(
+                "ALTER ROLE {user} PASSWORD '{password}';\n\
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{user}';\n"
+            ),
+        )
+        .await?;
+        row.secrets.insert("password".into(), password.clone());
+        self.inner
+            .store
+            .set_addon_server(&addon.id, &row.secrets, &row.settings)
+            .await?;
+        Ok(BTreeMap::from([(
+            "URL".to_string(),
+            format!(
+                "postgres://{user}:{password}@{}:{}/{}",
+                self.inner.cfg.dyno_host,
+                row.port,
+                secret(&row, "database")
+            ),
+        )]))
+    }
+
+    // ---- the cluster's log ----------------------------------------------------------------
+
+    /// Follows the cluster's log into the apps' logs, as `app[postgres.<pid>]`, from where the
+    /// last run left off.
+    pub(crate) fn follow_postgres_log(&self, addon: &AddonRow) {
+        let this = self.clone();
+        let id = addon.id.clone();
+        let dir = self.dir(&id);
+        let mut stop = self.inner.stopping.subscribe();
+        tokio::spawn(async move {
+            let offset_file = dir.join("logtail.offset");
+            let saved = std::fs::read_to_string(&offset_file).unwrap_or_default();
+            let (mut file, mut offset) = match saved.trim().split_once(' ') {
+                Some((o, f)) => (f.to_string(), o.parse::<u64>().unwrap_or(0)),
+                None => (String::new(), 0),
+            };
+            let mut partial = String::new();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if !dir.exists() {
+                    return;
+                }
+                let current = std::fs::read_to_string(dir.join("pgdata/current_logfiles"))
+                    .unwrap_or_default();
+                let Some(path) = current.lines().find_map(|l| l.strip_prefix("stderr ")) else {
+                    continue;
+                };
+                let path = path.trim().to_string();
+                if path != file {
+                    file = path.clone();
+                    offset = 0;
+                    partial.clear();
+                }
+                let Ok(mut f) = std::fs::File::open(&file) else { continue };
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if len < offset {
+                    // Truncated on rotation: start again.
+                    offset = 0;
+                    partial.clear();
+                }
+                if len == offset {
+                    continue;
+                }
+                use std::io::{Read, Seek};
+                let _ = f.seek(std::io::SeekFrom::Start(offset));
+                let mut buf = Vec::new();
+                let _ = f.take(1 << 20).read_to_end(&mut buf);
+                offset += buf.len() as u64;
+                partial.push_str(&String::from_utf8_lossy(&buf));
+                let Some(cut) = partial.rfind('\n') else { continue };
+                let done: String = partial.drain(..=cut).collect();
+                this.emit_postgres_lines(&id, &done).await;
+                let _ = std::fs::write(&offset_file, format!("{offset} {file}"));
+            }
+        });
+    }
+
+    async fn emit_postgres_lines(&self, addon_id: &str, text: &str) {
+        let attachments = self
+            .inner
+            .store
+            .attachments_of_addon(addon_id)
+            .await
+            .unwrap_or_default();
+        // Each app sees the lines once, under its first attachment's name.
+        let mut seen = std::collections::HashSet::new();
+        for a in attachments {
+            if !seen.insert(a.app_id.clone()) {
+                continue;
+            }
+            for line in text.lines() {
+                if let Some((pid, msg)) = postgres::log_line(&a.name, line) {
+                    self.inner.logs.emit(
+                        &a.app_id,
+                        slipway_logs::Source::App,
+                        &format!("postgres.{pid}"),
+                        &msg,
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- the row limit ----------------------------------------------------------------------
+
+    /// Checks every Postgres add-on whose plan has a row limit, every `check_interval`.
+    pub(crate) fn watch_row_limits(&self) {
+        let this = self.clone();
+        let mut stop = self.inner.stopping.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(this.inner.cfg.check_interval) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let Ok(addons) = this.inner.store.all_addons().await else { continue };
+                for addon in addons {
+                    if addon.state != "provisioned" {
+                        continue;
+                    }
+                    let Ok((service, plan)) = this.service_of(&addon) else { continue };
+                    if service.kind != Kind::Postgres || plan.limits.rows.is_none() {
+                        continue;
+                    }
+                    let plan = plan.clone();
+                    let _guard = this.lock(&addon.id).await;
+                    this.check_rows(&addon, &plan).await;
+                }
+            }
+        });
+    }
+
+    /// One step of Heroku's row limit: a warning at 70 %, INSERT revoked once over the limit
+    /// for the grace period, given back once under it.
+    pub(crate) async fn check_rows(&self, addon: &AddonRow, plan: &Plan) {
+        let Ok(mut row) = self.server_row(addon).await else { return };
+        let Ok(info) = self.pg_info(addon).await else { return };
+        let state = row.settings.get(ROW_STATE).cloned().unwrap_or_default();
+        let now = chrono::Utc::now();
+        let limit = plan.limits.rows;
+        let psql = self.psql(addon, &row);
+        let (user, holder, db) = (secret(&row, "user"), secret(&row, "holder"), secret(&row, "database"));
+        let fmt = |n: u64| {
+            let s = n.to_string();
+            let mut out = String::new();
+            for (i, c) in s.chars().enumerate() {
+                if i > 0 && (s.len() - i) % 3 == 0 {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            out
+        };
+        let new_state = match limit {
+            None => {
+                if state == "restricted" {
+                    if psql.exec(&db, &postgres::restore_sql(&user, &holder)).await.is_err() {
+                        return;
+                    }
+                    self.tell(&addon.id, "INSERT privileges restored: the plan has no row limit.".into());
+                }
+                String::new()
+            }
+            Some(limit) if info.rows > limit => {
+                let since = row
+                    .settings
+                    .get(OVER_SINCE)
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .map(|d| d.with_timezone(&chrono::Utc));
+                match (state.as_str(), since) {
+                    ("restricted", _) => state.clone(),
+                    (_, Some(since))
+                        if now.signed_duration_since(since).to_std().unwrap_or_default()
+                            >= self.inner.cfg.row_limit_grace =>
+                    {
+                        if let Err(e) = psql.exec(&db, &postgres::restrict_sql(&user, &holder, &db)).await {
+                            tracing::warn!(addon = %addon.name, error = %e, "Could not revoke INSERT.");
+                            return;
+                        }
+                        self.tell(
+                            &addon.id,
+                            format!(
+                                "has {} rows, over the {} plan's limit of {}: INSERT privileges \
+                                 revoked. Delete rows, or upgrade: slipway addons:upgrade {} \
+                                 essential-1",
+                                fmt(info.rows),
+                                plan.name,
+                                fmt(limit),
+                                addon.name
+                            ),
+                        );
+                        "restricted".into()
+                    }
+                    (_, Some(_)) => "over".into(),
+                    (_, None) => {
+                        row.settings.insert(OVER_SINCE.into(), now.to_rfc3339());
+                        let grace = self.inner.cfg.row_limit_grace.as_secs();
+                        self.tell(
+                            &addon.id,
+                            format!(
+                                "has {} rows, over the {} plan's limit of {}. INSERT privileges \
+                                 will be revoked {}.",
+                                fmt(info.rows),
+                                plan.name,
+                                fmt(limit),
+                                if grace == 0 {
+                                    "now".to_string()
+                                } else {
+                                    format!("in {} hours", grace.div_ceil(3600))
+                                }
+                            ),
+                        );
+                        // With no grace, revoke on this same check.
+                        if self.inner.cfg.row_limit_grace.is_zero() {
+                            row.settings.insert(ROW_STATE.into(), "over".into());
+                            let _ = self
+                                .inner
+                                .store
+                                .set_addon_server(&addon.id, &row.secrets, &row.settings)
+                                .await;
+                            return Box::pin(self.check_rows(addon, plan)).await;
+                        }
+                        "over".into()
+                    }
+                }
+            }
+            Some(limit) => {
+                if state == "restricted" {
+                    if psql.exec(&db, &postgres::restore_sql(&user, &holder)).await.is_err() {
+                        return;
+                    }
+                    self.tell(
+                        &addon.id,
+                        format!(
+                            "has {} rows, under the limit of {}: INSERT privileges restored.",
+                            fmt(info.rows),
+                            fmt(limit)
+                        ),
+                    );
+                }
+                row.settings.remove(OVER_SINCE);
+                if info.rows * 10 >= limit * 7 {
+                    if state != "warned" {
+                        self.tell(
+                            &addon.id,
+                            format!(
+                                "has {} of {} rows ({}%). At {} rows INSERT privileges are revoked.",
+                                fmt(info.rows),
+                                fmt(limit),
+                                info.rows * 100 / limit,
+                                fmt(limit)
+                            ),
+                        );
+                    }
+                    "warned".into()
+                } else {
+                    String::new()
+                }
+            }
+        };
+        if new_state != state || row.settings.contains_key(OVER_SINCE) != (new_state == "over" || new_state == "restricted") {
+            if new_state.is_empty() {
+                row.settings.remove(ROW_STATE);
+            } else {
+                row.settings.insert(ROW_STATE.into(), new_state.clone());
+            }
+            if new_state.is_empty() || new_state == "warned" {
+                row.settings.remove(OVER_SINCE);
+            }
+            let _ = self
+                .inner
+                .store
+                .set_addon_server(&addon.id, &row.secrets, &row.settings)
+                .await;
+        }
+    }
+}
