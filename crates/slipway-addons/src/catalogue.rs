@@ -168,7 +168,14 @@ impl Default for Catalogue {
                     partner: None,
                     plans: vec![
                         pg("essential-0", "Essential 0", 20, GB, Some(10_000), 256 * MB),
-                        pg("essential-1", "Essential 1", 20, 10 * GB, Some(10_000_000), 512 * MB),
+                        pg(
+                            "essential-1",
+                            "Essential 1",
+                            20,
+                            10 * GB,
+                            Some(10_000_000),
+                            512 * MB,
+                        ),
                         pg("essential-2", "Essential 2", 40, 32 * GB, None, GB),
                         pg("standard-0", "Standard 0", 120, 64 * GB, None, 4 * GB),
                         pg("standard-2", "Standard 2", 400, 256 * GB, None, 8 * GB),
@@ -275,7 +282,10 @@ pub fn colored_name(prefix: &str, taken: &[String]) -> String {
             return name;
         }
     }
-    format!("{prefix}_{}", hex::encode(rand::random::<[u8; 3]>()).to_uppercase())
+    format!(
+        "{prefix}_{}",
+        hex::encode(rand::random::<[u8; 3]>()).to_uppercase()
+    )
 }
 
 #[cfg(test)]
@@ -286,13 +296,25 @@ mod tests {
     fn services_resolve_by_name_alias_and_plan() {
         let c = Catalogue::default();
         let (s, p) = c.resolve("postgresql").unwrap();
-        assert_eq!((s.name.as_str(), p.name.as_str()), ("heroku-postgresql", "essential-0"));
+        assert_eq!(
+            (s.name.as_str(), p.name.as_str()),
+            ("heroku-postgresql", "essential-0")
+        );
         let (s, p) = c.resolve("heroku-redis:premium-0").unwrap();
-        assert_eq!((s.name.as_str(), p.name.as_str()), ("heroku-redis", "premium-0"));
+        assert_eq!(
+            (s.name.as_str(), p.name.as_str()),
+            ("heroku-redis", "premium-0")
+        );
         assert_eq!(c.resolve("redis").unwrap().1.name, "mini");
-        assert_eq!(c.resolve("heroku-postgresql:mini").unwrap().1.name, "essential-0");
+        assert_eq!(
+            c.resolve("heroku-postgresql:mini").unwrap().1.name,
+            "essential-0"
+        );
         let e = c.resolve("redis:huge").unwrap_err();
-        assert!(e.contains("premium-0") && e.contains("addons:plans heroku-redis"), "{e}");
+        assert!(
+            e.contains("premium-0") && e.contains("addons:plans heroku-redis"),
+            "{e}"
+        );
         assert!(c.resolve("mysql").unwrap_err().contains("addons:services"));
         // Ids are stable and distinct.
         let (s, p) = c.resolve("redis:mini").unwrap();
@@ -312,7 +334,10 @@ mod tests {
 
     #[test]
     fn colored_names_skip_taken_ones() {
-        let taken: Vec<String> = COLORS[1..].iter().map(|c| format!("HEROKU_REDIS_{c}")).collect();
+        let taken: Vec<String> = COLORS[1..]
+            .iter()
+            .map(|c| format!("HEROKU_REDIS_{c}"))
+            .collect();
         assert_eq!(colored_name("HEROKU_REDIS", &taken), "HEROKU_REDIS_AMBER");
     }
 }

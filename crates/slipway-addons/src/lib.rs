@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use catalogue::{Catalogue, Kind, Plan, PlanLimits, Service};
+use nix::sys::signal::Signal;
 pub use pg::{Credential, PgInfo};
 pub use postgres::Table;
-use nix::sys::signal::Signal;
 use process::{Server, ServerSpec};
 use slipway_logs::{LogRouter, Source};
 use slipway_runtime::cgroup::{CgroupDriver, Limits};
@@ -317,9 +317,8 @@ impl Addons {
             .remove(&addon.id);
         let dir = self.dir(&addon.id);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| {
-                AddonError::Io(format!("removing {}: {e}", dir.display()))
-            })?;
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| AddonError::Io(format!("removing {}: {e}", dir.display())))?;
         }
         Ok(())
     }
@@ -333,7 +332,9 @@ impl Addons {
     ) -> Result<Option<BTreeMap<String, String>>, AddonError> {
         let (service, _) = self.service_of(addon)?;
         if let Some(api) = &service.partner {
-            return api.change_plan(&addon.provider_id, &addon.id, &plan.name).await;
+            return api
+                .change_plan(&addon.provider_id, &addon.id, &plan.name)
+                .await;
         }
         self.change_built_in_plan(addon, plan).await.map(|()| None)
     }
@@ -431,13 +432,20 @@ impl Addons {
                 Ok(Some(_)) => {}
                 _ => continue,
             }
-            if self.service_of(&addon).is_ok_and(|(s, _)| s.kind == Kind::Postgres) {
+            if self
+                .service_of(&addon)
+                .is_ok_and(|(s, _)| s.kind == Kind::Postgres)
+            {
                 self.follow_postgres_log(&addon);
             }
             match self.server_for(&addon).await {
-                Ok(s) if s.pid() > 0 => info!(addon = %addon.name, pid = s.pid(), "Add-on server running."),
+                Ok(s) if s.pid() > 0 => {
+                    info!(addon = %addon.name, pid = s.pid(), "Add-on server running.")
+                }
                 Ok(_) => info!(addon = %addon.name, "Add-on server starting."),
-                Err(error) => warn!(addon = %addon.name, %error, "Could not start an add-on server."),
+                Err(error) => {
+                    warn!(addon = %addon.name, %error, "Could not start an add-on server.")
+                }
             }
         }
     }

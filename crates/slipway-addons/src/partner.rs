@@ -193,12 +193,15 @@ impl PartnerApi {
         };
         let prefix = format!("{}_", self.config_vars_prefix);
         for (k, val) in map {
-            let suffix = k.strip_prefix(&prefix).filter(|s| !s.is_empty()).ok_or_else(|| {
-                AddonError::Unavailable(format!(
-                    "{} returned the config var {k}, which does not start with {prefix}.",
-                    self.id
-                ))
-            })?;
+            let suffix = k
+                .strip_prefix(&prefix)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    AddonError::Unavailable(format!(
+                        "{} returned the config var {k}, which does not start with {prefix}.",
+                        self.id
+                    ))
+                })?;
             let val = match val {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -249,7 +252,11 @@ impl PartnerApi {
     ) -> Result<Option<BTreeMap<String, String>>, AddonError> {
         let url = format!("{}/{provider_id}", self.base_url);
         let (_, v) = self
-            .send(Self::client()?.put(url).json(&json!({"plan": plan, "uuid": uuid})))
+            .send(
+                Self::client()?
+                    .put(url)
+                    .json(&json!({"plan": plan, "uuid": uuid})),
+            )
             .await?;
         match &v["config"] {
             Value::Object(_) => Ok(Some(self.config(&v["config"])?)),
@@ -303,7 +310,9 @@ mod tests {
     #[test]
     fn config_vars_must_carry_the_prefix() {
         let api = service_from_manifest(MANIFEST).unwrap().partner.unwrap();
-        let ok = api.config(&json!({"FAKEADDON_URL": "http://x", "FAKEADDON_TOKEN": 7})).unwrap();
+        let ok = api
+            .config(&json!({"FAKEADDON_URL": "http://x", "FAKEADDON_TOKEN": 7}))
+            .unwrap();
         assert_eq!(ok["URL"], "http://x");
         assert_eq!(ok["TOKEN"], "7");
         assert!(api.config(&json!({"DATABASE_URL": "x"})).is_err());

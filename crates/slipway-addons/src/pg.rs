@@ -82,7 +82,12 @@ impl Addons {
             name: addon.name.clone(),
             dir: dir.clone(),
             argv: vec![
-                self.inner.cfg.postgres_bin.join("postgres").display().to_string(),
+                self.inner
+                    .cfg
+                    .postgres_bin
+                    .join("postgres")
+                    .display()
+                    .to_string(),
                 "-D".into(),
                 dir.join("pgdata").display().to_string(),
             ],
@@ -90,7 +95,10 @@ impl Addons {
                 ("LANG".into(), "C.UTF-8".into()),
                 ("TZ".into(), "UTC".into()),
                 // The postmaster is shielded from the OOM killer; its backends are not.
-                ("PG_OOM_ADJUST_FILE".into(), "/proc/self/oom_score_adj".into()),
+                (
+                    "PG_OOM_ADJUST_FILE".into(),
+                    "/proc/self/oom_score_adj".into(),
+                ),
                 ("PG_OOM_ADJUST_VALUE".into(), "0".into()),
             ],
             user,
@@ -104,7 +112,11 @@ impl Addons {
         })
     }
 
-    async fn wait_postgres(&self, addon: &AddonRow, row: &AddonServerRow) -> Result<(), AddonError> {
+    async fn wait_postgres(
+        &self,
+        addon: &AddonRow,
+        row: &AddonServerRow,
+    ) -> Result<(), AddonError> {
         let server = self.server_for(addon).await?;
         let psql = self.psql(addon, row);
         let tcp = self.inner.cfg.listen.clone();
@@ -114,7 +126,9 @@ impl Addons {
                 let psql = &psql;
                 let tcp = tcp.clone();
                 async move {
-                    psql.value("postgres", "SELECT 1").await.map_err(|e| e.to_string())?;
+                    psql.value("postgres", "SELECT 1")
+                        .await
+                        .map_err(|e| e.to_string())?;
                     // Postgres only warns about an address it cannot listen on; dynos need them all.
                     for addr in tcp {
                         tokio::net::TcpStream::connect((addr, port))
@@ -152,7 +166,15 @@ impl Addons {
         initdb
             .args(["-D"])
             .arg(dir.join("pgdata"))
-            .args(["-U", "postgres", "-A", "scram-sha-256", "--auth-local=trust", "-E", "UTF8"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+            ])
             .args(["--locale=C.UTF-8", "--no-instructions"])
             .current_dir(&dir)
             .env_clear()
@@ -175,10 +197,16 @@ impl Addons {
         let main_conf = dir.join("pgdata/postgresql.conf");
         let mut conf = std::fs::read_to_string(&main_conf)
             .map_err(|e| AddonError::Io(format!("reading {}: {e}", main_conf.display())))?;
-        conf.push_str("\n# Slipway's settings for this add-on and its plan.\ninclude 'slipway.conf'\n");
+        conf.push_str(
+            "\n# Slipway's settings for this add-on and its plan.\ninclude 'slipway.conf'\n",
+        );
         write_owned(&main_conf, &conf, user)?;
 
-        let (u, h, d) = (postgres::ident('u'), postgres::ident('h'), postgres::ident('d'));
+        let (u, h, d) = (
+            postgres::ident('u'),
+            postgres::ident('h'),
+            postgres::ident('d'),
+        );
         let password = random_secret();
         let mut row = AddonServerRow {
             addon_id: addon.id.clone(),
@@ -250,7 +278,10 @@ impl Addons {
         Ok(())
     }
 
-    pub(crate) async fn postgres_addon(&self, addon: &AddonRow) -> Result<(AddonServerRow, Psql), AddonError> {
+    pub(crate) async fn postgres_addon(
+        &self,
+        addon: &AddonRow,
+    ) -> Result<(AddonServerRow, Psql), AddonError> {
         let (service, _) = self.service_of(addon)?;
         if service.kind != Kind::Postgres {
             return Err(AddonError::Refused(format!(
@@ -295,7 +326,9 @@ impl Addons {
             (None, _) => String::new(),
             (Some(_), "restricted") => "Write access revoked".into(),
             (Some(limit), _) if rows > limit => "Over the row limit: INSERT will be revoked".into(),
-            (Some(limit), _) if rows * 10 >= limit * 7 => "In compliance, close to row limit".into(),
+            (Some(limit), _) if rows * 10 >= limit * 7 => {
+                "In compliance, close to row limit".into()
+            }
             (Some(_), _) => "In compliance".into(),
         };
         Ok(PgInfo {
@@ -322,14 +355,24 @@ impl Addons {
         let roles = Self::app_roles(&row);
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
         let db = secret(&row, "database");
-        psql.query(&db, &postgres::activity_sql(&db, &roles, verbose)).await
+        psql.query(&db, &postgres::activity_sql(&db, &roles, verbose))
+            .await
     }
 
     /// `pg:kill`: cancels (or, `force`, terminates) one of the app's sessions; false when the
     /// pid is not one.
-    pub async fn pg_kill(&self, addon: &AddonRow, pid: u32, force: bool) -> Result<bool, AddonError> {
+    pub async fn pg_kill(
+        &self,
+        addon: &AddonRow,
+        pid: u32,
+        force: bool,
+    ) -> Result<bool, AddonError> {
         let (row, psql) = self.postgres_addon(addon).await?;
-        let f = if force { "pg_terminate_backend" } else { "pg_cancel_backend" };
+        let f = if force {
+            "pg_terminate_backend"
+        } else {
+            "pg_cancel_backend"
+        };
         let v = psql
             .value(
                 "postgres",
@@ -373,8 +416,11 @@ impl Addons {
         let roles = Self::app_roles(&row);
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
         let db = secret(&row, "database");
-        psql.query(&db, &postgres::outliers_sql(&db, &roles, limit.clamp(1, 1000)))
-            .await
+        psql.query(
+            &db,
+            &postgres::outliers_sql(&db, &roles, limit.clamp(1, 1000)),
+        )
+        .await
     }
 
     /// `pg:outliers --reset`: forgets the app's statement statistics.
@@ -416,7 +462,10 @@ impl Addons {
 
     /// `pg:credentials:rotate`: a new password; the old one stops working at once and its
     /// sessions are ended. Returns the add-on's new config.
-    pub async fn pg_rotate(&self, addon: &AddonRow) -> Result<BTreeMap<String, String>, AddonError> {
+    pub async fn pg_rotate(
+        &self,
+        addon: &AddonRow,
+    ) -> Result<BTreeMap<String, String>, AddonError> {
         let (mut row, psql) = self.postgres_addon(addon).await?;
         let user = secret(&row, "user");
         let password = random_secret();
@@ -480,7 +529,9 @@ impl Addons {
                     offset = 0;
                     partial.clear();
                 }
-                let Ok(mut f) = std::fs::File::open(&file) else { continue };
+                let Ok(mut f) = std::fs::File::open(&file) else {
+                    continue;
+                };
                 let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                 if len < offset {
                     // Truncated on rotation: start again.
@@ -496,7 +547,9 @@ impl Addons {
                 let _ = f.take(1 << 20).read_to_end(&mut buf);
                 offset += buf.len() as u64;
                 partial.push_str(&String::from_utf8_lossy(&buf));
-                let Some(cut) = partial.rfind('\n') else { continue };
+                let Some(cut) = partial.rfind('\n') else {
+                    continue;
+                };
                 let done: String = partial.drain(..=cut).collect();
                 this.emit_postgres_lines(&id, &done).await;
                 let _ = std::fs::write(&offset_file, format!("{offset} {file}"));
@@ -542,12 +595,16 @@ impl Addons {
                     _ = tokio::time::sleep(this.inner.cfg.check_interval) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                let Ok(addons) = this.inner.store.all_addons().await else { continue };
+                let Ok(addons) = this.inner.store.all_addons().await else {
+                    continue;
+                };
                 for addon in addons {
                     if addon.state != "provisioned" {
                         continue;
                     }
-                    let Ok((service, plan)) = this.service_of(&addon) else { continue };
+                    let Ok((service, plan)) = this.service_of(&addon) else {
+                        continue;
+                    };
                     if service.kind != Kind::Postgres || plan.limits.rows.is_none() {
                         continue;
                     }
@@ -559,148 +616,165 @@ impl Addons {
         });
     }
 
-    /// One step of Heroku's row limit: a warning at 70 %, INSERT revoked once over the limit
-    /// for the grace period, given back once under it.
+    /// One step of Heroku's row and storage limits: a warning at 70 % of the rows (80 % of the
+    /// storage), INSERT revoked once over a limit for the grace period, given back once under.
     pub(crate) async fn check_rows(&self, addon: &AddonRow, plan: &Plan) {
-        let Ok(mut row) = self.server_row(addon).await else { return };
-        let Ok(info) = self.pg_info(addon).await else { return };
+        let Ok(mut row) = self.server_row(addon).await else {
+            return;
+        };
+        let Ok(info) = self.pg_info(addon).await else {
+            return;
+        };
         let state = row.settings.get(ROW_STATE).cloned().unwrap_or_default();
         let now = chrono::Utc::now();
-        let limit = plan.limits.rows;
         let psql = self.psql(addon, &row);
-        let (user, holder, db) = (secret(&row, "user"), secret(&row, "holder"), secret(&row, "database"));
-        let fmt = |n: u64| {
-            let s = n.to_string();
-            let mut out = String::new();
-            for (i, c) in s.chars().enumerate() {
-                if i > 0 && (s.len() - i) % 3 == 0 {
-                    out.push(',');
-                }
-                out.push(c);
-            }
-            out
+        let (user, holder, db) = (
+            secret(&row, "user"),
+            secret(&row, "holder"),
+            secret(&row, "database"),
+        );
+        let over_rows = plan.limits.rows.filter(|l| info.rows > *l);
+        let over_storage = plan.limits.storage_bytes.filter(|l| info.data_size > *l);
+        let near = plan.limits.rows.is_some_and(|l| info.rows * 10 >= l * 7)
+            || plan
+                .limits
+                .storage_bytes
+                .is_some_and(|l| info.data_size * 10 >= l * 8);
+        let usage = match (over_rows, over_storage) {
+            (Some(l), _) => format!(
+                "has {} rows, over the {} plan's limit of {}",
+                thousands(info.rows),
+                plan.name,
+                thousands(l)
+            ),
+            (None, Some(l)) => format!(
+                "uses {} MB, over the {} plan's storage limit of {} MB",
+                info.data_size / (1024 * 1024),
+                plan.name,
+                l / (1024 * 1024)
+            ),
+            _ => String::new(),
         };
-        let new_state = match limit {
-            None => {
-                if state == "restricted" {
-                    if psql.exec(&db, &postgres::restore_sql(&user, &holder)).await.is_err() {
-                        return;
-                    }
-                    self.tell(&addon.id, "INSERT privileges restored: the plan has no row limit.".into());
-                }
-                String::new()
-            }
-            Some(limit) if info.rows > limit => {
-                let since = row
-                    .settings
-                    .get(OVER_SINCE)
-                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-                    .map(|d| d.with_timezone(&chrono::Utc));
-                match (state.as_str(), since) {
-                    ("restricted", _) => state.clone(),
-                    (_, Some(since))
-                        if now.signed_duration_since(since).to_std().unwrap_or_default()
-                            >= self.inner.cfg.row_limit_grace =>
-                    {
-                        if let Err(e) = psql.exec(&db, &postgres::restrict_sql(&user, &holder, &db)).await {
-                            tracing::warn!(addon = %addon.name, error = %e, "Could not revoke INSERT.");
-                            return;
-                        }
-                        self.tell(
-                            &addon.id,
-                            format!(
-                                "has {} rows, over the {} plan's limit of {}: INSERT privileges \
-                                 revoked. Delete rows, or upgrade: slipway addons:upgrade {} \
-                                 essential-1",
-                                fmt(info.rows),
-                                plan.name,
-                                fmt(limit),
-                                addon.name
-                            ),
-                        );
-                        "restricted".into()
-                    }
-                    (_, Some(_)) => "over".into(),
-                    (_, None) => {
-                        row.settings.insert(OVER_SINCE.into(), now.to_rfc3339());
-                        let grace = self.inner.cfg.row_limit_grace.as_secs();
-                        self.tell(
-                            &addon.id,
-                            format!(
-                                "has {} rows, over the {} plan's limit of {}. INSERT privileges \
-                                 will be revoked {}.",
-                                fmt(info.rows),
-                                plan.name,
-                                fmt(limit),
-                                if grace == 0 {
-                                    "now".to_string()
-                                } else {
-                                    format!("in {} hours", grace.div_ceil(3600))
-                                }
-                            ),
-                        );
-                        // With no grace, revoke on this same check.
-                        if self.inner.cfg.row_limit_grace.is_zero() {
-                            row.settings.insert(ROW_STATE.into(), "over".into());
-                            let _ = self
-                                .inner
-                                .store
-                                .set_addon_server(&addon.id, &row.secrets, &row.settings)
-                                .await;
-                            return Box::pin(self.check_rows(addon, plan)).await;
-                        }
-                        "over".into()
-                    }
-                }
-            }
-            Some(limit) => {
-                if state == "restricted" {
-                    if psql.exec(&db, &postgres::restore_sql(&user, &holder)).await.is_err() {
-                        return;
-                    }
+        let over = !usage.is_empty();
+        let mut new_state = state.clone();
+        if over {
+            let since = row
+                .settings
+                .get(OVER_SINCE)
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&chrono::Utc));
+            let since = match since {
+                Some(t) => t,
+                None => {
+                    row.settings.insert(OVER_SINCE.into(), now.to_rfc3339());
+                    let grace = self.inner.cfg.row_limit_grace.as_secs();
                     self.tell(
                         &addon.id,
                         format!(
-                            "has {} rows, under the limit of {}: INSERT privileges restored.",
-                            fmt(info.rows),
-                            fmt(limit)
+                            "{usage}. INSERT privileges will be revoked {}.",
+                            if grace == 0 {
+                                "now".to_string()
+                            } else {
+                                format!("in {} hours", grace.div_ceil(3600))
+                            }
                         ),
                     );
+                    now
                 }
-                row.settings.remove(OVER_SINCE);
-                if info.rows * 10 >= limit * 7 {
-                    if state != "warned" {
-                        self.tell(
-                            &addon.id,
-                            format!(
-                                "has {} of {} rows ({}%). At {} rows INSERT privileges are revoked.",
-                                fmt(info.rows),
-                                fmt(limit),
-                                info.rows * 100 / limit,
-                                fmt(limit)
-                            ),
-                        );
-                    }
-                    "warned".into()
+            };
+            let grace_over = now
+                .signed_duration_since(since)
+                .to_std()
+                .unwrap_or_default()
+                >= self.inner.cfg.row_limit_grace;
+            if state != "restricted" && grace_over {
+                if let Err(e) = psql
+                    .exec(&db, &postgres::restrict_sql(&user, &holder, &db))
+                    .await
+                {
+                    tracing::warn!(addon = %addon.name, error = %e, "Could not revoke INSERT.");
+                    return;
+                }
+                self.tell(
+                    &addon.id,
+                    format!(
+                        "{usage}: INSERT privileges revoked. Delete data, or move to a larger \
+                         plan: slipway addons:upgrade {} PLAN",
+                        addon.name
+                    ),
+                );
+                new_state = "restricted".into();
+            } else if state != "restricted" {
+                new_state = "over".into();
+            }
+        } else {
+            if state == "restricted" {
+                if psql
+                    .exec(&db, &postgres::restore_sql(&user, &holder))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                self.tell(
+                    &addon.id,
+                    format!(
+                        "has {} rows and uses {} MB, within the {} plan's limits: INSERT \
+                         privileges restored.",
+                        thousands(info.rows),
+                        info.data_size / (1024 * 1024),
+                        plan.name
+                    ),
+                );
+            }
+            row.settings.remove(OVER_SINCE);
+            new_state = if near { "warned".into() } else { String::new() };
+            if near && state != "warned" {
+                let rows = match plan.limits.rows {
+                    Some(l) => format!(
+                        "has {} of {} rows ({}%). At {} rows INSERT privileges are revoked.",
+                        thousands(info.rows),
+                        thousands(l),
+                        info.rows * 100 / l.max(1),
+                        thousands(l)
+                    ),
+                    None => String::new(),
+                };
+                let message = if plan.limits.rows.is_some_and(|l| info.rows * 10 >= l * 7) {
+                    rows
                 } else {
-                    String::new()
-                }
+                    format!(
+                        "uses {} MB of its {} MB of storage. Beyond it INSERT privileges are \
+                         revoked.",
+                        info.data_size / (1024 * 1024),
+                        plan.limits.storage_bytes.unwrap_or(0) / (1024 * 1024)
+                    )
+                };
+                self.tell(&addon.id, message);
             }
-        };
-        if new_state != state || row.settings.contains_key(OVER_SINCE) != (new_state == "over" || new_state == "restricted") {
-            if new_state.is_empty() {
-                row.settings.remove(ROW_STATE);
-            } else {
-                row.settings.insert(ROW_STATE.into(), new_state.clone());
-            }
-            if new_state.is_empty() || new_state == "warned" {
-                row.settings.remove(OVER_SINCE);
-            }
-            let _ = self
-                .inner
-                .store
-                .set_addon_server(&addon.id, &row.secrets, &row.settings)
-                .await;
         }
+        if new_state.is_empty() {
+            row.settings.remove(ROW_STATE);
+        } else {
+            row.settings.insert(ROW_STATE.into(), new_state);
+        }
+        let _ = self
+            .inner
+            .store
+            .set_addon_server(&addon.id, &row.secrets, &row.settings)
+            .await;
     }
+}
+
+/// `10000` → `10,000`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -89,7 +89,11 @@ pub fn ident(prefix: char) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let bytes: [u8; 14] = rand::random();
     let mut s = String::from(prefix);
-    s.extend(bytes.iter().map(|b| CHARS[*b as usize % CHARS.len()] as char));
+    s.extend(
+        bytes
+            .iter()
+            .map(|b| CHARS[*b as usize % CHARS.len()] as char),
+    );
     s
 }
 
@@ -128,9 +132,9 @@ impl Psql {
         use tokio::io::AsyncWriteExt;
         let mut cmd = self.command(db);
         cmd.args(args);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| AddonError::Unavailable(format!("cannot run {}: {e}", self.bin.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            AddonError::Unavailable(format!("cannot run {}: {e}", self.bin.display()))
+        })?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(input.as_bytes()).await;
         }
@@ -222,7 +226,13 @@ pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
 }
 
 /// The SQL that makes the app's role and database, and Slipway's private schema in it.
-pub fn setup_sql(user: &str, holder: &str, db: &str, password: &str, connections: u32) -> (String, String) {
+pub fn setup_sql(
+    user: &str,
+    holder: &str,
+    db: &str,
+    password: &str,
+    connections: u32,
+) -> (String, String) {
     let in_postgres = format!(
         "CREATE ROLE {user} LOGIN PASSWORD '{password}' CONNECTION LIMIT {connections};\n\
          CREATE ROLE {holder} NOLOGIN;\n\
@@ -332,7 +342,10 @@ pub fn log_line(attachment: &str, line: &str) -> Option<(String, String)> {
     let num = parts.next()?;
     let code = parts.next()?;
     let rest = parts.next()?;
-    if !pid.chars().all(|c| c.is_ascii_digit()) || !num.chars().all(|c| c.is_ascii_digit()) || code.len() != 5 {
+    if !pid.chars().all(|c| c.is_ascii_digit())
+        || !num.chars().all(|c| c.is_ascii_digit())
+        || code.len() != 5
+    {
         return None;
     }
     Some((
@@ -386,10 +399,14 @@ mod tests {
     #[test]
     fn log_lines_read_like_herokus() {
         assert_eq!(
-            log_line("DATABASE", "4242 7 42P01 ERROR:  relation \"nope\" does not exist"),
+            log_line(
+                "DATABASE",
+                "4242 7 42P01 ERROR:  relation \"nope\" does not exist"
+            ),
             Some((
                 "4242".to_string(),
-                "[DATABASE] [7-1] sql_error_code = 42P01 ERROR:  relation \"nope\" does not exist".to_string()
+                "[DATABASE] [7-1] sql_error_code = 42P01 ERROR:  relation \"nope\" does not exist"
+                    .to_string()
             ))
         );
         assert_eq!(log_line("DATABASE", "\tcontinued statement text"), None);
@@ -399,6 +416,10 @@ mod tests {
     fn idents_are_safe_sql_names() {
         let u = ident('u');
         assert_eq!(u.len(), 15);
-        assert!(u.starts_with('u') && u.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            u.starts_with('u')
+                && u.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
     }
 }

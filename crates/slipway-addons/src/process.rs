@@ -355,10 +355,7 @@ impl Server {
             if started.elapsed() > Duration::from_secs(600) {
                 backoff = Duration::from_secs(1);
             }
-            (self.events)(&format!(
-                "{how}; restarting in {} s",
-                backoff.as_secs()
-            ));
+            (self.events)(&format!("{how}; restarting in {} s", backoff.as_secs()));
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = self.wake.notified() => {}
@@ -442,7 +439,11 @@ impl Server {
                     "{} was not ready within {} s: {last}{}",
                     self.spec().name,
                     deadline.as_secs(),
-                    if out.is_empty() { String::new() } else { format!("; it said: {out}") }
+                    if out.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it said: {out}")
+                    }
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -29,8 +29,23 @@ pub const POLICIES: &[&str] = &[
 
 /// Commands the app's user may not run.
 const DENIED: &[&str] = &[
-    "config", "shutdown", "debug", "module", "acl", "save", "bgsave", "bgrewriteaof", "replicaof",
-    "slaveof", "failover", "sync", "psync", "monitor", "cluster", "migrate", "restore",
+    "config",
+    "shutdown",
+    "debug",
+    "module",
+    "acl",
+    "save",
+    "bgsave",
+    "bgrewriteaof",
+    "replicaof",
+    "slaveof",
+    "failover",
+    "sync",
+    "psync",
+    "monitor",
+    "cluster",
+    "migrate",
+    "restore",
 ];
 
 /// What goes into `redis.conf`.
@@ -170,7 +185,9 @@ impl Admin {
     /// `CONFIG SET`, failing on Redis's error.
     pub async fn config_set(&mut self, key: &str, value: &str) -> Result<(), AddonError> {
         match self.call(&["CONFIG", "SET", key, value]).await? {
-            Reply::Error(e) => Err(AddonError::Refused(format!("Redis refused {key} {value}: {e}"))),
+            Reply::Error(e) => Err(AddonError::Refused(format!(
+                "Redis refused {key} {value}: {e}"
+            ))),
             _ => Ok(()),
         }
     }
@@ -180,7 +197,8 @@ fn read_reply<'a>(
     io: &'a mut BufReader<TcpStream>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Reply>> + Send + 'a>> {
     Box::pin(async move {
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
         let mut line = String::new();
         if io.read_line(&mut line).await? == 0 {
             return Err(std::io::Error::new(
@@ -193,7 +211,10 @@ fn read_reply<'a>(
         match kind {
             "+" => Ok(Reply::Status(rest.to_string())),
             "-" => Ok(Reply::Error(rest.to_string())),
-            ":" => rest.parse().map(Reply::Int).map_err(|_| bad("a bad integer")),
+            ":" => rest
+                .parse()
+                .map(Reply::Int)
+                .map_err(|_| bad("a bad integer")),
             "$" => {
                 let n: i64 = rest.parse().map_err(|_| bad("a bad length"))?;
                 if n < 0 {
@@ -237,7 +258,10 @@ mod tests {
         assert!(conf.contains("bind 127.0.0.1 10.213.0.1\n"));
         assert!(conf.contains("maxmemory 26214400\n"));
         assert!(conf.contains("dir /srv/a/data\n"));
-        let default = conf.lines().find(|l| l.starts_with("user default")).unwrap();
+        let default = conf
+            .lines()
+            .find(|l| l.starts_with("user default"))
+            .unwrap();
         assert!(default.contains(&format!("#{}", sha("t"))));
         for c in ["-config", "-shutdown", "-debug", "-module", "-acl"] {
             assert!(default.split(' ').any(|w| w == c), "{c} in {default}");

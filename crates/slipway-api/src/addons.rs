@@ -17,7 +17,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use slipway_addons::{AddonError, Addons, Kind, Plan, Service};
-use slipway_store::{AccountRow, AddonRow, AppRow, AttachmentRow, NewAddon, NewRelease, ReleaseConfig, ReleaseSlug};
+use slipway_store::{
+    AccountRow, AddonRow, AppRow, AttachmentRow, NewAddon, NewRelease, ReleaseConfig, ReleaseSlug,
+};
 
 use crate::auth::Auth;
 use crate::error::{parse_json, ApiError, ApiResult};
@@ -269,7 +271,10 @@ impl AppState {
     }
 
     /// The config vars the app's attachments own, with their current values.
-    pub(crate) async fn attachment_vars(&self, app_id: &str) -> ApiResult<BTreeMap<String, String>> {
+    pub(crate) async fn attachment_vars(
+        &self,
+        app_id: &str,
+    ) -> ApiResult<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for a in self.store.attachments_of_app(app_id).await? {
             if let Some(addon) = self.store.addon(&a.addon_id).await? {
@@ -328,13 +333,21 @@ impl AppState {
 
     /// Detaches an attachment: removes it and its app's config vars (a release there).
     async fn detach(&self, a: &AttachmentRow, who: &AccountRow) -> ApiResult<i64> {
-        let addon = self.store.addon(&a.addon_id).await?.ok_or_else(addon_not_found)?;
+        let addon = self
+            .store
+            .addon(&a.addon_id)
+            .await?
+            .ok_or_else(addon_not_found)?;
         self.store.delete_attachment(&a.id).await?;
         let vars: BTreeMap<String, String> = vars_of(&a.name, &addon)
             .into_iter()
             .map(|v| (v, String::new()))
             .collect();
-        let app = self.store.app(&a.app_id).await?.ok_or_else(ApiError::app_not_found)?;
+        let app = self
+            .store
+            .app(&a.app_id)
+            .await?
+            .ok_or_else(ApiError::app_not_found)?;
         self.attachment_release(
             &app,
             who,
@@ -398,7 +411,13 @@ pub async fn services(
     Auth(_who): Auth,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let out = s.addons()?.catalogue().services().iter().map(service_json).collect();
+    let out = s
+        .addons()?
+        .catalogue()
+        .services()
+        .iter()
+        .map(service_json)
+        .collect();
     Ok(list(&headers, out))
 }
 
@@ -530,12 +549,13 @@ pub async fn create(
     let app = s.load_app(&who, &app).await?;
     let req: CreateAddon = parse_json(&body)?;
     let addons = s.addons()?.clone();
-    let spec = req
-        .plan
-        .as_ref()
-        .and_then(Ref::value)
-        .ok_or_else(|| ApiError::invalid("Give the add-on to create as \"plan\" (SERVICE[:PLAN])."))?;
-    let (service, plan) = addons.catalogue().resolve(spec).map_err(ApiError::invalid)?;
+    let spec = req.plan.as_ref().and_then(Ref::value).ok_or_else(|| {
+        ApiError::invalid("Give the add-on to create as \"plan\" (SERVICE[:PLAN]).")
+    })?;
+    let (service, plan) = addons
+        .catalogue()
+        .resolve(spec)
+        .map_err(ApiError::invalid)?;
     let (service, plan) = (service.clone(), plan.clone());
     let name = match req.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         Some(n) => {
@@ -578,7 +598,9 @@ pub async fn create(
                 .collect();
             let default = service.default_attachment.to_string();
             let default_free = !taken.contains(&default)
-                && s.check_attachment_name(&app, &default, None, None).await.is_ok();
+                && s.check_attachment_name(&app, &default, None, None)
+                    .await
+                    .is_ok();
             if default_free {
                 names.push(default);
             }
@@ -668,7 +690,11 @@ pub async fn create(
         format!("Attach {} (@ref:{})", names.join(", "), row.name),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(s.addon_json(&row, &headers).await?)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(s.addon_json(&row, &headers).await?),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -698,7 +724,10 @@ pub async fn update(
     } else {
         format!("{}:{wanted}", addon.service)
     };
-    let (service, plan) = addons.catalogue().resolve(&spec).map_err(ApiError::invalid)?;
+    let (service, plan) = addons
+        .catalogue()
+        .resolve(&spec)
+        .map_err(ApiError::invalid)?;
     if service.name != addon.service {
         return Err(ApiError::invalid(format!(
             "{} is a {} add-on; it cannot change to a plan of {}.",
@@ -730,7 +759,11 @@ pub async fn update(
         &addon.app_id,
         &format!("Upgrade {} to {full} by user {}", addon.name, who.email),
     );
-    let addon = s.store.addon(&addon.id).await?.ok_or_else(addon_not_found)?;
+    let addon = s
+        .store
+        .addon(&addon.id)
+        .await?
+        .ok_or_else(addon_not_found)?;
     Ok(Json(s.addon_json(&addon, &headers).await?))
 }
 
@@ -795,7 +828,13 @@ pub async fn attachments_all(
     let mut out = Vec::new();
     for app in s.store.apps().await? {
         if app.owner_id == who.id {
-            out.extend(s.store.attachments_of_app(&app.id).await?.iter().map(attachment_json));
+            out.extend(
+                s.store
+                    .attachments_of_app(&app.id)
+                    .await?
+                    .iter()
+                    .map(attachment_json),
+            );
         }
     }
     Ok(list(&headers, out))
@@ -809,7 +848,13 @@ pub async fn attachments_of_app(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let app = s.load_app(&who, &app).await?;
-    let out = s.store.attachments_of_app(&app.id).await?.iter().map(attachment_json).collect();
+    let out = s
+        .store
+        .attachments_of_app(&app.id)
+        .await?
+        .iter()
+        .map(attachment_json)
+        .collect();
     Ok(list(&headers, out))
 }
 
@@ -848,8 +893,14 @@ pub async fn attachments_of_addon(
 
 /// An attachment on an app the caller owns.
 async fn own_attachment(s: &AppState, who: &AccountRow, id: &str) -> ApiResult<AttachmentRow> {
-    let a = s.store.attachment(id.trim()).await?.ok_or_else(attachment_not_found)?;
-    s.load_app(who, &a.app_id).await.map_err(|_| attachment_not_found())?;
+    let a = s
+        .store
+        .attachment(id.trim())
+        .await?
+        .ok_or_else(attachment_not_found)?;
+    s.load_app(who, &a.app_id)
+        .await
+        .map_err(|_| attachment_not_found())?;
     Ok(a)
 }
 
@@ -912,7 +963,11 @@ pub async fn attach(
         Some(n) => slipway_types::normalize_attachment_name(n).map_err(ApiError::invalid)?,
         None => {
             let d = service.default_attachment.to_string();
-            if !taken.contains(&d) && s.check_attachment_name(&app, &d, Some(&addon), None).await.is_ok() {
+            if !taken.contains(&d)
+                && s.check_attachment_name(&app, &d, Some(&addon), None)
+                    .await
+                    .is_ok()
+            {
                 d
             } else {
                 slipway_addons::catalogue::colored_name(&service.attachment_prefix, &taken)
@@ -1011,7 +1066,11 @@ pub async fn resolve_addon(
     };
     let addon = s.find_addon(&who, which, app.as_ref()).await?;
     if let Some(svc) = req.addon_service.as_deref() {
-        let wanted = s.addons()?.catalogue().service(svc).map(|x| x.name.as_str());
+        let wanted = s
+            .addons()?
+            .catalogue()
+            .service(svc)
+            .map(|x| x.name.as_str());
         if wanted != Some(addon.service.as_str()) {
             return Err(addon_not_found());
         }
@@ -1039,7 +1098,9 @@ pub async fn resolve_attachment(
         .as_deref()
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::invalid("Give the attachment to resolve as \"addon_attachment\"."))?;
+        .ok_or_else(|| {
+            ApiError::invalid("Give the attachment to resolve as \"addon_attachment\".")
+        })?;
     let (app, which) = match which.split_once("::") {
         Some((a, w)) => (Some(a.to_string()), w),
         None => (req.app.clone(), which),
@@ -1085,8 +1146,16 @@ pub async fn resolve_attachment(
 
 async fn redis_addon(s: &AppState, who: &AccountRow, which: &str) -> ApiResult<AddonRow> {
     let addon = s.find_addon(who, which, None).await?;
-    if s.addons()?.catalogue().service(&addon.service).map(|x| x.kind) != Some(Kind::Redis) {
-        return Err(ApiError::invalid(format!("{} is not a Redis add-on.", addon.name)));
+    if s.addons()?
+        .catalogue()
+        .service(&addon.service)
+        .map(|x| x.kind)
+        != Some(Kind::Redis)
+    {
+        return Err(ApiError::invalid(format!(
+            "{} is not a Redis add-on.",
+            addon.name
+        )));
     }
     Ok(addon)
 }
@@ -1143,7 +1212,12 @@ pub async fn redis_update(
 
 async fn postgres_addon(s: &AppState, who: &AccountRow, which: &str) -> ApiResult<AddonRow> {
     let addon = s.find_addon(who, which, None).await?;
-    if s.addons()?.catalogue().service(&addon.service).map(|x| x.kind) != Some(Kind::Postgres) {
+    if s.addons()?
+        .catalogue()
+        .service(&addon.service)
+        .map(|x| x.kind)
+        != Some(Kind::Postgres)
+    {
         return Err(ApiError::invalid(format!(
             "{} is not a Heroku Postgres add-on.",
             addon.name
@@ -1294,7 +1368,10 @@ pub async fn pg_rotate(
     if name != "default" {
         return Err(ApiError::not_found(
             "credential",
-            format!("{} has no credential named {name}; it has default.", addon.name),
+            format!(
+                "{} has no credential named {name}; it has default.",
+                addon.name
+            ),
         ));
     }
     let addons = s.addons()?.clone();

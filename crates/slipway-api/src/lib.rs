@@ -262,7 +262,10 @@ pub fn router(state: AppState) -> axum::Router {
             get(addons::redis_info).patch(addons::redis_update),
         )
         .route("/addons/{addon}/postgres", get(addons::pg_info))
-        .route("/addons/{addon}/postgres/activity", get(addons::pg_activity))
+        .route(
+            "/addons/{addon}/postgres/activity",
+            get(addons::pg_activity),
+        )
         .route(
             "/addons/{addon}/postgres/activity/{pid}/actions/{action}",
             post(addons::pg_kill),

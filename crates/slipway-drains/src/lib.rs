@@ -200,9 +200,26 @@ pub fn frame(line: &LogLine, token: &str, out: &mut Vec<u8>) {
     let source = line.source.as_str();
     let priority = priority(line);
     // "<PRI>1 STAMP TOKEN SOURCE DYNO - - MESSAGE\n", its length first.
-    let pri_digits = if priority >= 100 { 3 } else if priority >= 10 { 2 } else { 1 };
-    let len = 1 + pri_digits + 3 + 32 + 1 + token.len() + 1 + source.len() + 1 + dyno.len()
-        + 5 + line.message.len() + 1;
+    let pri_digits = if priority >= 100 {
+        3
+    } else if priority >= 10 {
+        2
+    } else {
+        1
+    };
+    let len = 1
+        + pri_digits
+        + 3
+        + 32
+        + 1
+        + token.len()
+        + 1
+        + source.len()
+        + 1
+        + dyno.len()
+        + 5
+        + line.message.len()
+        + 1;
     let _ = write!(out, "{len} <{priority}>1 ");
     out.extend_from_slice(&slipway_logs::stamp(line.time));
     out.push(b' ');

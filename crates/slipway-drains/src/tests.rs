@@ -35,7 +35,10 @@ fn frames_are_octet_counted_rfc5424() {
         let mut out = Vec::new();
         frame(&line(Source::App, dyno, "héllo"), "d.abc", &mut out);
         let body = format!("<190>1 2026-11-26T05:15:59.123456+00:00 d.abc app {shown} - - héllo\n");
-        assert_eq!(String::from_utf8(out).unwrap(), format!("{} {body}", body.len()));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{} {body}", body.len())
+        );
     }
 }
 

@@ -329,7 +329,13 @@ async fn dynos_reach_only_the_add_on_ports_on_the_gateway() {
         return;
     }
     // A port free on this host now, for the range; another just outside it.
-    let free = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+    let free = || {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
     let (open, closed) = (free(), free());
     let cfg = NetConfig {
         host_ports: Some((open, open)),

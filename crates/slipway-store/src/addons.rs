@@ -219,10 +219,7 @@ impl Store {
     pub async fn addons_billed_to(&self, app_id: &str) -> Result<Vec<AddonRow>> {
         let sql =
             format!("{ADDON_SELECT} WHERE addons.app_id = ? ORDER BY addons.created_at, addons.id");
-        let rows = sqlx::query(&sql)
-            .bind(app_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&sql).bind(app_id).fetch_all(&self.pool).await?;
         rows.iter().map(Self::addon_row).collect()
     }
 
@@ -265,7 +262,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_addon_config(&self, id: &str, config: &BTreeMap<String, String>) -> Result<()> {
+    pub async fn set_addon_config(
+        &self,
+        id: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<()> {
         sqlx::query("UPDATE addons SET config = ?, updated_at = ? WHERE id = ?")
             .bind(to_json(config))
             .bind(now().to_rfc3339())
@@ -314,16 +315,14 @@ impl Store {
     /// An app's attachments, oldest first.
     pub async fn attachments_of_app(&self, app_id: &str) -> Result<Vec<AttachmentRow>> {
         let sql = format!("{ATTACHMENT_SELECT} WHERE a.app_id = ? ORDER BY a.created_at, a.rowid");
-        let rows = sqlx::query(&sql)
-            .bind(app_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&sql).bind(app_id).fetch_all(&self.pool).await?;
         rows.iter().map(Self::attachment_row).collect()
     }
 
     /// An add-on's attachments, oldest first.
     pub async fn attachments_of_addon(&self, addon_id: &str) -> Result<Vec<AttachmentRow>> {
-        let sql = format!("{ATTACHMENT_SELECT} WHERE a.addon_id = ? ORDER BY a.created_at, a.rowid");
+        let sql =
+            format!("{ATTACHMENT_SELECT} WHERE a.addon_id = ? ORDER BY a.created_at, a.rowid");
         let rows = sqlx::query(&sql)
             .bind(addon_id)
             .fetch_all(&self.pool)

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
 pub use addons::{AddonRow, AddonServerRow, AttachmentRow, NewAddon};
+use chrono::{DateTime, Utc};
 use slipway_types::ConfigVars;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,

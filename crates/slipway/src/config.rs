@@ -326,7 +326,10 @@ impl Config {
             .addon_ports
             .or(file.addon_ports)
             .unwrap_or_else(|| "15400-15999".into());
-        let addon_ports = match ports.split_once('-').map(|(a, b)| (a.trim().parse::<u16>(), b.trim().parse::<u16>())) {
+        let addon_ports = match ports
+            .split_once('-')
+            .map(|(a, b)| (a.trim().parse::<u16>(), b.trim().parse::<u16>()))
+        {
             Some((Ok(a), Ok(b))) if a > 0 && a <= b => (a, b),
             _ => bail!("addon_ports = {ports:?} is not a port range such as 15400-15999"),
         };

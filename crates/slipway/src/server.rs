@@ -302,9 +302,7 @@ fn untraversable_parent(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     let dir = std::fs::canonicalize(dir).ok()?;
     dir.ancestors()
         .skip(1)
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
-        })
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
         .map(|p| p.to_path_buf())
 }
 
@@ -675,7 +673,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         api_listener,
         slipway_api::router(state).into_make_service_with_connect_info::<slipway_api::ApiConn>(),
     )
-        .with_graceful_shutdown(wait_stop(stop_rx.clone()));
+    .with_graceful_shutdown(wait_stop(stop_rx.clone()));
     let router_config = RouterConfig {
         base_domain: config.base_domain.clone(),
     };

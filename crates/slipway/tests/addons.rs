@@ -60,10 +60,18 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 
 fn deploy(s: &TestServer, name: &str) -> PathBuf {
     let dir = s.home().join(name);
-    s.repo(&dir, &[("Procfile", "web: python3 app.py\n"), ("app.py", APP)]);
+    s.repo(
+        &dir,
+        &[("Procfile", "web: python3 app.py\n"), ("app.py", APP)],
+    );
     s.ok(&dir, &["apps:create", name]);
     let out = s.git(&dir, &["push", "slipway", "main"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     dir
 }
 
@@ -90,7 +98,12 @@ fn config(s: &TestServer, dir: &Path, app: &str) -> serde_json::Value {
 
 /// The add-on's id, from the API.
 async fn addon_id(s: &TestServer, name: &str) -> String {
-    let v: serde_json::Value = s.api_get(&format!("/addons/{name}")).await.json().await.unwrap();
+    let v: serde_json::Value = s
+        .api_get(&format!("/addons/{name}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     v["id"].as_str().expect("id").to_string()
 }
 
@@ -160,29 +173,46 @@ async fn redis_through_git_push_shared_by_attach_then_destroyed() {
     let shop = deploy(&s, "shop");
 
     let out = s.ok(&shop, &["addons:create", "heroku-redis", "-a", "shop"]);
-    assert!(out.contains("Creating heroku-redis:mini on ⬢ shop... free"), "{out}");
+    assert!(
+        out.contains("Creating heroku-redis:mini on ⬢ shop... free"),
+        "{out}"
+    );
     assert!(out.contains("as REDIS_URL"), "{out}");
     let name = out
         .split_whitespace()
         .find(|w| w.starts_with("redis-"))
         .expect("add-on name")
         .to_string();
-    let url = config(&s, &shop, "shop")["REDIS_URL"].as_str().unwrap().to_string();
+    let url = config(&s, &shop, "shop")["REDIS_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let gateway = s.net.subnet.replace(".0/24", ".1");
-    assert!(url.starts_with("redis://:") && url.contains(&format!("@{gateway}:")), "{url}");
+    assert!(
+        url.starts_with("redis://:") && url.contains(&format!("@{gateway}:")),
+        "{url}"
+    );
     let releases = s.ok(&shop, &["releases", "-a", "shop"]);
-    assert!(releases.contains(&format!("Attach REDIS (@ref:{name})")), "{releases}");
+    assert!(
+        releases.contains(&format!("Attach REDIS (@ref:{name})")),
+        "{releases}"
+    );
 
     // The app's dyno writes and reads over the bridge.
     assert_eq!(get_ok(&s, "shop", "/set?k=greeting&v=hello").await, "OK");
     assert_eq!(get_ok(&s, "shop", "/get?k=greeting").await, "hello");
 
     // The app's user cannot reconfigure Redis; a wrong password gets nothing.
-    let denied = redis_call(&url, &["CONFIG", "SET", "dir", "/tmp"]).await.unwrap();
+    let denied = redis_call(&url, &["CONFIG", "SET", "dir", "/tmp"])
+        .await
+        .unwrap();
     assert!(denied.starts_with("-NOPERM"), "{denied}");
     let wrong = url.replacen("redis://:", "redis://:x", 1);
     let refused = redis_call(&wrong, &["GET", "greeting"]).await.unwrap();
-    assert!(refused.starts_with("-NOAUTH") || refused.starts_with("-WRONGPASS"), "{refused}");
+    assert!(
+        refused.starts_with("-NOAUTH") || refused.starts_with("-WRONGPASS"),
+        "{refused}"
+    );
 
     // Shared with a second app, which reads the same data.
     let admin = deploy(&s, "shop-admin");
@@ -191,17 +221,34 @@ async fn redis_through_git_push_shared_by_attach_then_destroyed() {
     assert_eq!(config(&s, &admin, "shop-admin")["REDIS_URL"], url);
     assert_eq!(get_ok(&s, "shop-admin", "/get?k=greeting").await, "hello");
     let listed = s.ok(&shop, &["addons", "-a", "shop"]);
-    assert!(listed.contains(&name) && listed.contains("shop-admin"), "{listed}");
+    assert!(
+        listed.contains(&name) && listed.contains("shop-admin"),
+        "{listed}"
+    );
 
     // Its config var belongs to the add-on.
-    let out = s.cli(&shop, &["config:set", "REDIS_URL=redis://elsewhere", "-a", "shop"]);
+    let out = s.cli(
+        &shop,
+        &["config:set", "REDIS_URL=redis://elsewhere", "-a", "shop"],
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("Cannot overwrite attachment values REDIS_URL"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Cannot overwrite attachment values REDIS_URL"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Destroy is refused while another app uses it.
-    let out = s.cli(&shop, &["addons:destroy", &name, "-a", "shop", "--confirm", "shop"]);
+    let out = s.cli(
+        &shop,
+        &["addons:destroy", &name, "-a", "shop", "--confirm", "shop"],
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("attached to other apps (shop-admin)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("attached to other apps (shop-admin)"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = s.ok(&admin, &["addons:detach", "REDIS", "-a", "shop-admin"]);
     assert!(out.contains("done, v"), "{out}");
     assert!(config(&s, &admin, "shop-admin").get("REDIS_URL").is_none());
@@ -209,11 +256,17 @@ async fn redis_through_git_push_shared_by_attach_then_destroyed() {
     let id = addon_id(&s, &name).await;
     let data = s.addons_dir().join(&id);
     assert!(data.join("data").is_dir());
-    let out = s.ok(&shop, &["addons:destroy", &name, "-a", "shop", "--confirm", "shop"]);
+    let out = s.ok(
+        &shop,
+        &["addons:destroy", &name, "-a", "shop", "--confirm", "shop"],
+    );
     assert!(out.contains("done"), "{out}");
     assert!(!data.exists(), "the add-on's data is removed");
     assert!(config(&s, &shop, "shop").get("REDIS_URL").is_none());
-    assert!(redis_call(&url, &["PING"]).await.is_err(), "nothing listens any more");
+    assert!(
+        redis_call(&url, &["PING"]).await.is_err(),
+        "nothing listens any more"
+    );
     assert_eq!(redis_processes(&data), 0);
     assert_eq!(s.api_get(&format!("/addons/{name}")).await.status(), 404);
 }
@@ -228,12 +281,28 @@ async fn redis_survives_crashes_and_server_restarts_and_its_memory_cap_holds() {
     let dir = s.home().join("cache");
     std::fs::create_dir_all(&dir).unwrap();
     s.ok(&dir, &["apps:create", "cache"]);
-    let out = s.ok(&dir, &["addons:create", "redis", "--name", "cache-store", "-a", "cache"]);
+    let out = s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "redis",
+            "--name",
+            "cache-store",
+            "-a",
+            "cache",
+        ],
+    );
     assert!(out.contains("cache-store"), "{out}");
-    let url = config(&s, &dir, "cache")["REDIS_URL"].as_str().unwrap().to_string();
+    let url = config(&s, &dir, "cache")["REDIS_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let id = addon_id(&s, "cache-store").await;
     let data = s.addons_dir().join(&id);
-    assert_eq!(redis_call(&url, &["SET", "kept", "yes"]).await.unwrap(), "+OK");
+    assert_eq!(
+        redis_call(&url, &["SET", "kept", "yes"]).await.unwrap(),
+        "+OK"
+    );
     // Written to the append-only file (fsync every second) before the crash.
     eventually(10, "the key reaches the AOF", || {
         let data = data.clone();
@@ -248,25 +317,42 @@ async fn redis_survives_crashes_and_server_restarts_and_its_memory_cap_holds() {
 
     // A crash: the supervisor starts it again with its data.
     let first = server_pid(&s, &id);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let second = eventually(30, "Redis restarted", || {
         let (s, id, url) = (&s, id.clone(), url.clone());
         async move {
             let pid = server_pid(s, &id);
-            (pid != first && alive(pid) && redis_call(&url, &["PING"]).await.ok()? == "+PONG").then_some(pid)
+            (pid != first && alive(pid) && redis_call(&url, &["PING"]).await.ok()? == "+PONG")
+                .then_some(pid)
         }
     })
     .await;
     assert_eq!(redis_call(&url, &["GET", "kept"]).await.unwrap(), "yes");
     let logs = s.logs("cache");
-    assert!(logs.contains("heroku[redis]: REDIS (cache-store) exited"), "{logs}");
+    assert!(
+        logs.contains("heroku[redis]: REDIS (cache-store) exited"),
+        "{logs}"
+    );
 
     // The policy is set now and kept across restarts of Redis.
-    let out = s.ok(&dir, &["redis:maxmemory", "--policy", "allkeys-lru", "-a", "cache"]);
+    let out = s.ok(
+        &dir,
+        &["redis:maxmemory", "--policy", "allkeys-lru", "-a", "cache"],
+    );
     assert!(out.contains("allkeys-lru"), "{out}");
     let info = s.ok(&dir, &["redis:info", "-a", "cache"]);
-    assert!(info.contains("allkeys-lru") && info.contains("25 MB"), "{info}");
-    let bad = s.cli(&dir, &["redis:maxmemory", "--policy", "sometimes", "-a", "cache"]);
+    assert!(
+        info.contains("allkeys-lru") && info.contains("25 MB"),
+        "{info}"
+    );
+    let bad = s.cli(
+        &dir,
+        &["redis:maxmemory", "--policy", "sometimes", "-a", "cache"],
+    );
     assert!(!bad.status.success());
 
     // `slipway server` crashes and comes back: the same Redis is adopted, not started twice.
@@ -277,27 +363,44 @@ async fn redis_survives_crashes_and_server_restarts_and_its_memory_cap_holds() {
     assert!(alive(second));
     assert_eq!(redis_processes(&data), 1);
     assert_eq!(redis_call(&url, &["GET", "kept"]).await.unwrap(), "yes");
-    assert_eq!(redis_call(&url, &["CONFIG", "GET", "x"]).await.unwrap_or_default().starts_with("-NOPERM"), true);
+    assert!(redis_call(&url, &["CONFIG", "GET", "x"])
+        .await
+        .unwrap_or_default()
+        .starts_with("-NOPERM"));
 
     // A Lua script that grows past the cap outside Redis is killed with Redis, which comes back
     // with its data; the app's log says why.
     let script = "local t = {} for i = 1, 4000000 do t[i] = string.rep('x', 64) .. i end return #t";
-    let _ = tokio::time::timeout(Duration::from_secs(60), redis_call(&url, &["EVAL", script, "0"])).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(60),
+        redis_call(&url, &["EVAL", script, "0"]),
+    )
+    .await;
     let third = eventually(60, "Redis restarted after the cap", || {
         let (s, id, url) = (&s, id.clone(), url.clone());
         async move {
             let pid = server_pid(s, &id);
-            (pid != second && alive(pid) && redis_call(&url, &["PING"]).await.ok()? == "+PONG").then_some(pid)
+            (pid != second && alive(pid) && redis_call(&url, &["PING"]).await.ok()? == "+PONG")
+                .then_some(pid)
         }
     })
     .await;
     assert!(third > 0);
     assert_eq!(redis_call(&url, &["GET", "kept"]).await.unwrap(), "yes");
-    assert_eq!(redis_call(&url, &["CONFIG", "GET", "maxmemory-policy"]).await.unwrap_or_default().starts_with("-NOPERM"), true);
+    assert!(redis_call(&url, &["CONFIG", "GET", "maxmemory-policy"])
+        .await
+        .unwrap_or_default()
+        .starts_with("-NOPERM"));
     let logs = s.logs("cache");
-    assert!(logs.contains("was killed at its memory cap of 82 MB"), "{logs}");
+    assert!(
+        logs.contains("was killed at its memory cap of 82 MB"),
+        "{logs}"
+    );
     let info = s.ok(&dir, &["redis:info", "-a", "cache"]);
-    assert!(info.contains("allkeys-lru"), "the policy survives a restart: {info}");
+    assert!(
+        info.contains("allkeys-lru"),
+        "the policy survives a restart: {info}"
+    );
 
     // Stopping the server with --on-exit stop stops Redis too, and leaves no cgroup behind.
     let base = format!("{}-addons", s.net.node_name);
@@ -365,10 +468,18 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 
 fn deploy_pg(s: &TestServer, name: &str) -> PathBuf {
     let dir = s.home().join(name);
-    s.repo(&dir, &[("Procfile", "web: python3 app.py\n"), ("app.py", PG_APP)]);
+    s.repo(
+        &dir,
+        &[("Procfile", "web: python3 app.py\n"), ("app.py", PG_APP)],
+    );
     s.ok(&dir, &["apps:create", name]);
     let out = s.git(&dir, &["push", "slipway", "main"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     dir
 }
 
@@ -411,8 +522,14 @@ async fn postgres_through_git_push_row_limit_rotation_and_destroy() {
     }
     let s = TestServer::start_with(&["--addon-check-interval", "1s", "--row-limit-grace", "0s"]);
     let ledger = deploy_pg(&s, "ledger");
-    let out = s.ok(&ledger, &["addons:create", "heroku-postgresql", "-a", "ledger"]);
-    assert!(out.contains("Creating heroku-postgresql:essential-0 on ⬢ ledger... free"), "{out}");
+    let out = s.ok(
+        &ledger,
+        &["addons:create", "heroku-postgresql", "-a", "ledger"],
+    );
+    assert!(
+        out.contains("Creating heroku-postgresql:essential-0 on ⬢ ledger... free"),
+        "{out}"
+    );
     assert!(out.contains("as DATABASE_URL, HEROKU_POSTGRESQL_"), "{out}");
     let name = out
         .split_whitespace()
@@ -431,21 +548,46 @@ async fn postgres_through_git_push_row_limit_rotation_and_destroy() {
     assert_eq!(vars[&colored], url);
 
     // Written and read back through the app's dyno, over the bridge.
-    assert_eq!(get(&s, "ledger", "/pg/put?k=a&v=1").await, (200, "OK".into()));
+    assert_eq!(
+        get(&s, "ledger", "/pg/put?k=a&v=1").await,
+        (200, "OK".into())
+    );
     assert_eq!(get(&s, "ledger", "/pg/get?k=a").await, (200, "1".into()));
 
     // The superuser is not reachable over TCP; the app's role reaches only its database.
-    let out = host_psql(&url.replacen(url.split('@').next().unwrap(), "postgres://postgres", 1), "SELECT 1");
+    let out = host_psql(
+        &url.replacen(url.split('@').next().unwrap(), "postgres://postgres", 1),
+        "SELECT 1",
+    );
     assert!(!out.status.success(), "superuser over TCP must be refused");
     let other_db = format!("{}/postgres", url.rsplit_once('/').unwrap().0);
     assert!(!host_psql(&other_db, "SELECT 1").status.success());
-    let stats = host_psql(&url, "SELECT count(*) FROM slipway_admin.pg_stat_statements");
-    assert!(!stats.status.success(), "the app cannot read the cluster's statement statistics");
+    let stats = host_psql(
+        &url,
+        "SELECT count(*) FROM slipway_admin.pg_stat_statements",
+    );
+    assert!(
+        !stats.status.success(),
+        "the app cannot read the cluster's statement statistics"
+    );
 
     // A second app shares the database.
     let report = deploy_pg(&s, "ledger-report");
-    s.ok(&report, &["addons:attach", &name, "--as", "DATABASE", "-a", "ledger-report"]);
-    assert_eq!(get(&s, "ledger-report", "/pg/get?k=a").await, (200, "1".into()));
+    s.ok(
+        &report,
+        &[
+            "addons:attach",
+            &name,
+            "--as",
+            "DATABASE",
+            "-a",
+            "ledger-report",
+        ],
+    );
+    assert_eq!(
+        get(&s, "ledger-report", "/pg/get?k=a").await,
+        (200, "1".into())
+    );
 
     // Postgres's own log lines reach the app's log.
     let (status, _) = get(&s, "ledger", "/pg/bad").await;
@@ -465,31 +607,71 @@ async fn postgres_through_git_push_row_limit_rotation_and_destroy() {
     assert!(body.contains("permission denied"), "{body}");
     assert_eq!(get(&s, "ledger", "/pg/update").await, (200, "OK".into()));
     assert_eq!(get(&s, "ledger", "/pg/get?k=a").await, (200, "1".into()));
-    assert_eq!(get(&s, "ledger", "/pg/delete?keep=5000").await, (200, "5000".into()));
+    assert_eq!(
+        get(&s, "ledger", "/pg/delete?keep=5000").await,
+        (200, "5000".into())
+    );
     logs_contain(&s, "ledger", "INSERT privileges restored").await;
-    assert_eq!(get(&s, "ledger", "/pg/insert?n=1").await, (200, "5001".into()));
+    assert_eq!(
+        get(&s, "ledger", "/pg/insert?n=1").await,
+        (200, "5001".into())
+    );
 
     // pg:outliers shows the app's own statements; pg:psql is the real psql with its credentials.
     let outliers = s.ok(&ledger, &["pg:outliers", "-a", "ledger"]);
     assert!(outliers.contains("items"), "{outliers}");
-    let out = s.ok(&ledger, &["pg:psql", "-c", "SELECT count(*) AS n FROM items", "-a", "ledger"]);
+    let out = s.ok(
+        &ledger,
+        &[
+            "pg:psql",
+            "-c",
+            "SELECT count(*) AS n FROM items",
+            "-a",
+            "ledger",
+        ],
+    );
     assert!(out.contains("5001"), "{out}");
     let ps = s.ok(&ledger, &["pg:ps", "--verbose", "-a", "ledger"]);
     assert!(ps.contains("pid") && ps.contains("row"), "{ps}");
     let creds = s.ok(&ledger, &["pg:credentials", "-a", "ledger"]);
-    assert!(creds.contains("default") && creds.contains("active"), "{creds}");
+    assert!(
+        creds.contains("default") && creds.contains("active"),
+        "{creds}"
+    );
 
     // Rotating the credentials: the old password stops working at once; both apps get the new one.
-    s.ok(&ledger, &["pg:credentials:rotate", "--confirm", "ledger", "-a", "ledger"]);
+    s.ok(
+        &ledger,
+        &[
+            "pg:credentials:rotate",
+            "--confirm",
+            "ledger",
+            "-a",
+            "ledger",
+        ],
+    );
     let out = host_psql(&url, "SELECT 1");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("password authentication failed"), "{}", text(&out.stderr));
-    let new_url = config(&s, &ledger, "ledger")["DATABASE_URL"].as_str().unwrap().to_string();
+    assert!(
+        text(&out.stderr).contains("password authentication failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let new_url = config(&s, &ledger, "ledger")["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(new_url, url);
-    assert_eq!(config(&s, &report, "ledger-report")["DATABASE_URL"], new_url.as_str());
+    assert_eq!(
+        config(&s, &report, "ledger-report")["DATABASE_URL"],
+        new_url.as_str()
+    );
     assert!(host_psql(&new_url, "SELECT 1").status.success());
     let releases = s.ok(&ledger, &["releases", "-a", "ledger"]);
-    assert!(releases.contains("Update DATABASE, HEROKU_POSTGRESQL_"), "{releases}");
+    assert!(
+        releases.contains("Update DATABASE, HEROKU_POSTGRESQL_"),
+        "{releases}"
+    );
     eventually(60, "the app uses the new password", || async {
         (get(&s, "ledger", "/pg/get?k=a").await == (200, "1".to_string())).then_some(())
     })
@@ -499,10 +681,23 @@ async fn postgres_through_git_push_row_limit_rotation_and_destroy() {
     let id = addon_id(&s, &name).await;
     let data = s.addons_dir().join(&id);
     assert!(data.join("pgdata").is_dir());
-    s.ok(&ledger, &["addons:destroy", &name, "-a", "ledger", "--confirm", "ledger", "--force"]);
+    s.ok(
+        &ledger,
+        &[
+            "addons:destroy",
+            &name,
+            "-a",
+            "ledger",
+            "--confirm",
+            "ledger",
+            "--force",
+        ],
+    );
     assert!(!data.exists());
     assert!(!host_psql(&new_url, "SELECT 1").status.success());
-    assert!(config(&s, &report, "ledger-report").get("DATABASE_URL").is_none());
+    assert!(config(&s, &report, "ledger-report")
+        .get("DATABASE_URL")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -515,15 +710,32 @@ async fn postgres_survives_crashes_and_server_restarts() {
     let dir = s.home().join("vault");
     std::fs::create_dir_all(&dir).unwrap();
     s.ok(&dir, &["apps:create", "vault"]);
-    s.ok(&dir, &["addons:create", "postgresql", "--name", "vault-db", "-a", "vault"]);
-    let url = config(&s, &dir, "vault")["DATABASE_URL"].as_str().unwrap().to_string();
+    s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "postgresql",
+            "--name",
+            "vault-db",
+            "-a",
+            "vault",
+        ],
+    );
+    let url = config(&s, &dir, "vault")["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = host_psql(&url, "CREATE TABLE t (v int); INSERT INTO t VALUES (42);");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = addon_id(&s, "vault-db").await;
 
     // The postmaster is killed: its backends go too, and it comes back with the data.
     let first = server_pid(&s, &id);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let second = eventually(60, "Postgres restarted", || {
         let (s, id, url) = (&s, id.clone(), url.clone());
         async move {
@@ -533,22 +745,40 @@ async fn postgres_survives_crashes_and_server_restarts() {
         }
     })
     .await;
-    assert_eq!(text(&host_psql(&url, "SELECT v FROM t").stdout).trim(), "42");
+    assert_eq!(
+        text(&host_psql(&url, "SELECT v FROM t").stdout).trim(),
+        "42"
+    );
 
     // The server crashes and restarts: the running cluster is adopted, not started again.
     let mut s = s;
     s.kill_hard();
     let s = s.restart_after_kill();
     assert_eq!(server_pid(&s, &id), second);
-    assert_eq!(text(&host_psql(&url, "SELECT v FROM t").stdout).trim(), "42");
+    assert_eq!(
+        text(&host_psql(&url, "SELECT v FROM t").stdout).trim(),
+        "42"
+    );
     let info = s.ok(&dir, &["pg:info", "-a", "vault"]);
-    assert!(info.contains("Rows:") && info.contains("vault-db"), "{info}");
+    assert!(
+        info.contains("Rows:") && info.contains("vault-db"),
+        "{info}"
+    );
 
     // A plan change keeps the data.
-    let out = s.ok(&dir, &["addons:upgrade", "vault-db", "essential-1", "-a", "vault"]);
+    let out = s.ok(
+        &dir,
+        &["addons:upgrade", "vault-db", "essential-1", "-a", "vault"],
+    );
     assert!(out.contains("from essential-0 to essential-1"), "{out}");
-    assert_eq!(text(&host_psql(&url, "SELECT v FROM t").stdout).trim(), "42");
-    assert_eq!(text(&host_psql(&url, "SHOW max_connections").stdout).trim(), "25");
+    assert_eq!(
+        text(&host_psql(&url, "SELECT v FROM t").stdout).trim(),
+        "42"
+    );
+    assert_eq!(
+        text(&host_psql(&url, "SHOW max_connections").stdout).trim(),
+        "25"
+    );
     let now = server_pid(&s, &id);
     drop(s);
     assert!(!alive(now), "--on-exit stop stops the cluster");
@@ -573,50 +803,67 @@ async fn fake_partner() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<PartnerCall
     let got = calls.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let got = got.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let got = got.clone();
-                    async move {
-                        let method = req.method().to_string();
-                        let path = req.uri().path().to_string();
-                        let authorization = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string();
-                        let bytes = req.into_body().collect().await?.to_bytes();
-                        let body: serde_json::Value =
-                            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-                        let n = {
-                            let mut calls = got.lock().unwrap();
-                            calls.push(PartnerCall { method: method.clone(), path, authorization, body: body.clone() });
-                            calls.len()
-                        };
-                        let (status, answer) = match method.as_str() {
-                            "POST" if body["plan"] == "sold-out" => {
-                                (422, serde_json::json!({"message": "That plan is sold out."}))
-                            }
-                            "POST" => (200, serde_json::json!({
-                                "id": format!("res-{n}"),
-                                "config": {"FAKEADDON_URL": format!("http://fake.example/res-{n}")},
-                                "message": "Your fake add-on is ready."
-                            })),
-                            "PUT" => (200, serde_json::json!({"message": "Plan changed."})),
-                            _ => (204, serde_json::Value::Null),
-                        };
-                        let body = if answer.is_null() { String::new() } else { answer.to_string() };
-                        Ok::<_, hyper::Error>(
-                            hyper::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    }
-                });
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let got = got.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_string();
+                            let authorization = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            let bytes = req.into_body().collect().await?.to_bytes();
+                            let body: serde_json::Value =
+                                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                            let n = {
+                                let mut calls = got.lock().unwrap();
+                                calls.push(PartnerCall {
+                                    method: method.clone(),
+                                    path,
+                                    authorization,
+                                    body: body.clone(),
+                                });
+                                calls.len()
+                            };
+                            let (status, answer) = match method.as_str() {
+                                "POST" if body["plan"] == "sold-out" => (
+                                    422,
+                                    serde_json::json!({"message": "That plan is sold out."}),
+                                ),
+                                "POST" => (
+                                    200,
+                                    serde_json::json!({
+                                        "id": format!("res-{n}"),
+                                        "config": {"FAKEADDON_URL": format!("http://fake.example/res-{n}")},
+                                        "message": "Your fake add-on is ready."
+                                    }),
+                                ),
+                                "PUT" => (200, serde_json::json!({"message": "Plan changed."})),
+                                _ => (204, serde_json::Value::Null),
+                            };
+                            let body = if answer.is_null() {
+                                String::new()
+                            } else {
+                                answer.to_string()
+                            };
+                            Ok::<_, hyper::Error>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                     .await;
@@ -650,40 +897,88 @@ async fn partner_add_ons_over_the_partner_api() {
     let services = s.ok(&app, &["addons:services"]);
     assert!(services.contains("fakeaddon"), "{services}");
 
-    let out = s.ok(&app, &["addons:create", "fakeaddon", "-a", "shop", "--", "--region", "eu"]);
+    let out = s.ok(
+        &app,
+        &[
+            "addons:create",
+            "fakeaddon",
+            "-a",
+            "shop",
+            "--",
+            "--region",
+            "eu",
+        ],
+    );
     assert!(out.contains("as FAKEADDON_URL"), "{out}");
     let name = out
         .split_whitespace()
         .find(|w| w.starts_with("fakeaddon-"))
         .expect("add-on name")
         .to_string();
-    assert_eq!(config(&s, &app, "shop")["FAKEADDON_URL"], "http://fake.example/res-1");
+    assert_eq!(
+        config(&s, &app, "shop")["FAKEADDON_URL"],
+        "http://fake.example/res-1"
+    );
     let provision = calls.lock().unwrap()[0].clone();
-    assert_eq!((provision.method.as_str(), provision.path.as_str()), ("POST", "/heroku/resources"));
+    assert_eq!(
+        (provision.method.as_str(), provision.path.as_str()),
+        ("POST", "/heroku/resources")
+    );
     use base64::Engine as _;
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("fakeaddon:s3cret"));
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("fakeaddon:s3cret")
+    );
     assert_eq!(provision.authorization, basic);
     assert_eq!(provision.body["plan"], "test");
     assert_eq!(provision.body["name"], name.as_str());
     assert_eq!(provision.body["options"]["region"], "eu");
-    assert!(provision.body["uuid"].as_str().is_some_and(|u| u.len() == 36));
-    assert!(provision.body["callback_url"].as_str().unwrap().starts_with("http://"));
+    assert!(provision.body["uuid"]
+        .as_str()
+        .is_some_and(|u| u.len() == 36));
+    assert!(provision.body["callback_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://"));
 
     // A partner's refusal reaches the user with its words; nothing is left behind.
-    let out = s.cli(&app, &["addons:create", "fakeaddon:sold-out", "--name", "nope", "-a", "shop"]);
+    let out = s.cli(
+        &app,
+        &[
+            "addons:create",
+            "fakeaddon:sold-out",
+            "--name",
+            "nope",
+            "-a",
+            "shop",
+        ],
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("That plan is sold out."), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("That plan is sold out."),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(s.api_get("/addons/nope").await.status(), 404);
 
     let out = s.ok(&app, &["addons:upgrade", &name, "premium", "-a", "shop"]);
     assert!(out.contains("to premium"), "{out}");
     let change = calls.lock().unwrap().last().cloned().unwrap();
-    assert_eq!((change.method.as_str(), change.path.as_str()), ("PUT", "/heroku/resources/res-1"));
+    assert_eq!(
+        (change.method.as_str(), change.path.as_str()),
+        ("PUT", "/heroku/resources/res-1")
+    );
     assert_eq!(change.body["plan"], "premium");
     assert_eq!(change.authorization, basic);
 
-    s.ok(&app, &["addons:destroy", &name, "-a", "shop", "--confirm", "shop"]);
+    s.ok(
+        &app,
+        &["addons:destroy", &name, "-a", "shop", "--confirm", "shop"],
+    );
     let gone = calls.lock().unwrap().last().cloned().unwrap();
-    assert_eq!((gone.method.as_str(), gone.path.as_str()), ("DELETE", "/heroku/resources/res-1"));
+    assert_eq!(
+        (gone.method.as_str(), gone.path.as_str()),
+        ("DELETE", "/heroku/resources/res-1")
+    );
     assert!(config(&s, &app, "shop").get("FAKEADDON_URL").is_none());
 }
