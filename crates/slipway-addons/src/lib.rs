@@ -425,6 +425,15 @@ impl Addons {
             }
         };
         for addon in addons {
+            if addon.state == "provisioning" {
+                // Cut short by a crash: nothing was handed to an app yet; undo what was made.
+                warn!(addon = %addon.name, "Removing an add-on whose provisioning was cut short.");
+                if let Err(error) = self.deprovision(&addon).await {
+                    warn!(addon = %addon.name, %error, "Could not clean up the add-on.");
+                }
+                let _ = self.inner.store.delete_addon(&addon.id).await;
+                continue;
+            }
             if addon.state != "provisioned" {
                 continue;
             }

@@ -402,6 +402,43 @@ async fn redis_survives_crashes_and_server_restarts_and_its_memory_cap_holds() {
         "the policy survives a restart: {info}"
     );
 
+    // redis:cli is the real redis-cli with the add-on's password.
+    let mut cli = std::process::Command::new(BIN)
+        .args(["redis:cli", "-a", "cache"])
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", s.home())
+        .env("SLIPWAY_API_URL", s.api_url())
+        .env("SLIPWAY_API_KEY", &s.key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = cli.stdin.take().unwrap();
+        stdin.write_all(b"GET kept\n").unwrap();
+    }
+    let out = cli.wait_with_output().unwrap();
+    assert!(
+        text(&out.stdout).contains("yes"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // A larger plan: more memory, at once, with the data.
+    let out = s.ok(
+        &dir,
+        &["addons:upgrade", "cache-store", "premium-0", "-a", "cache"],
+    );
+    assert!(out.contains("from mini to premium-0"), "{out}");
+    let info = s.ok(&dir, &["redis:info", "-a", "cache"]);
+    assert!(info.contains("50 MB"), "{info}");
+    assert_eq!(redis_call(&url, &["GET", "kept"]).await.unwrap(), "yes");
+
     // Stopping the server with --on-exit stop stops Redis too, and leaves no cgroup behind.
     let base = format!("{}-addons", s.net.node_name);
     drop(s);
@@ -981,4 +1018,87 @@ async fn partner_add_ons_over_the_partner_api() {
         ("DELETE", "/heroku/resources/res-1")
     );
     assert!(config(&s, &app, "shop").get("FAKEADDON_URL").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_sessions_show_lock_and_end_with_ps_locks_kill_and_killall() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: add-on servers run as their services' users; needs root");
+        return;
+    }
+    let s = TestServer::start();
+    let dir = s.home().join("desk");
+    std::fs::create_dir_all(&dir).unwrap();
+    s.ok(&dir, &["apps:create", "desk"]);
+    s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql",
+            "--name",
+            "desk-db",
+            "-a",
+            "desk",
+        ],
+    );
+    let info = s.ok(&dir, &["addons:info", "desk-db", "-a", "desk"]);
+    assert!(
+        info.contains("heroku-postgresql:essential-0") && info.contains("desk::DATABASE"),
+        "{info}"
+    );
+    let url = config(&s, &dir, "desk")["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(host_psql(&url, "CREATE TABLE jobs (id int)")
+        .status
+        .success());
+
+    // A session holding a lock, and another busy one.
+    let spawn = |sql: &str| {
+        std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args([url.as_str(), "-X", "-c", sql])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let holder = spawn("BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE; SELECT pg_sleep(120)");
+    let waiter = spawn("SELECT pg_sleep(120)");
+    let ps = eventually(30, "pg:ps shows both sessions", || async {
+        let ps = s.ok(&dir, &["pg:ps", "-a", "desk"]);
+        (ps.matches("pg_sleep").count() >= 2).then_some(ps)
+    })
+    .await;
+    assert!(ps.contains("active"), "{ps}");
+    let locks = s.ok(&dir, &["pg:locks", "-a", "desk"]);
+    assert!(locks.contains("jobs"), "{locks}");
+
+    // pg:kill cancels the waiter's query; pg:killall ends the lock holder's session.
+    let waiter_pid = ps
+        .lines()
+        .find(|l| l.contains("pg_sleep") && !l.contains("LOCK"))
+        .and_then(|l| l.split('|').next())
+        .map(|p| p.trim().to_string())
+        .expect("a pid");
+    let _ = ps;
+    s.ok(&dir, &["pg:kill", &waiter_pid, "-a", "desk"]);
+    let out = waiter.wait_with_output().unwrap();
+    assert!(
+        text(&out.stderr).contains("canceling statement due to user request"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.ok(&dir, &["pg:killall", "-a", "desk"]);
+    let out = holder.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("terminat"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A pid that is not one of the app's sessions is left alone.
+    let out = s.ok(&dir, &["pg:kill", "1", "-a", "desk"]);
+    assert!(out.lines().any(|l| l.trim() == "f"), "{out}");
 }
