@@ -77,6 +77,8 @@ pub struct AddonsConfig {
     pub manifests_dir: Option<PathBuf>,
     /// The API's URL, for partners' callbacks.
     pub api_url: String,
+    /// Where Postgres backups are kept (`<dir>/<app id>/<backup id>.dump`).
+    pub backups_dir: PathBuf,
 }
 
 struct Inner {
@@ -142,6 +144,11 @@ impl Addons {
                 stopping: tokio::sync::watch::channel(false).0,
             }),
         }
+    }
+
+    /// Where Postgres backups are kept.
+    pub fn backups_dir(&self) -> &std::path::Path {
+        &self.inner.cfg.backups_dir
     }
 
     pub fn catalogue(&self) -> &Catalogue {

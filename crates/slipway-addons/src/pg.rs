@@ -778,3 +778,212 @@ fn thousands(n: u64) -> String {
     }
     out
 }
+
+impl Addons {
+    /// `pg_dump -Fc` of the add-on's database into `path` (the app's objects, not Slipway's
+    /// schema); `progress` is told the size written so far. Returns the final size.
+    pub async fn pg_dump(
+        &self,
+        addon: &AddonRow,
+        path: &std::path::Path,
+        progress: impl Fn(u64),
+    ) -> Result<u64, AddonError> {
+        let (row, _) = self.postgres_addon(addon).await?;
+        let db = secret(&row, "database");
+        let mut child = tokio::process::Command::new(self.inner.cfg.postgres_bin.join("pg_dump"))
+            .args(["-Fc", "-N", "slipway_admin", "--no-owner", "--no-acl", "-h"])
+            .arg(self.dir(&addon.id).join("run"))
+            .args([
+                "-p",
+                &row.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                &db,
+                "-f",
+            ])
+            .arg(path)
+            .env_clear()
+            .env("LANG", "C.UTF-8")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| AddonError::Unavailable(format!("cannot run pg_dump: {e}")))?;
+        let mut stderr = child.stderr.take();
+        let err_text = tokio::spawn(async move {
+            let mut s = String::new();
+            if let Some(e) = stderr.as_mut() {
+                use tokio::io::AsyncReadExt;
+                let _ = e.read_to_string(&mut s).await;
+            }
+            s
+        });
+        let status = loop {
+            tokio::select! {
+                s = child.wait() => break s,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    progress(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0));
+                }
+            }
+        };
+        let err = err_text.await.unwrap_or_default();
+        match status {
+            Ok(s) if s.success() => Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)),
+            _ => Err(AddonError::Unavailable(format!(
+                "pg_dump failed: {}",
+                err.trim()
+            ))),
+        }
+    }
+
+    /// Replaces the add-on's database with a dump's contents, in one transaction: the app's
+    /// schemas are emptied and the dump's objects recreated as the app's role. If anything
+    /// fails, the database is left as it was.
+    pub async fn pg_restore(
+        &self,
+        addon: &AddonRow,
+        path: &std::path::Path,
+    ) -> Result<(), AddonError> {
+        let (row, _) = self.postgres_addon(addon).await?;
+        let (user, holder, db) = (
+            secret(&row, "user"),
+            secret(&row, "holder"),
+            secret(&row, "database"),
+        );
+        let bin = &self.inner.cfg.postgres_bin;
+        let fail = |what: &str, e: String| AddonError::Unavailable(format!("{what}: {e}"));
+        let run = |cmd: &mut tokio::process::Command| {
+            cmd.env_clear()
+                .env("LANG", "C.UTF-8")
+                .env("PGCONNECT_TIMEOUT", "10")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+        };
+        let work = tempfile_dir(path)?;
+        // The dump's table of contents without extensions (those are Slipway's to manage).
+        let mut list = tokio::process::Command::new(bin.join("pg_restore"));
+        list.arg("-l").arg(path);
+        run(&mut list);
+        let out = list
+            .output()
+            .await
+            .map_err(|e| fail("cannot run pg_restore", e.to_string()))?;
+        if !out.status.success() {
+            return Err(AddonError::Refused(format!(
+                "The backup cannot be read: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let toc: String = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains(" EXTENSION "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (toc_path, script, wipe) = (
+            work.join("toc"),
+            work.join("restore.sql"),
+            work.join("wipe.sql"),
+        );
+        let io = |e: std::io::Error| AddonError::Io(e.to_string());
+        std::fs::write(&toc_path, toc).map_err(io)?;
+        std::fs::write(
+            &wipe,
+            format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{user}';\n\
+                 REASSIGN OWNED BY {holder} TO {user};\n\
+                 DO $$ DECLARE s record; BEGIN\n\
+                   FOR s IN SELECT nspname FROM pg_namespace WHERE nspowner IN ('{user}'::regrole, '{holder}'::regrole)\n\
+                            OR nspname = 'public' LOOP\n\
+                     EXECUTE format('DROP SCHEMA %I CASCADE', s.nspname);\n\
+                   END LOOP;\n\
+                 END $$;\n\
+                 CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n\
+                 GRANT USAGE ON SCHEMA public TO PUBLIC;\n"
+            ),
+        )
+        .map_err(io)?;
+        let mut sql = tokio::process::Command::new(bin.join("pg_restore"));
+        sql.args(["--no-owner", "--no-acl", "--role", &user, "-L"])
+            .arg(&toc_path)
+            .arg("-f")
+            .arg(&script)
+            .arg(path);
+        run(&mut sql);
+        let out = sql
+            .output()
+            .await
+            .map_err(|e| fail("cannot run pg_restore", e.to_string()))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(fail(
+                "pg_restore failed",
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        let mut apply = tokio::process::Command::new(bin.join("psql"));
+        apply
+            .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir(&addon.id).join("run"))
+            .args([
+                "-p",
+                &row.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                &db,
+                "-f",
+            ])
+            .arg(&wipe)
+            .arg("-f")
+            .arg(&script)
+            .stdout(std::process::Stdio::null());
+        run(&mut apply);
+        let out = apply
+            .output()
+            .await
+            .map_err(|e| fail("cannot run psql", e.to_string()));
+        let _ = std::fs::remove_dir_all(&work);
+        let out = out?;
+        if !out.status.success() {
+            return Err(fail(
+                "The restore failed and was rolled back",
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        let mut settings = row.settings.clone();
+        settings.remove(ROW_STATE);
+        settings.remove(OVER_SINCE);
+        let _ = self
+            .inner
+            .store
+            .set_addon_server(&addon.id, &row.secrets, &settings)
+            .await;
+        Ok(())
+    }
+
+    /// How many backups the add-on's plan keeps.
+    pub fn backup_retention(&self, addon: &AddonRow) -> usize {
+        match self.service_of(addon) {
+            Ok((_, plan)) if plan.name.starts_with("essential") => 5,
+            Ok(_) => 25,
+            Err(_) => 5,
+        }
+    }
+}
+
+/// A fresh working dir beside `path` (same filesystem, same owner).
+fn tempfile_dir(path: &std::path::Path) -> Result<std::path::PathBuf, AddonError> {
+    let dir = path
+        .parent()
+        .unwrap_or(std::path::Path::new("/tmp"))
+        .join(format!(
+            ".restore-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| AddonError::Io(format!("creating {}: {e}", dir.display())))?;
+    Ok(dir)
+}

@@ -21,6 +21,7 @@ mod git;
 mod handlers;
 mod log_retention;
 mod logsession;
+mod pg_backups;
 pub mod range;
 pub mod rendezvous;
 mod router_settings;
@@ -313,6 +314,31 @@ pub fn router(state: AppState) -> axum::Router {
             "/addon-attachments/{attachment}",
             get(addons::attachment_info).delete(addons::detach),
         )
+        .route(
+            "/apps/{app}/pg-backups",
+            get(pg_backups::list).post(pg_backups::capture),
+        )
+        .route(
+            "/apps/{app}/pg-backups/{backup}",
+            get(pg_backups::info).delete(pg_backups::delete),
+        )
+        .route(
+            "/apps/{app}/pg-backups/{backup}/actions/public-url",
+            post(pg_backups::public_url),
+        )
+        .route(
+            "/apps/{app}/pg-backups/{backup}/actions/restore",
+            post(pg_backups::restore),
+        )
+        .route(
+            "/apps/{app}/pg-backup-schedules",
+            get(pg_backups::schedules),
+        )
+        .route(
+            "/apps/{app}/pg-backup-schedules/{database}",
+            axum::routing::put(pg_backups::schedule).delete(pg_backups::unschedule),
+        )
+        .route("/pg-backups/{token}", get(pg_backups::download))
         .route("/actions/addons/resolve", post(addons::resolve_addon))
         .route(
             "/actions/addon-attachments/resolve",

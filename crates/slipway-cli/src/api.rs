@@ -20,6 +20,8 @@ pub struct Api {
     key: Option<String>,
     /// Headers sent with every request besides the standard ones (`Accept-Expansion`).
     extra: Vec<(&'static str, String)>,
+    /// How long a request may take in all; none by default (only connecting is bounded).
+    timeout: Option<Duration>,
 }
 
 /// A non-2xx answer: the status and the server's `{"id","message"}`. Displays as the message, so
@@ -66,6 +68,7 @@ impl Api {
             base: base.trim_end_matches('/').to_owned(),
             key: key.map(str::to_owned),
             extra: Vec::new(),
+            timeout: None,
         })
     }
 
@@ -75,6 +78,13 @@ impl Api {
         let mut api = self.clone();
         api.extra.retain(|(k, _)| *k != "Accept-Expansion");
         api.extra.push(("Accept-Expansion", what.to_owned()));
+        api
+    }
+
+    /// The same client, giving up on a request (and its answer) after `timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Api {
+        let mut api = self.clone();
+        api.timeout = Some(timeout);
         api
     }
 
@@ -101,6 +111,9 @@ impl Api {
         }
         for (name, value) in &self.extra {
             req = req.header(*name, value);
+        }
+        if let Some(timeout) = self.timeout {
+            req = req.timeout(timeout);
         }
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         check_status(resp).await
@@ -153,6 +166,24 @@ impl Api {
             .await
             .map_err(|e| self.transport_error(e))?;
         check_status(resp).await
+    }
+
+    /// `GET url` of a file the server handed out a URL for (a backup's public URL), without the
+    /// key: such URLs carry their own token, and may point elsewhere than the API.
+    pub async fn download(&self, url: &str) -> Result<Response> {
+        let resp = self
+            .http
+            .get(url)
+            .header(ACCEPT, "application/octet-stream, */*")
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        check_status(resp).await
+    }
+
+    /// The base URL requests go to (`http://127.0.0.1:5050`).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     async fn read_json(&self, resp: Response, method: &Method, path: &str) -> Result<Value> {

@@ -278,6 +278,36 @@ pub enum Cmd {
     /// Show the queries that took the most time (from pg_stat_statements).
     #[command(name = "pg:outliers")]
     PgOutliers(PgOutliers),
+    /// List the app's Postgres backups and backup schedules.
+    #[command(name = "pg:backups")]
+    PgBackups(AppArgsOnly),
+    /// Capture a new backup (a `pg_dump -Fc` file) of a Postgres database.
+    #[command(name = "pg:backups:capture")]
+    PgBackupsCapture(PgBackupsCapture),
+    /// Show one backup (the newest by default).
+    #[command(name = "pg:backups:info")]
+    PgBackupsInfo(PgBackupArg),
+    /// Print a URL the backup can be downloaded from for an hour, without credentials.
+    #[command(name = "pg:backups:url", visible_alias = "pg:backups:public-url")]
+    PgBackupsUrl(PgBackupArg),
+    /// Download a backup to a file (latest.dump by default).
+    #[command(name = "pg:backups:download")]
+    PgBackupsDownload(PgBackupsDownload),
+    /// Replace a database's data with a backup's.
+    #[command(name = "pg:backups:restore")]
+    PgBackupsRestore(PgBackupsRestore),
+    /// Delete a backup.
+    #[command(name = "pg:backups:delete")]
+    PgBackupsDelete(PgBackupsDelete),
+    /// Capture a backup of a database every day at a given time.
+    #[command(name = "pg:backups:schedule")]
+    PgBackupsSchedule(PgBackupsSchedule),
+    /// Stop a database's daily backups.
+    #[command(name = "pg:backups:unschedule")]
+    PgBackupsUnschedule(PgDatabase),
+    /// List the app's daily backup schedules.
+    #[command(name = "pg:backups:schedules")]
+    PgBackupsSchedules(AppArgsOnly),
     /// Save an API key in ~/.netrc after checking it.
     #[command(name = "login", visible_alias = "auth:login")]
     Login(Login),
@@ -1035,6 +1065,79 @@ pub struct PgOutliers {
     /// Reset the statistics instead of showing them.
     #[arg(long)]
     pub reset: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupsCapture {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// Seconds between progress checks.
+    #[arg(long = "wait-interval", value_name = "SECONDS", default_value_t = 3)]
+    pub wait_interval: u64,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupArg {
+    /// The backup: `b001`, its id, or `latest` (the newest completed one).
+    #[arg(value_name = "BACKUP")]
+    pub backup: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupsDownload {
+    /// The backup: `b001`, its id, or `latest` (the newest completed one) [default: latest].
+    #[arg(value_name = "BACKUP")]
+    pub backup: Option<String>,
+    /// The file to write.
+    #[arg(short = 'o', long, value_name = "FILE", default_value = "latest.dump")]
+    pub output: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupsRestore {
+    /// The backup: `b001`, its id, or `latest` (the newest completed one) [default: latest].
+    #[arg(value_name = "BACKUP")]
+    pub backup: Option<String>,
+    /// The Postgres attachment or add-on to restore into [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupsDelete {
+    /// The backup: `b001` or its id.
+    #[arg(value_name = "BACKUP")]
+    pub backup: String,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupsSchedule {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// When to capture the daily backup: `HH:MM` (24-hour), optionally followed by the time
+    /// zone, which must be UTC for now (e.g. `02:00 UTC`).
+    #[arg(long, value_name = "'HH:MM UTC'")]
+    pub at: String,
     #[command(flatten)]
     pub app: AppArgs,
 }

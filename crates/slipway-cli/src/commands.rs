@@ -28,6 +28,7 @@ mod features;
 mod git_cmds;
 mod logs;
 mod pg;
+mod pg_backups;
 mod ps;
 mod redis;
 mod releases;
@@ -281,6 +282,16 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::PgKillall(a) => pg::killall(ctx, a).await,
         Cmd::PgLocks(a) => pg::locks(ctx, a).await,
         Cmd::PgOutliers(a) => pg::outliers(ctx, a).await,
+        Cmd::PgBackups(a) => pg_backups::list(ctx, a).await,
+        Cmd::PgBackupsCapture(a) => pg_backups::capture(ctx, a).await,
+        Cmd::PgBackupsInfo(a) => pg_backups::info(ctx, a).await,
+        Cmd::PgBackupsUrl(a) => pg_backups::url(ctx, a).await,
+        Cmd::PgBackupsDownload(a) => pg_backups::download(ctx, a).await,
+        Cmd::PgBackupsRestore(a) => pg_backups::restore(ctx, a).await,
+        Cmd::PgBackupsDelete(a) => pg_backups::delete(ctx, a).await,
+        Cmd::PgBackupsSchedule(a) => pg_backups::schedule(ctx, a).await,
+        Cmd::PgBackupsUnschedule(a) => pg_backups::unschedule(ctx, a).await,
+        Cmd::PgBackupsSchedules(a) => pg_backups::schedules(ctx, a).await,
         Cmd::RedisInfo(a) => redis::info(ctx, a).await,
         Cmd::RedisMaxmemory(a) => redis::maxmemory(ctx, a).await,
         Cmd::RedisCli(a) => redis::cli(ctx, a).await,

@@ -52,6 +52,9 @@ pub struct Env {
     /// Where Debian installs PostgreSQL's versioned programs (`/usr/lib/postgresql/15/bin`);
     /// `pg:psql` prefers the newest `psql` there to the one on `PATH`.
     pub pg_lib_dir: Option<PathBuf>,
+    /// Whether standard output is a terminal: progress (`pg:backups:capture`) is then redrawn in
+    /// place; otherwise only final lines are printed.
+    pub out_is_tty: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -79,10 +82,12 @@ impl Env {
             input: Input::Inherit,
             path: std::env::var_os("PATH"),
             pg_lib_dir: Some(PathBuf::from("/usr/lib/postgresql")),
+            out_is_tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         }
     }
 
-    /// An environment with nothing set but `HOME` and the working directory; not root, empty input.
+    /// An environment with nothing set but `HOME` and the working directory; not root, empty input,
+    /// output not a terminal.
     pub fn bare(home: impl Into<PathBuf>, cwd: impl Into<PathBuf>) -> Env {
         Env {
             api_url: None,
@@ -98,6 +103,7 @@ impl Env {
             input: Input::Text(String::new()),
             path: None,
             pg_lib_dir: None,
+            out_is_tty: false,
         }
     }
 

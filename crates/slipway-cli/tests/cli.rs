@@ -2130,3 +2130,708 @@ async fn pg_psql_passes_the_password_in_the_environment_only() {
         .unwrap();
     assert_eq!(resolve.json()["addon_attachment"], "HEROKU_POSTGRESQL_ONYX");
 }
+
+// ---- pg:backups
+
+fn backup_json(
+    num: u32,
+    status: &str,
+    size: u64,
+    started: &str,
+    finished: Option<&str>,
+    error: Option<&str>,
+) -> Value {
+    json!({
+        "id": format!("00000000-0000-4000-8000-00000000000{num}"), "num": num,
+        "name": format!("b{num:03}"), "status": status, "source": "DATABASE",
+        "addon": {"id": "id-postgresql-concave-52656", "name": PG},
+        "size": size, "started_at": started, "finished_at": finished, "error": error,
+        "scheduled": num == 1,
+    })
+}
+
+fn schedule_json() -> Value {
+    json!({"database": "DATABASE",
+           "addon": {"id": "id-postgresql-concave-52656", "name": PG},
+           "at": "02:00", "timezone": "UTC"})
+}
+
+/// The pg handler plus backups: b001 failed (scheduled), b002 completed, b003 running; one
+/// schedule; a public URL on the fake server itself that serves a dump without a key.
+fn backups_handler(req: &Seen, url: &str) -> Reply {
+    let b001 = backup_json(
+        1,
+        "failed",
+        0,
+        "2026-11-25T02:00:00Z",
+        Some("2026-11-25T02:00:09Z"),
+        Some("pg_dump: error: connection to server failed."),
+    );
+    let b002 = backup_json(
+        2,
+        "completed",
+        1_258_291,
+        "2026-11-26T14:10:00Z",
+        Some("2026-11-26T14:10:02Z"),
+        None,
+    );
+    let b003 = backup_json(3, "running", 524_288, "2026-11-26T14:20:00Z", None, None);
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/apps/shop/pg-backups") => reply(200, json!([b003, b002, b001])),
+        ("GET", "/apps/shop/pg-backups/b002" | "/apps/shop/pg-backups/latest") => reply(200, b002),
+        ("GET", "/apps/shop/pg-backups/b001") => reply(200, b001),
+        ("GET", "/apps/shop/pg-backups/b404") | ("DELETE", "/apps/shop/pg-backups/b404") => reply(
+            404,
+            json!({"id": "not_found", "message": "Couldn't find backup b404 on shop."}),
+        ),
+        ("DELETE", "/apps/shop/pg-backups/b001") => reply(200, b001),
+        ("POST", "/apps/shop/pg-backups/b002/actions/public-url") => reply(
+            200,
+            json!({"url": format!("{url}/pg-backup-files/b002.dump?token=t0k3n"),
+                   "expires_at": "2026-11-26T15:10:00Z"}),
+        ),
+        ("POST", "/apps/shop/pg-backups/b001/actions/public-url") => reply(
+            200,
+            json!({"url": "/pg-backup-files/gone.dump", "expires_at": "2026-11-26T15:10:00Z"}),
+        ),
+        ("GET", "/pg-backup-files/gone.dump") => reply(
+            410,
+            json!({"id": "gone", "message": "This backup URL has expired."}),
+        ),
+        ("GET", "/pg-backup-files/b002.dump") if req.query.as_deref() == Some("token=t0k3n") => {
+            Reply {
+                status: 200,
+                headers: vec![("content-type", "application/octet-stream".into())],
+                body: "PGDMP\u{1}\u{e}\u{0}dump bytes".into(),
+            }
+        }
+        ("POST", "/apps/shop/pg-backups/b002/actions/restore") => reply(
+            200,
+            json!({"status": "completed", "backup": "b002", "database": "DATABASE"}),
+        ),
+        ("GET", "/apps/shop/pg-backup-schedules") => reply(200, json!([schedule_json()])),
+        ("PUT" | "DELETE", "/apps/shop/pg-backup-schedules/DATABASE") => {
+            reply(200, schedule_json())
+        }
+        _ => pg_handler(req, url),
+    }
+}
+
+#[tokio::test]
+async fn pg_backups_lists_backups_and_schedules() {
+    let api = FakeApi::start(|req, url| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/apps/empty/pg-backups" | "/apps/empty/pg-backup-schedules") => {
+            reply(200, json!([]))
+        }
+        _ => backups_handler(req, url),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:backups", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            "=== Backups\n",
+            "\n",
+            "ID    Created at                 Status                               Size    Database\n",
+            "────  ─────────────────────────  ───────────────────────────────────  ──────  ────────\n",
+            "b003  2026-11-26 14:20:00 +0000  Running                              512 KB  DATABASE\n",
+            "b002  2026-11-26 14:10:00 +0000  Completed 2026-11-26 14:10:02 +0000  1.2 MB  DATABASE\n",
+            "b001  2026-11-25 02:00:00 +0000  Failed 2026-11-25 02:00:09 +0000     0 B     DATABASE\n",
+            "\n",
+            "=== Backup Schedules\n",
+            "\n",
+            "DATABASE_URL: daily at 2:00 UTC\n",
+        )
+    );
+    let paths: Vec<(String, String)> = api.seen().into_iter().map(|s| (s.method, s.path)).collect();
+    assert_eq!(
+        paths,
+        [
+            ("GET".to_owned(), "/apps/shop/pg-backups".to_owned()),
+            (
+                "GET".to_owned(),
+                "/apps/shop/pg-backup-schedules".to_owned()
+            ),
+        ]
+    );
+
+    let r = cli(&env, &["pg:backups", "-a", "empty"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== Backups\n\nNo backups. Capture one with slipway pg:backups:capture\n\n\
+         === Backup Schedules\n\nNo backup schedules found. Use slipway pg:backups:schedule to set one up\n"
+    );
+
+    let r = cli(&env, &["pg:backups:schedules", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== Backup Schedules\n\nDATABASE_URL: daily at 2:00 UTC\n"
+    );
+    let r = cli(&env, &["pg:backups:schedules", "-a", "empty"]).await;
+    assert_eq!(
+        r.out,
+        "=== Backup Schedules\n\nNo backup schedules found. Use slipway pg:backups:schedule to set one up\n"
+    );
+
+    // An app that does not exist says so.
+    let r = cli(&env, &["pg:backups", "-a", "ghost"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err, " ▸    Couldn't find that app.\n");
+}
+
+#[tokio::test]
+async fn pg_backups_info_shows_one_backup() {
+    let api = FakeApi::start(backups_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:backups:info", "b002", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== Backup b002
+
+Database:    DATABASE
+Started at:  2026-11-26 14:10:00 +0000
+Finished at: 2026-11-26 14:10:02 +0000
+Status:      Completed
+Type:        Manual
+Backup Size: 1.2 MB
+"
+    );
+    let r = cli(&env, &["pg:backups:info", "b001", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "=== Backup b001
+
+Database:    DATABASE
+Started at:  2026-11-25 02:00:00 +0000
+Finished at: 2026-11-25 02:00:09 +0000
+Status:      Failed
+Type:        Scheduled
+Backup Size: 0 B
+Error:       pg_dump: error: connection to server failed.
+"
+    );
+    // Without a backup: the newest one, even while it runs.
+    let r = cli(&env, &["pg:backups:info", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out.starts_with("=== Backup b003\n\nDatabase:    DATABASE\nStarted at:  2026-11-26 14:20:00 +0000\nStatus:      Running\n"),
+        "{}",
+        r.out
+    );
+    let r = cli(&env, &["pg:backups:info", "b404", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err, " ▸    Couldn't find backup b404 on shop.\n");
+}
+
+/// A fake where a capture of DATABASE starts b003, which runs for one more check and then
+/// completes; a capture of HEROKU_POSTGRESQL_BIG starts b004, which fails.
+async fn capture_api() -> FakeApi {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let polls = Arc::new(AtomicUsize::new(0));
+    FakeApi::start(move |req, url| {
+        let started = "2026-11-26T14:20:00Z";
+        match (req.method.as_str(), req.path.as_str()) {
+            ("POST", "/apps/shop/pg-backups") if req.json()["database"] == "DATABASE" => {
+                reply(202, backup_json(3, "running", 0, started, None, None))
+            }
+            ("POST", "/apps/shop/pg-backups") => {
+                let mut b = backup_json(4, "running", 0, started, None, None);
+                b["source"] = json!("HEROKU_POSTGRESQL_BIG");
+                reply(202, b)
+            }
+            ("GET", "/apps/shop/pg-backups/b003") => {
+                if polls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    reply(200, backup_json(3, "running", 524_288, started, None, None))
+                } else {
+                    let done = Some("2026-11-26T14:20:05Z");
+                    reply(
+                        200,
+                        backup_json(3, "completed", 1_258_291, started, done, None),
+                    )
+                }
+            }
+            ("GET", "/apps/shop/pg-backups/b004") => {
+                let done = Some("2026-11-26T14:20:01Z");
+                let mut b = backup_json(
+                    4,
+                    "failed",
+                    0,
+                    started,
+                    done,
+                    Some("pg_dump: error: out of disk space."),
+                );
+                b["source"] = json!("HEROKU_POSTGRESQL_BIG");
+                reply(200, b)
+            }
+            _ => backups_handler(req, url),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pg_backups_capture_follows_the_backup_until_it_completes() {
+    let api = capture_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env_for(&api, dir.path());
+    let r = cli(
+        &env,
+        &["pg:backups:capture", "-a", "shop", "--wait-interval", "1"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Starting backup of postgresql-concave-52656... done
+
+Use Ctrl-C at any time to stop monitoring progress; the backup will continue running.
+Use slipway pg:backups:info to check progress.
+
+Backing up DATABASE to b003... done
+"
+    );
+    assert_eq!(r.err, "");
+    let seen: Vec<(String, String, Value)> = api
+        .seen()
+        .into_iter()
+        .map(|s| (s.method.clone(), s.path.clone(), s.json()))
+        .collect();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(
+        (seen[0].0.as_str(), seen[0].1.as_str()),
+        ("POST", "/actions/addon-attachments/resolve")
+    );
+    assert_eq!(
+        (seen[1].0.as_str(), seen[1].1.as_str(), &seen[1].2),
+        (
+            "POST",
+            "/apps/shop/pg-backups",
+            &json!({"database": "DATABASE"})
+        )
+    );
+    for s in &seen[2..] {
+        assert_eq!(
+            (s.0.as_str(), s.1.as_str()),
+            ("GET", "/apps/shop/pg-backups/b003")
+        );
+    }
+
+    // On a terminal the size so far is redrawn in place.
+    let api = capture_api().await;
+    env = env_for(&api, dir.path());
+    env.out_is_tty = true;
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:capture",
+            "DATABASE_URL",
+            "-a",
+            "shop",
+            "--wait-interval",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out.ends_with(
+            "\n\nBacking up DATABASE to b003... \
+             \rBacking up DATABASE to b003... 0 B\x1b[K\
+             \rBacking up DATABASE to b003... 512 KB\x1b[K\
+             \rBacking up DATABASE to b003... done\x1b[K\n"
+        ),
+        "{:?}",
+        r.out
+    );
+    assert_eq!(api.seen()[0].json()["addon_attachment"], "DATABASE_URL");
+
+    // A backup that fails: its error, and a non-zero exit.
+    let api = capture_api().await;
+    env = env_for(&api, dir.path());
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:capture",
+            "HEROKU_POSTGRESQL_BIG_URL",
+            "-a",
+            "shop",
+            "--wait-interval",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.out
+            .starts_with("Starting backup of postgresql-big-12... done\n"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out
+            .ends_with("\nBacking up HEROKU_POSTGRESQL_BIG to b004... !\n"),
+        "{}",
+        r.out
+    );
+    assert_eq!(
+        r.err,
+        " ▸    An error occurred and the backup did not finish: pg_dump: error: out of disk space. See slipway pg:backups:info b004.\n"
+    );
+    assert_eq!(
+        api.seen()[1].json(),
+        json!({"database": "HEROKU_POSTGRESQL_BIG"})
+    );
+}
+
+#[tokio::test]
+async fn pg_backups_restore_needs_confirm_then_restores() {
+    let api = FakeApi::start(backups_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:backups:restore", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "");
+    assert_eq!(
+        r.err,
+        " ▸    This will replace all data in DATABASE on shop with the latest completed backup. To proceed, run\n \
+         ▸    slipway pg:backups:restore -a shop --confirm shop\n"
+    );
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:restore",
+            "b002",
+            "HEROKU_POSTGRESQL_ONYX",
+            "-a",
+            "shop",
+            "--confirm",
+            "other",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    This will replace all data in HEROKU_POSTGRESQL_ONYX on shop with backup b002. To proceed, run\n \
+         ▸    slipway pg:backups:restore b002 HEROKU_POSTGRESQL_ONYX -a shop --confirm shop\n"
+    );
+    // A lone upper-case argument is the database.
+    let r = cli(&env, &["pg:backups:restore", "DATABASE_URL", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    This will replace all data in DATABASE_URL on shop with the latest completed backup. To proceed, run\n \
+         ▸    slipway pg:backups:restore DATABASE_URL -a shop --confirm shop\n"
+    );
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+
+    let r = cli(
+        &env,
+        &["pg:backups:restore", "-a", "shop", "--confirm", "shop"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Starting restore of b002 to postgresql-concave-52656... done\nRestoring... done\n"
+    );
+    let seen = api.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].json()["addon_attachment"], "DATABASE");
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("GET", "/apps/shop/pg-backups/latest")
+    );
+    assert_eq!(
+        (seen[2].method.as_str(), seen[2].path.as_str()),
+        ("POST", "/apps/shop/pg-backups/b002/actions/restore")
+    );
+    assert_eq!(seen[2].json(), json!({"database": "DATABASE"}));
+
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:restore",
+            "DATABASE_URL",
+            "-a",
+            "shop",
+            "--confirm",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let seen = api.seen();
+    assert_eq!(seen[3].json()["addon_attachment"], "DATABASE_URL");
+    assert_eq!(seen[4].path, "/apps/shop/pg-backups/latest");
+
+    // A backup that did not complete is refused before the restore.
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:restore",
+            "b001",
+            "-a",
+            "shop",
+            "--confirm",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "");
+    assert_eq!(
+        r.err,
+        " ▸    Backup b001 is failed; only a completed backup can be restored.\n"
+    );
+    // An unknown backup: the server's message, and no restore.
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:restore",
+            "b404",
+            "-a",
+            "shop",
+            "--confirm",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err, " ▸    Couldn't find backup b404 on shop.\n");
+    assert!(!api
+        .seen()
+        .iter()
+        .any(|s| s.path.ends_with("/actions/restore") && !s.path.contains("b002")));
+}
+
+#[tokio::test]
+async fn pg_backups_delete_needs_confirm() {
+    let api = FakeApi::start(backups_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:backups:delete", "b001", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    This will permanently delete backup b001 of shop. To proceed, run\n \
+         ▸    slipway pg:backups:delete b001 -a shop --confirm shop\n"
+    );
+    assert!(api.seen().is_empty());
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:delete",
+            "b001",
+            "-a",
+            "shop",
+            "--confirm",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, "Deleting backup b001 on ⬢ shop... done\n");
+    let last = api.seen().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("DELETE", "/apps/shop/pg-backups/b001")
+    );
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:delete",
+            "b404",
+            "-a",
+            "shop",
+            "--confirm",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "Deleting backup b404 on ⬢ shop... !\n");
+    assert_eq!(r.err, " ▸    Couldn't find backup b404 on shop.\n");
+}
+
+#[tokio::test]
+async fn pg_backups_schedule_checks_the_time_then_puts_it() {
+    let api = FakeApi::start(backups_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    for (at, message) in [
+        (
+            "25:00",
+            " ▸    Invalid --at \"25:00\": give the time as HH:MM in 24-hour form, optionally followed by the time zone, e.g. --at '02:00 UTC'.\n",
+        ),
+        (
+            "2am",
+            " ▸    Invalid --at \"2am\": give the time as HH:MM in 24-hour form, optionally followed by the time zone, e.g. --at '02:00 UTC'.\n",
+        ),
+        (
+            "02:00 America/New_York",
+            " ▸    Backup schedules only support the UTC time zone for now, not America/New_York. Give the time in UTC, e.g. --at '02:00 UTC'.\n",
+        ),
+    ] {
+        let r = cli(&env, &["pg:backups:schedule", "-a", "shop", "--at", at]).await;
+        assert_eq!(r.code, 1, "{at}");
+        assert_eq!(r.out, "");
+        assert_eq!(r.err, message);
+    }
+    // --at is required.
+    let r = cli(&env, &["pg:backups:schedule", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:schedule",
+            "DATABASE_URL",
+            "-a",
+            "shop",
+            "--at",
+            "02:00 UTC",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Scheduling automatic daily backups of postgresql-concave-52656 at 02:00 UTC... done\n"
+    );
+    let seen = api.seen();
+    assert_eq!(seen[0].json()["addon_attachment"], "DATABASE_URL");
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("PUT", "/apps/shop/pg-backup-schedules/DATABASE")
+    );
+    assert_eq!(seen[1].json(), json!({"at": "02:00 UTC"}));
+
+    // A time without a zone is UTC.
+    let r = cli(&env, &["pg:backups:schedule", "-a", "shop", "--at", "3:30"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(api.seen().pop().unwrap().json(), json!({"at": "03:30 UTC"}));
+
+    let r = cli(&env, &["pg:backups:unschedule", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Stopping automatic backups of postgresql-concave-52656... done\n"
+    );
+    let last = api.seen().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("DELETE", "/apps/shop/pg-backup-schedules/DATABASE")
+    );
+}
+
+#[tokio::test]
+async fn pg_backups_url_and_download() {
+    let api = FakeApi::start(backups_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:backups:url", "b002", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        format!("{}/pg-backup-files/b002.dump?token=t0k3n\n", api.url)
+    );
+
+    let r = cli(&env, &["pg:backups:download", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Getting backup from ⬢ shop... done, #b002\nDownloading latest.dump... done\n"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("latest.dump")).unwrap(),
+        b"PGDMP\x01\x0e\x00dump bytes"
+    );
+    let seen = api.seen();
+    let n = seen.len();
+    assert_eq!(
+        (seen[n - 3].method.as_str(), seen[n - 3].path.as_str()),
+        ("GET", "/apps/shop/pg-backups/latest")
+    );
+    assert_eq!(
+        (seen[n - 2].method.as_str(), seen[n - 2].path.as_str()),
+        ("POST", "/apps/shop/pg-backups/b002/actions/public-url")
+    );
+    // The file is fetched without the API key.
+    assert_eq!(seen[n - 1].path, "/pg-backup-files/b002.dump");
+    assert_eq!(seen[n - 1].authorization, None);
+
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:download",
+            "b002",
+            "-a",
+            "shop",
+            "-o",
+            "shop.dump",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "Getting backup from ⬢ shop... done, #b002\nDownloading shop.dump... done\n"
+    );
+    assert!(dir.path().join("shop.dump").exists());
+
+    // A backup that does not exist: nothing is written.
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:download",
+            "b404",
+            "-a",
+            "shop",
+            "-o",
+            "missing.dump",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "Getting backup from ⬢ shop... !\n");
+    assert_eq!(r.err, " ▸    Couldn't find backup b404 on shop.\n");
+    assert!(!dir.path().join("missing.dump").exists());
+    // A URL that fails (given as a path on the API server): nothing is written either.
+    let r = cli(
+        &env,
+        &[
+            "pg:backups:download",
+            "b001",
+            "-a",
+            "shop",
+            "-o",
+            "gone.dump",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.out,
+        "Getting backup from ⬢ shop... done, #b001\nDownloading gone.dump... !\n"
+    );
+    assert_eq!(r.err, " ▸    This backup URL has expired.\n");
+    assert_eq!(api.seen().pop().unwrap().path, "/pg-backup-files/gone.dump");
+    assert!(!dir.path().join("gone.dump").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -280,6 +280,7 @@ impl Store {
     pub async fn delete_addon(&self, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for sql in [
+            "DELETE FROM pg_backup_schedules WHERE addon_id = ?",
             "DELETE FROM addon_attachments WHERE addon_id = ?",
             "DELETE FROM addon_servers WHERE addon_id = ?",
             "DELETE FROM addons WHERE id = ?",

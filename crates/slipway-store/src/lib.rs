@@ -6,12 +6,14 @@
 //! plain `*Row` structs below; the API turns them into Heroku's wire shapes.
 
 mod addons;
+mod backups;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
 pub use addons::{AddonRow, AddonServerRow, AttachmentRow, NewAddon};
+pub use backups::{BackupRow, BackupScheduleRow};
 use chrono::{DateTime, Utc};
 use slipway_types::ConfigVars;
 use sqlx::sqlite::{
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_log_drains.sql"),
     include_str!("../migrations/0006_log_retention.sql"),
     include_str!("../migrations/0007_addons.sql"),
+    include_str!("../migrations/0008_pg_backups.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -478,6 +481,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         for sql in [
+            "DELETE FROM pg_backup_links WHERE backup_id IN (SELECT id FROM pg_backups WHERE app_id = ?)",
+            "DELETE FROM pg_backups WHERE app_id = ?",
+            "DELETE FROM pg_backup_schedules WHERE app_id = ?",
             "DELETE FROM addon_attachments WHERE addon_id IN (SELECT id FROM addons WHERE app_id = ?)",
             "DELETE FROM addon_servers WHERE addon_id IN (SELECT id FROM addons WHERE app_id = ?)",
             "DELETE FROM addons WHERE app_id = ?",

@@ -289,6 +289,7 @@ fn addons_setup(
             check_interval: config.addon_check_interval,
             row_limit_grace: config.row_limit_grace,
             manifests_dir: Some(config.data_dir.join("addon-manifests")),
+            backups_dir: config.data_dir.join("pg-backups"),
             api_url: format!("http://{api_addr}"),
         },
         store.clone(),
@@ -638,6 +639,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = state.with_rendezvous(rendezvous.clone());
     let addons = addons_setup(&config, api_addr, &runtime, &store, &logs)?;
     let state = state.with_addons(addons.clone());
+    state.start_backup_scheduler();
     let rendezvous_task =
         tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));
     for app in store.apps().await? {

@@ -28,7 +28,7 @@ use crate::format::{
 const SERVICE: &str = "heroku-postgresql";
 
 /// The attachment name used when none is given.
-const DEFAULT_ATTACHMENT: &str = "DATABASE";
+pub(super) const DEFAULT_ATTACHMENT: &str = "DATABASE";
 
 /// What `GET /addons/{id}/postgres` answers.
 #[derive(Debug, Default, Deserialize)]
@@ -124,7 +124,7 @@ fn cell_text(v: &Value) -> Option<String> {
 
 /// The app's Postgres attachment named `database` (an attachment name, with or without `_URL`,
 /// or an add-on name); the first one when several match.
-async fn resolve(api: &Api, app: &str, database: Option<&str>) -> Result<Attachment> {
+pub(super) async fn resolve(api: &Api, app: &str, database: Option<&str>) -> Result<Attachment> {
     let wanted = database.unwrap_or(DEFAULT_ATTACHMENT);
     let body = json!({ "addon_attachment": wanted, "app": app, "addon_service": SERVICE });
     let value = match api
