@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use catalogue::{Catalogue, Kind, Plan, PlanLimits, Service};
 use nix::sys::signal::Signal;
-pub use pg::{Credential, PgInfo};
+pub use pg::{Check, Credential, PgInfo};
 pub use postgres::Table;
 use process::{Server, ServerSpec};
 use slipway_logs::{LogRouter, Source};
@@ -79,6 +79,8 @@ pub struct AddonsConfig {
     pub api_url: String,
     /// Where Postgres backups are kept (`<dir>/<app id>/<backup id>.dump`).
     pub backups_dir: PathBuf,
+    /// `pg:diagnose`'s thresholds for long queries and transactions.
+    pub diagnose: postgres::DiagnoseLimits,
 }
 
 struct Inner {

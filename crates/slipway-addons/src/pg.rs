@@ -987,3 +987,161 @@ fn tempfile_dir(path: &std::path::Path) -> Result<std::path::PathBuf, AddonError
         .map_err(|e| AddonError::Io(format!("creating {}: {e}", dir.display())))?;
     Ok(dir)
 }
+
+/// One graded `pg:diagnose` check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: postgres::Grade,
+    pub message: Option<String>,
+    pub results: Table,
+}
+
+impl Addons {
+    /// Runs Heroku's `pg:diagnose` checks on the add-on's database.
+    pub async fn pg_diagnose(&self, addon: &AddonRow) -> Result<Vec<Check>, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        let (_, plan) = self.service_of(addon)?;
+        let roles = Self::app_roles(&row);
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let db = secret(&row, "database");
+        let mut out = Vec::new();
+        for (name, sql) in postgres::diagnose_checks(&db, &roles, &self.inner.cfg.diagnose) {
+            let check = match psql.query(&db, &sql).await {
+                Ok(t) => {
+                    let (status, message) = postgres::grade(name, &t, plan.limits.connections);
+                    Check {
+                        name: name.into(),
+                        status,
+                        message,
+                        results: t,
+                    }
+                }
+                Err(e) => Check {
+                    name: name.into(),
+                    status: postgres::Grade::Skipped,
+                    message: Some(e.to_string()),
+                    results: Table::default(),
+                },
+            };
+            out.push(check);
+        }
+        out.push(load_check());
+        Ok(out)
+    }
+
+    async fn pg_table(&self, addon: &AddonRow, sql: &str) -> Result<Table, AddonError> {
+        let (row, psql) = self.postgres_addon(addon).await?;
+        psql.query(&secret(&row, "database"), sql).await
+    }
+
+    /// `pg:bloat`.
+    pub async fn pg_bloat(&self, addon: &AddonRow) -> Result<Table, AddonError> {
+        self.pg_table(addon, postgres::bloat_sql()).await
+    }
+
+    /// `pg:index-usage`.
+    pub async fn pg_index_usage(&self, addon: &AddonRow) -> Result<Table, AddonError> {
+        self.pg_table(addon, postgres::index_usage_sql()).await
+    }
+
+    /// `pg:cache-hit`.
+    pub async fn pg_cache_hit(&self, addon: &AddonRow) -> Result<Table, AddonError> {
+        self.pg_table(addon, postgres::cache_hit_sql()).await
+    }
+
+    /// `pg:explain`: the plan of one statement, run as the app's role (with `analyze`, executed
+    /// inside a transaction that is rolled back).
+    pub async fn pg_explain(
+        &self,
+        addon: &AddonRow,
+        sql: &str,
+        analyze: bool,
+    ) -> Result<String, AddonError> {
+        let (row, _) = self.postgres_addon(addon).await?;
+        let sql = sql.trim().trim_end_matches([';', ' ', '\n', '\t', '\r']);
+        if sql.is_empty() || sql.contains(';') {
+            return Err(AddonError::Refused(
+                "Give one SQL statement to explain (no ';' inside).".into(),
+            ));
+        }
+        let options = if analyze { "(ANALYZE, BUFFERS)" } else { "" };
+        // One simple query, as the app's own role over TCP: nothing in it runs with more rights
+        // than the app has, and a leading EXPLAIN keeps psql from reading it as a meta-command.
+        let command = format!("EXPLAIN {options} {sql}");
+        let out = tokio::process::Command::new(self.inner.cfg.postgres_bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-tA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &row.port.to_string(),
+                "-U",
+                &secret(&row, "user"),
+                "-d",
+                &secret(&row, "database"),
+            ])
+            .arg("-c")
+            .arg(format!(
+                "BEGIN; SET LOCAL statement_timeout = '60s'; {command}; ROLLBACK"
+            ))
+            .env_clear()
+            .env("LANG", "C.UTF-8")
+            .env("PGPASSWORD", secret(&row, "password"))
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGAPPNAME", "slipway-explain")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| AddonError::Unavailable(format!("cannot run psql: {e}")))?;
+        if !out.status.success() {
+            return Err(AddonError::Refused(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+}
+
+/// The host's load per CPU: red above 2, yellow above 1.
+fn load_check() -> Check {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    match load {
+        None => Check {
+            name: "Load".into(),
+            status: postgres::Grade::Skipped,
+            message: Some("The host's load is not available.".into()),
+            results: Table::default(),
+        },
+        Some(l) => {
+            let per_cpu = l / cpus;
+            let status = if per_cpu > 2.0 {
+                postgres::Grade::Red
+            } else if per_cpu > 1.0 {
+                postgres::Grade::Yellow
+            } else {
+                postgres::Grade::Green
+            };
+            Check {
+                name: "Load".into(),
+                status,
+                message: (status != postgres::Grade::Green)
+                    .then(|| format!("Load {l:.2} on {cpus} CPUs.")),
+                results: Table {
+                    columns: vec!["load_1m".into(), "cpus".into()],
+                    rows: vec![vec![Some(format!("{l:.2}")), Some(cpus.to_string())]],
+                },
+            }
+        }
+    }
+}

@@ -423,3 +423,253 @@ mod tests {
         );
     }
 }
+
+/// How a `pg:diagnose` check is graded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grade {
+    Red,
+    Yellow,
+    Green,
+    Skipped,
+}
+
+/// Thresholds of `pg:diagnose` that an operator may change.
+#[derive(Debug, Clone, Copy)]
+pub struct DiagnoseLimits {
+    /// A query running longer (and a transaction idle longer) is reported.
+    pub long_query: std::time::Duration,
+    /// A transaction open longer is reported.
+    pub long_transaction: std::time::Duration,
+}
+
+impl Default for DiagnoseLimits {
+    fn default() -> Self {
+        DiagnoseLimits {
+            long_query: std::time::Duration::from_secs(60),
+            long_transaction: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The SQL of each `pg:diagnose` check that is a query, in Heroku's order: (name, SQL). Each
+/// looks only at the add-on's database and, where sessions are concerned, its app's roles.
+pub fn diagnose_checks(
+    db: &str,
+    roles: &[&str],
+    limits: &DiagnoseLimits,
+) -> Vec<(&'static str, String)> {
+    let roles = in_list(roles);
+    let long = format!("{} seconds", limits.long_query.as_secs().max(1));
+    let long_xact = format!("{} seconds", limits.long_transaction.as_secs().max(1));
+    let user_schemas =
+        "n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', 'slipway_admin')";
+    vec![
+        (
+            "Connection Count",
+            format!("SELECT count(*) AS count FROM pg_stat_activity WHERE usename IN ({roles})"),
+        ),
+        (
+            "Long Queries",
+            format!(
+                "SELECT pid, (now() - query_start)::text AS duration, query FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND usename IN ({roles}) AND state = 'active' \
+                 AND now() - query_start > interval '{long}' ORDER BY query_start"
+            ),
+        ),
+        (
+            "Long Transactions",
+            format!(
+                "SELECT pid, (now() - xact_start)::text AS duration, state, query FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND usename IN ({roles}) AND xact_start IS NOT NULL \
+                 AND now() - xact_start > interval '{long_xact}' ORDER BY xact_start"
+            ),
+        ),
+        (
+            "Idle in Transaction",
+            format!(
+                "SELECT pid, (now() - state_change)::text AS duration, query FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND usename IN ({roles}) AND state LIKE 'idle in transaction%' \
+                 AND now() - state_change > interval '{long}' ORDER BY state_change"
+            ),
+        ),
+        (
+            "Indexes",
+            "SELECT s.schemaname, s.relname AS table, s.indexrelname AS index, \
+             pg_size_pretty(pg_relation_size(s.indexrelid)) AS index_size, s.idx_scan AS index_scans, \
+             'Never Used Indexes' AS reason FROM pg_stat_user_indexes s \
+             JOIN pg_index i ON i.indexrelid = s.indexrelid \
+             WHERE NOT i.indisunique AND NOT i.indisprimary AND s.idx_scan = 0 \
+             AND pg_relation_size(s.indexrelid) > 64 * 1024 * 1024 ORDER BY pg_relation_size(s.indexrelid) DESC"
+                .to_string(),
+        ),
+        (
+            "Bloat",
+            "SELECT schemaname, relname AS table, \
+             round((n_live_tup + n_dead_tup)::numeric / greatest(n_live_tup, 1), 1) AS bloat, \
+             pg_size_pretty((pg_relation_size(relid) * n_dead_tup / greatest(n_live_tup + n_dead_tup, 1))::bigint) AS waste \
+             FROM pg_stat_user_tables \
+             WHERE (n_live_tup + n_dead_tup)::numeric / greatest(n_live_tup, 1) > 10 \
+             AND pg_relation_size(relid) * n_dead_tup / greatest(n_live_tup + n_dead_tup, 1) > 64 * 1024 * 1024"
+                .to_string(),
+        ),
+        ("Hit Rate", cache_hit_sql().to_string()),
+        (
+            "Blocking Queries",
+            format!(
+                "SELECT bl.pid AS blocked_pid, ka.pid AS blocking_pid, \
+                 (now() - bl.query_start)::text AS blocked_duration, bl.query AS blocked_query, \
+                 ka.query AS blocking_query FROM pg_stat_activity bl \
+                 JOIN LATERAL unnest(pg_blocking_pids(bl.pid)) AS b(pid) ON true \
+                 JOIN pg_stat_activity ka ON ka.pid = b.pid WHERE bl.datname = '{db}' ORDER BY bl.query_start"
+            ),
+        ),
+        (
+            "Sequences",
+            "SELECT schemaname, sequencename, last_value, max_value, \
+             round(100.0 * last_value / max_value, 2) AS percent_used FROM pg_sequences \
+             WHERE last_value IS NOT NULL AND max_value > 0 \
+             AND schemaname NOT IN ('pg_catalog', 'information_schema', 'slipway_admin') \
+             AND 100.0 * last_value / max_value >= 75 ORDER BY 5 DESC"
+                .to_string(),
+        ),
+        (
+            "Unlogged Tables",
+            format!(
+                "SELECT n.nspname AS schema, c.relname AS table FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p') AND {user_schemas}"
+            ),
+        ),
+        (
+            "Table Transaction ID Wraparound",
+            "SELECT n.nspname AS schema, c.relname AS table, age(c.relfrozenxid) AS xid_age, \
+             round(100.0 * age(c.relfrozenxid) / 2147483648, 2) AS percent FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'm', 't') AND age(c.relfrozenxid) > 536870912 \
+             ORDER BY 3 DESC LIMIT 20"
+                .to_string(),
+        ),
+        (
+            "Database Transaction ID Wraparound",
+            format!(
+                "SELECT datname, age(datfrozenxid) AS xid_age, mxid_age(datminmxid) AS mxid_age, \
+                 round(100.0 * greatest(age(datfrozenxid), mxid_age(datminmxid)) / 2147483648, 2) AS percent \
+                 FROM pg_database WHERE datname = '{db}' \
+                 AND greatest(age(datfrozenxid), mxid_age(datminmxid)) > 536870912"
+            ),
+        ),
+        (
+            "Schema Count",
+            format!("SELECT count(*) AS count FROM pg_namespace n WHERE {user_schemas}"),
+        ),
+    ]
+}
+
+/// Index and table cache hit rates (`pg:cache-hit`).
+pub fn cache_hit_sql() -> &'static str {
+    "SELECT 'index hit rate' AS name, \
+     round(sum(idx_blks_hit)::numeric / nullif(sum(idx_blks_hit + idx_blks_read), 0), 4) AS ratio, \
+     coalesce(sum(idx_blks_hit + idx_blks_read), 0) AS blocks FROM pg_statio_user_indexes \
+     UNION ALL SELECT 'table hit rate', \
+     round(sum(heap_blks_hit)::numeric / nullif(sum(heap_blks_hit + heap_blks_read), 0), 4), \
+     coalesce(sum(heap_blks_hit + heap_blks_read), 0) FROM pg_statio_user_tables"
+}
+
+/// How often each table is read through an index (`pg:index-usage`).
+pub fn index_usage_sql() -> &'static str {
+    "SELECT relname AS table, CASE coalesce(idx_scan, 0) WHEN 0 THEN 'Insufficient data' \
+     ELSE (100 * idx_scan / (seq_scan + idx_scan))::text END AS percent_of_times_index_used, \
+     n_live_tup AS rows_in_table FROM pg_stat_user_tables ORDER BY n_live_tup DESC"
+}
+
+/// Dead rows per table (`pg:bloat`).
+pub fn bloat_sql() -> &'static str {
+    "SELECT 'table' AS type, schemaname, relname AS object_name, \
+     round((n_live_tup + n_dead_tup)::numeric / greatest(n_live_tup, 1), 1) AS bloat, \
+     pg_size_pretty((pg_relation_size(relid) * n_dead_tup / greatest(n_live_tup + n_dead_tup, 1))::bigint) AS waste \
+     FROM pg_stat_user_tables ORDER BY pg_relation_size(relid) * n_dead_tup / greatest(n_live_tup + n_dead_tup, 1) DESC"
+}
+
+/// Grades a check from its rows (`limit`: the plan's connections; `load`: per CPU).
+pub fn grade(name: &str, t: &Table, connection_limit: u32) -> (Grade, Option<String>) {
+    let num = |row: usize, col: &str| -> f64 {
+        let i = t.columns.iter().position(|c| c == col);
+        i.and_then(|i| t.rows.get(row)?.get(i)?.as_deref()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let any = !t.rows.is_empty();
+    match name {
+        "Connection Count" => {
+            let n = num(0, "count");
+            let limit = f64::from(connection_limit.max(1));
+            let msg = Some(format!("{n} of {connection_limit} connections in use"));
+            if n >= 0.9 * limit {
+                (Grade::Red, msg)
+            } else if n >= 0.75 * limit {
+                (Grade::Yellow, msg)
+            } else {
+                (Grade::Green, None)
+            }
+        }
+        "Hit Rate" => {
+            // Too little traffic says nothing either way.
+            let low =
+                (0..t.rows.len()).any(|r| num(r, "blocks") >= 1000.0 && num(r, "ratio") < 0.99);
+            if low {
+                (
+                    Grade::Red,
+                    Some("Less than 99% of reads are served from memory.".into()),
+                )
+            } else {
+                (Grade::Green, None)
+            }
+        }
+        "Sequences" => {
+            let top = (0..t.rows.len())
+                .map(|r| num(r, "percent_used"))
+                .fold(0.0, f64::max);
+            if top >= 90.0 {
+                (
+                    Grade::Red,
+                    Some("A sequence is close to its type's limit.".into()),
+                )
+            } else if top >= 75.0 {
+                (Grade::Yellow, None)
+            } else {
+                (Grade::Green, None)
+            }
+        }
+        "Table Transaction ID Wraparound" | "Database Transaction ID Wraparound" => {
+            let top = (0..t.rows.len())
+                .map(|r| num(r, "percent"))
+                .fold(0.0, f64::max);
+            if top > 50.0 {
+                (
+                    Grade::Red,
+                    Some("Run VACUUM FREEZE before transaction IDs wrap around.".into()),
+                )
+            } else if top > 25.0 {
+                (Grade::Yellow, None)
+            } else {
+                (Grade::Green, None)
+            }
+        }
+        "Schema Count" => {
+            let n = num(0, "count");
+            if n > 50.0 {
+                (Grade::Red, Some(format!("{n} schemas")))
+            } else if n > 20.0 {
+                (Grade::Yellow, Some(format!("{n} schemas")))
+            } else {
+                (Grade::Green, None)
+            }
+        }
+        "Unlogged Tables" if any => (
+            Grade::Yellow,
+            Some("Unlogged tables are emptied after a crash and are not on followers.".into()),
+        ),
+        _ if any => (Grade::Red, None),
+        _ => (Grade::Green, None),
+    }
+}

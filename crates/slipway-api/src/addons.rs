@@ -1392,3 +1392,126 @@ pub async fn pg_rotate(
             .map_err(|e| ApiError::internal(e.to_string()))?,
     ))
 }
+
+/// `POST /addons/{addon}/postgres/diagnose`: runs the checks and keeps the report for a month.
+pub async fn pg_diagnose(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Response> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    let checks = s.addons()?.pg_diagnose(&addon).await?;
+    // The report names the database as the caller's app sees it, else as its billing app does.
+    let attachments = s.store.attachments_of_addon(&addon.id).await?;
+    let mut seen_as = None;
+    for a in &attachments {
+        if let Some(app) = s.store.app(&a.app_id).await? {
+            if app.owner_id == who.id {
+                seen_as = Some((app, a.name.clone()));
+                break;
+            }
+        }
+    }
+    let (app, database) = match seen_as {
+        Some(x) => x,
+        None => (
+            s.store
+                .app(&addon.app_id)
+                .await?
+                .ok_or_else(ApiError::app_not_found)?,
+            "DATABASE".to_string(),
+        ),
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let report = json!({
+        "id": id,
+        "created_at": chrono::Utc::now(),
+        "app": app.name,
+        "database": database,
+        "addon": {"id": addon.id, "name": addon.name},
+        "checks": checks,
+    });
+    s.store
+        .save_diagnose_report(&id, &app.id, &addon.id, &report.to_string())
+        .await?;
+    Ok((StatusCode::CREATED, Json(report)).into_response())
+}
+
+/// `GET /pg-diagnose/{id}`: a report of the last month, for the owner of its app.
+pub async fn pg_diagnose_report(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let not_found = || {
+        ApiError::not_found(
+            "pg-diagnose",
+            "Couldn't find that report; reports are kept for a month. Run slipway pg:diagnose again.",
+        )
+    };
+    let (app_id, report) = s
+        .store
+        .diagnose_report(id.trim())
+        .await?
+        .ok_or_else(not_found)?;
+    s.load_app(&who, &app_id).await.map_err(|_| not_found())?;
+    serde_json::from_str(&report)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `GET /addons/{addon}/postgres/bloat`.
+pub async fn pg_bloat(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    Ok(table_json(s.addons()?.pg_bloat(&addon).await?))
+}
+
+/// `GET /addons/{addon}/postgres/index-usage`.
+pub async fn pg_index_usage(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    Ok(table_json(s.addons()?.pg_index_usage(&addon).await?))
+}
+
+/// `GET /addons/{addon}/postgres/cache-hit`.
+pub async fn pg_cache_hit(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    Ok(table_json(s.addons()?.pg_cache_hit(&addon).await?))
+}
+
+#[derive(Deserialize)]
+struct ExplainBody {
+    sql: Option<String>,
+    analyze: Option<bool>,
+}
+
+/// `POST /addons/{addon}/postgres/explain` with `{"sql": ..., "analyze": true}`.
+pub async fn pg_explain(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    let req: ExplainBody = parse_json(&body)?;
+    let sql = req
+        .sql
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("Give the statement to explain as \"sql\"."))?;
+    let plan = s
+        .addons()?
+        .pg_explain(&addon, &sql, req.analyze.unwrap_or(true))
+        .await?;
+    Ok(Json(json!({"plan": plan})))
+}

@@ -277,6 +277,21 @@ pub fn router(state: AppState) -> axum::Router {
         )
         .route("/addons/{addon}/postgres/locks", get(addons::pg_locks))
         .route(
+            "/addons/{addon}/postgres/diagnose",
+            post(addons::pg_diagnose),
+        )
+        .route("/pg-diagnose/{id}", get(addons::pg_diagnose_report))
+        .route("/addons/{addon}/postgres/bloat", get(addons::pg_bloat))
+        .route(
+            "/addons/{addon}/postgres/index-usage",
+            get(addons::pg_index_usage),
+        )
+        .route(
+            "/addons/{addon}/postgres/cache-hit",
+            get(addons::pg_cache_hit),
+        )
+        .route("/addons/{addon}/postgres/explain", post(addons::pg_explain))
+        .route(
             "/addons/{addon}/postgres/outliers",
             get(addons::pg_outliers).delete(addons::pg_outliers_reset),
         )

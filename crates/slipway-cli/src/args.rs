@@ -278,6 +278,22 @@ pub enum Cmd {
     /// Show the queries that took the most time (from pg_stat_statements).
     #[command(name = "pg:outliers")]
     PgOutliers(PgOutliers),
+    /// Run Heroku's health checks on a Postgres database and grade each red, yellow or green;
+    /// with a report id, show that report again (reports are kept for a month).
+    #[command(name = "pg:diagnose")]
+    PgDiagnose(PgDiagnose),
+    /// Show the estimated bloat (wasted space) of the database's tables and indexes.
+    #[command(name = "pg:bloat")]
+    PgBloat(PgDatabase),
+    /// Show how often each table is read through an index rather than a sequential scan.
+    #[command(name = "pg:index-usage")]
+    PgIndexUsage(PgDatabase),
+    /// Show the share of index and table reads served from the buffer cache.
+    #[command(name = "pg:cache-hit")]
+    PgCacheHit(PgDatabase),
+    /// Show a query's plan (EXPLAIN ANALYZE, in a transaction that is rolled back).
+    #[command(name = "pg:explain")]
+    PgExplain(PgExplain),
     /// List the app's Postgres backups and backup schedules.
     #[command(name = "pg:backups")]
     PgBackups(AppArgsOnly),
@@ -1065,6 +1081,35 @@ pub struct PgOutliers {
     /// Reset the statistics instead of showing them.
     #[arg(long)]
     pub reset: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgDiagnose {
+    /// The Postgres attachment or add-on to check [default: DATABASE], or the id of an earlier
+    /// report to show.
+    #[arg(value_name = "DATABASE|REPORT_ID")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(allow_missing_positional = true)]
+pub struct PgExplain {
+    /// The Postgres attachment or add-on, e.g. `HEROKU_POSTGRESQL_ONYX_URL` [default: DATABASE].
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
+    /// The query to explain.
+    #[arg(value_name = "SQL", required = true)]
+    pub sql: String,
+    /// Plan the query without running it (plain EXPLAIN).
+    #[arg(long = "no-analyze")]
+    pub no_analyze: bool,
     #[command(flatten)]
     pub app: AppArgs,
 }

@@ -29,6 +29,7 @@ mod git_cmds;
 mod logs;
 mod pg;
 mod pg_backups;
+mod pg_diagnose;
 mod ps;
 mod redis;
 mod releases;
@@ -282,6 +283,11 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::PgKillall(a) => pg::killall(ctx, a).await,
         Cmd::PgLocks(a) => pg::locks(ctx, a).await,
         Cmd::PgOutliers(a) => pg::outliers(ctx, a).await,
+        Cmd::PgDiagnose(a) => pg_diagnose::diagnose(ctx, a).await,
+        Cmd::PgBloat(a) => pg_diagnose::table(ctx, a, "/bloat").await,
+        Cmd::PgIndexUsage(a) => pg_diagnose::table(ctx, a, "/index-usage").await,
+        Cmd::PgCacheHit(a) => pg_diagnose::table(ctx, a, "/cache-hit").await,
+        Cmd::PgExplain(a) => pg_diagnose::explain(ctx, a).await,
         Cmd::PgBackups(a) => pg_backups::list(ctx, a).await,
         Cmd::PgBackupsCapture(a) => pg_backups::capture(ctx, a).await,
         Cmd::PgBackupsInfo(a) => pg_backups::info(ctx, a).await,

@@ -1694,6 +1694,42 @@ fn pg_handler(req: &Seen, _: &str) -> Reply {
             }),
         ),
         ("DELETE", _, Some("/outliers")) => reply(200, json!({})),
+        ("POST", _, Some("/diagnose")) => reply(201, diagnose_report_json()),
+        ("GET", "/pg-diagnose/5f4c2a10-9b3e-4c1d-8e2f-0a1b2c3d4e5f", _) => {
+            reply(200, diagnose_report_json())
+        }
+        ("GET", p, _) if p.starts_with("/pg-diagnose/") => reply(
+            404,
+            json!({"id": "not_found", "message": "Couldn't find that diagnose report."}),
+        ),
+        ("GET", _, Some("/bloat")) => reply(
+            200,
+            json!({
+                "columns": ["type", "schemaname", "object_name", "bloat", "waste"],
+                "rows": [
+                    ["table", "public", "items", "12.3", "96 MB"],
+                    ["index", "public", "items::items_name_idx", "1.0", "0 bytes"],
+                ],
+            }),
+        ),
+        ("GET", _, Some("/index-usage")) => reply(
+            200,
+            json!({
+                "columns": ["relname", "percent_of_times_index_used", "rows_in_table"],
+                "rows": [["items", "99", "100"], ["events", null, "0"]],
+            }),
+        ),
+        ("GET", _, Some("/cache-hit")) => reply(
+            200,
+            json!({
+                "columns": ["name", "ratio"],
+                "rows": [["index hit rate", "0.99"], ["table hit rate", "0.95"]],
+            }),
+        ),
+        ("POST", _, Some("/explain")) => reply(
+            200,
+            json!({"plan": "Seq Scan on items  (cost=0.00..1.10 rows=10 width=36) (actual time=0.010..0.011 rows=10 loops=1)\nPlanning Time: 0.050 ms\nExecution Time: 0.030 ms"}),
+        ),
         _ => not_found(),
     }
 }
@@ -2129,6 +2165,320 @@ async fn pg_psql_passes_the_password_in_the_environment_only() {
         .find(|s| s.method == "POST")
         .unwrap();
     assert_eq!(resolve.json()["addon_attachment"], "HEROKU_POSTGRESQL_ONYX");
+}
+
+// ---- pg:diagnose and the other diagnostics
+
+const REPORT_ID: &str = "5f4c2a10-9b3e-4c1d-8e2f-0a1b2c3d4e5f";
+
+/// A stored report whose checks come in the server's order, not the printed one.
+fn diagnose_report_json() -> Value {
+    let table = |columns: Value, rows: Value| json!({"columns": columns, "rows": rows});
+    let empty = || table(json!([]), json!([]));
+    json!({
+        "id": REPORT_ID,
+        "created_at": "2026-11-26T15:10:00Z",
+        "app": "shop",
+        "database": "DATABASE",
+        "addon": {"id": "id-postgresql-concave-52656", "name": PG},
+        "checks": [
+            {"name": "Connection Count", "status": "green", "message": null,
+             "results": table(json!(["count"]), json!([["1"]]))},
+            {"name": "Load", "status": "skipped", "message": "no host metrics",
+             "results": empty()},
+            {"name": "Unlogged Tables", "status": "yellow",
+             "message": "Unlogged tables are emptied after a crash.",
+             "results": table(json!(["table"]), json!([["public.scratch"]]))},
+            {"name": "Long Queries", "status": "green", "message": null, "results": empty()},
+            {"name": "Blocking Queries", "status": "red", "message": null,
+             "results": table(
+                 json!(["blocked_pid", "blocking_pid", "blocked_statement", "blocking_duration"]),
+                 json!([["4243", "4242", "UPDATE accounts SET balance = 0", null]]),
+             )},
+        ],
+    })
+}
+
+const REPORT_TEXT: &str = concat!(
+    "Report 5f4c2a10-9b3e-4c1d-8e2f-0a1b2c3d4e5f for shop::DATABASE\n",
+    "available for one month after creation on 2026-11-26 15:10:00 +0000\n",
+    "\n",
+    "RED: Blocking Queries\n",
+    " blocked_pid | blocking_pid |        blocked_statement        | blocking_duration \n",
+    "-------------+--------------+---------------------------------+-------------------\n",
+    "        4243 |         4242 | UPDATE accounts SET balance = 0 | \n",
+    "(1 row)\n",
+    "\n",
+    "YELLOW: Unlogged Tables\n",
+    "Unlogged tables are emptied after a crash.\n",
+    "     table      \n",
+    "----------------\n",
+    " public.scratch\n",
+    "(1 row)\n",
+    "\n",
+    "GREEN: Connection Count\n",
+    "GREEN: Long Queries\n",
+    "SKIPPED: Load (no host metrics)\n",
+);
+
+#[tokio::test]
+async fn pg_diagnose_prints_red_then_yellow_with_rows_then_green_on_one_line() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:diagnose", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, REPORT_TEXT);
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[0].json(),
+        json!({"addon_attachment": "DATABASE", "app": "shop", "addon_service": "heroku-postgresql"})
+    );
+    assert_eq!(
+        (
+            seen[1].method.as_str(),
+            seen[1].path.as_str(),
+            seen[1].body.as_str()
+        ),
+        (
+            "POST",
+            "/addons/id-postgresql-concave-52656/postgres/diagnose",
+            ""
+        )
+    );
+
+    // A database by name; --json prints the report as the server sent it.
+    let r = cli(
+        &env,
+        &[
+            "pg:diagnose",
+            "HEROKU_POSTGRESQL_ONYX",
+            "-a",
+            "shop",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v, diagnose_report_json());
+    let seen = api.seen();
+    assert_eq!(seen[2].json()["addon_attachment"], "HEROKU_POSTGRESQL_ONYX");
+    assert_eq!(seen[3].method, "POST");
+
+    // An unknown database is named; nothing is run.
+    let r = cli(
+        &env,
+        &["pg:diagnose", "HEROKU_POSTGRESQL_NOPE", "-a", "shop"],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        " ▸    Unknown database: HEROKU_POSTGRESQL_NOPE. Valid options are: postgresql-concave-52656.\n"
+    );
+    let runs = api
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with("/diagnose"))
+        .count();
+    assert_eq!(runs, 2);
+}
+
+#[tokio::test]
+async fn pg_diagnose_shows_a_report_by_its_id() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:diagnose", REPORT_ID, "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, REPORT_TEXT);
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("GET", "/pg-diagnose/5f4c2a10-9b3e-4c1d-8e2f-0a1b2c3d4e5f")
+    );
+
+    // Upper case works, and no app is needed to look a report up.
+    let r = cli(&env, &["pg:diagnose", &REPORT_ID.to_uppercase(), "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["id"], REPORT_ID);
+    assert_eq!(
+        api.seen()[1].path,
+        "/pg-diagnose/5f4c2a10-9b3e-4c1d-8e2f-0a1b2c3d4e5f"
+    );
+
+    // Unknown or expired.
+    let r = cli(
+        &env,
+        &[
+            "pg:diagnose",
+            "00000000-0000-0000-0000-000000000000",
+            "-a",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "");
+    assert_eq!(r.err, " ▸    Couldn't find that diagnose report.\n");
+    assert!(!api.seen().iter().any(|s| s.method == "POST"));
+}
+
+#[tokio::test]
+async fn pg_explain_takes_the_sql_last_and_sends_analyze() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let plan = "Seq Scan on items  (cost=0.00..1.10 rows=10 width=36) (actual time=0.010..0.011 rows=10 loops=1)\n\
+                Planning Time: 0.050 ms\n\
+                Execution Time: 0.030 ms\n";
+
+    // One argument: the query, on DATABASE.
+    let r = cli(&env, &["pg:explain", "SELECT * FROM items", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, plan);
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].json()["addon_attachment"], "DATABASE");
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        (
+            "POST",
+            "/addons/id-postgresql-concave-52656/postgres/explain"
+        )
+    );
+    assert_eq!(
+        seen[1].json(),
+        json!({"sql": "SELECT * FROM items", "analyze": true})
+    );
+
+    // Two arguments: the database, then the query.
+    let r = cli(
+        &env,
+        &[
+            "pg:explain",
+            "HEROKU_POSTGRESQL_ONYX",
+            "DELETE FROM items",
+            "--no-analyze",
+            "-a",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, plan);
+    let seen = api.seen();
+    assert_eq!(seen[2].json()["addon_attachment"], "HEROKU_POSTGRESQL_ONYX");
+    assert_eq!(
+        seen[3].json(),
+        json!({"sql": "DELETE FROM items", "analyze": false})
+    );
+
+    // No query, or one too many: usage errors before any request.
+    let before = api.seen().len();
+    let r = cli(&env, &["pg:explain", "-a", "shop"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("<SQL>"), "{}", r.err);
+    assert!(
+        r.err.ends_with("See slipway help pg:explain.\n"),
+        "{}",
+        r.err
+    );
+    let r = cli(
+        &env,
+        &[
+            "pg:explain",
+            "DATABASE",
+            "SELECT 1",
+            "SELECT 2",
+            "-a",
+            "shop",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err.lines().count(), 1, "{}", r.err);
+    assert_eq!(api.seen().len(), before);
+
+    let r = cli(&env, &["help", "pg:explain"]).await;
+    assert_eq!(r.code, 0);
+    assert!(
+        r.out.contains("pg:explain [OPTIONS] [DATABASE] <SQL>"),
+        "{}",
+        r.out
+    );
+}
+
+#[tokio::test]
+async fn pg_bloat_index_usage_and_cache_hit_print_psql_tables() {
+    let api = FakeApi::start(pg_handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    let r = cli(&env, &["pg:bloat", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            " type  | schemaname |      object_name      | bloat |  waste  \n",
+            "-------+------------+-----------------------+-------+---------\n",
+            " table | public     | items                 |  12.3 | 96 MB\n",
+            " index | public     | items::items_name_idx |   1.0 | 0 bytes\n",
+            "(2 rows)\n",
+            "\n",
+        )
+    );
+    let seen = api.seen();
+    assert_eq!(seen[0].json()["addon_attachment"], "DATABASE");
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("GET", "/addons/id-postgresql-concave-52656/postgres/bloat")
+    );
+
+    let r = cli(&env, &["pg:index-usage", "DATABASE_URL", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            " relname | percent_of_times_index_used | rows_in_table \n",
+            "---------+-----------------------------+---------------\n",
+            " items   |                          99 |           100\n",
+            " events  |                             |             0\n",
+            "(2 rows)\n",
+            "\n",
+        )
+    );
+    let seen = api.seen();
+    assert_eq!(seen[2].json()["addon_attachment"], "DATABASE_URL");
+    assert_eq!(
+        seen[3].path,
+        "/addons/id-postgresql-concave-52656/postgres/index-usage"
+    );
+
+    let r = cli(&env, &["pg:cache-hit", "-a", "shop"]).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        concat!(
+            "      name      | ratio \n",
+            "----------------+-------\n",
+            " index hit rate |  0.99\n",
+            " table hit rate |  0.95\n",
+            "(2 rows)\n",
+            "\n",
+        )
+    );
+    assert_eq!(
+        api.seen()[5].path,
+        "/addons/id-postgresql-concave-52656/postgres/cache-hit"
+    );
+
+    let r = cli(&env, &["pg:bloat", "-a", "ghost"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err, " ▸    Couldn't find that app.\n");
 }
 
 // ---- pg:backups

@@ -304,4 +304,45 @@ impl Store {
             .await?;
         Ok(())
     }
+
+    /// Keeps a `pg:diagnose` report (JSON); reports older than a month are removed.
+    pub async fn save_diagnose_report(
+        &self,
+        id: &str,
+        app_id: &str,
+        addon_id: &str,
+        report: &str,
+    ) -> Result<()> {
+        let month_ago = (now() - chrono::Duration::days(31)).to_rfc3339();
+        sqlx::query("DELETE FROM pg_diagnose_reports WHERE created_at < ?")
+            .bind(month_ago)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO pg_diagnose_reports (id, app_id, addon_id, report, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(app_id)
+        .bind(addon_id)
+        .bind(report)
+        .bind(now().to_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A report younger than a month: (app id, report JSON).
+    pub async fn diagnose_report(&self, id: &str) -> Result<Option<(String, String)>> {
+        let month_ago = (now() - chrono::Duration::days(31)).to_rfc3339();
+        let row = sqlx::query(
+            "SELECT app_id, report FROM pg_diagnose_reports WHERE id = ? AND created_at >= ?",
+        )
+        .bind(id)
+        .bind(month_ago)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("app_id")?, r.try_get("report")?)))
+            .transpose()
+    }
 }

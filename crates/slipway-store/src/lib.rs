@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_log_retention.sql"),
     include_str!("../migrations/0007_addons.sql"),
     include_str!("../migrations/0008_pg_backups.sql"),
+    include_str!("../migrations/0009_pg_diagnose.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -483,6 +484,7 @@ impl Store {
         for sql in [
             "DELETE FROM pg_backup_links WHERE backup_id IN (SELECT id FROM pg_backups WHERE app_id = ?)",
             "DELETE FROM pg_backups WHERE app_id = ?",
+            "DELETE FROM pg_diagnose_reports WHERE app_id = ?",
             "DELETE FROM pg_backup_schedules WHERE app_id = ?",
             "DELETE FROM addon_attachments WHERE addon_id IN (SELECT id FROM addons WHERE app_id = ?)",
             "DELETE FROM addon_servers WHERE addon_id IN (SELECT id FROM addons WHERE app_id = ?)",

@@ -98,6 +98,12 @@ pub struct ServerArgs {
     /// revoked, e.g. 7d [default: 7d].
     #[arg(long, env = "SLIPWAY_ROW_LIMIT_GRACE")]
     pub row_limit_grace: Option<String>,
+    /// pg:diagnose reports queries running, and transactions idle, longer than this [default: 1m].
+    #[arg(long, env = "SLIPWAY_PG_LONG_QUERY")]
+    pub pg_long_query: Option<String>,
+    /// pg:diagnose reports transactions open longer than this [default: 1h].
+    #[arg(long, env = "SLIPWAY_PG_LONG_TRANSACTION")]
+    pub pg_long_transaction: Option<String>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -128,6 +134,8 @@ struct FileConfig {
     postgres_bin: Option<PathBuf>,
     addon_check_interval: Option<String>,
     row_limit_grace: Option<String>,
+    pg_long_query: Option<String>,
+    pg_long_transaction: Option<String>,
 }
 
 /// The server's resolved settings.
@@ -182,6 +190,10 @@ pub struct Config {
     pub addon_check_interval: Duration,
     /// Default 7 days.
     pub row_limit_grace: Duration,
+    /// Default 1 minute.
+    pub pg_long_query: Duration,
+    /// Default 1 hour.
+    pub pg_long_transaction: Duration,
 }
 
 /// A setting that is forced on, forced off, or decided by the host's self-check.
@@ -350,6 +362,20 @@ impl Config {
                     .addon_check_interval
                     .or(file.addon_check_interval)
                     .unwrap_or_else(|| "60s".into()),
+            )?,
+            pg_long_query: duration(
+                "pg_long_query",
+                &args
+                    .pg_long_query
+                    .or(file.pg_long_query)
+                    .unwrap_or_else(|| "1m".into()),
+            )?,
+            pg_long_transaction: duration(
+                "pg_long_transaction",
+                &args
+                    .pg_long_transaction
+                    .or(file.pg_long_transaction)
+                    .unwrap_or_else(|| "1h".into()),
             )?,
             row_limit_grace: duration(
                 "row_limit_grace",

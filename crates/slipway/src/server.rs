@@ -290,6 +290,10 @@ fn addons_setup(
             row_limit_grace: config.row_limit_grace,
             manifests_dir: Some(config.data_dir.join("addon-manifests")),
             backups_dir: config.data_dir.join("pg-backups"),
+            diagnose: slipway_addons::postgres::DiagnoseLimits {
+                long_query: config.pg_long_query,
+                long_transaction: config.pg_long_transaction,
+            },
             api_url: format!("http://{api_addr}"),
         },
         store.clone(),

@@ -1071,8 +1071,12 @@ async fn pg_sessions_show_lock_and_end_with_ps_locks_kill_and_killall() {
     })
     .await;
     assert!(ps.contains("active"), "{ps}");
-    let locks = s.ok(&dir, &["pg:locks", "-a", "desk"]);
-    assert!(locks.contains("jobs"), "{locks}");
+    eventually(30, "pg:locks shows the lock on jobs", || async {
+        s.ok(&dir, &["pg:locks", "-a", "desk"])
+            .contains("jobs")
+            .then_some(())
+    })
+    .await;
 
     // pg:kill cancels the waiter's query; pg:killall ends the lock holder's session.
     let waiter_pid = ps
@@ -1262,4 +1266,121 @@ async fn pg_backups_capture_download_restore_and_schedule() {
     s.ok(&dir, &["pg:backups:unschedule", "-a", "books"]);
     let schedules = s.ok(&dir, &["pg:backups:schedules", "-a", "books"]);
     assert!(!schedules.contains("2:00 UTC"), "{schedules}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_diagnose_goes_red_and_explain_rolls_back() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: add-on servers run as their services' users; needs root");
+        return;
+    }
+    let s = TestServer::start_with(&["--pg-long-query", "2s", "--pg-long-transaction", "2s"]);
+    let dir = s.home().join("clinic");
+    std::fs::create_dir_all(&dir).unwrap();
+    s.ok(&dir, &["apps:create", "clinic"]);
+    s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql",
+            "--name",
+            "clinic-db",
+            "-a",
+            "clinic",
+        ],
+    );
+    let url = config(&s, &dir, "clinic")["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let setup = host_psql(
+        &url,
+        "CREATE TABLE jobs (id int); INSERT INTO jobs SELECT generate_series(1, 100); \
+         CREATE TABLE tickets (id serial PRIMARY KEY); SELECT setval('tickets_id_seq', 2040109466);",
+    );
+    assert!(setup.status.success(), "{}", text(&setup.stderr));
+
+    // A healthy database first.
+    let report: serde_json::Value =
+        serde_json::from_str(&s.ok(&dir, &["pg:diagnose", "--json", "-a", "clinic"])).unwrap();
+    let status = |r: &serde_json::Value, name: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(status(&report, "Blocking Queries"), "green");
+    assert_eq!(status(&report, "Long Transactions"), "green");
+    assert_eq!(status(&report, "Sequences"), "red", "a sequence at 95 %");
+
+    // A long transaction holding a lock, and a query it blocks.
+    let spawn = |sql: &str| {
+        std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args([url.as_str(), "-X", "-c", sql])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut holder = spawn("BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)");
+    eventually(30, "the lock is taken", || async {
+        let out = host_psql(
+            &url,
+            "SELECT count(*) FROM pg_locks WHERE relation = 'jobs'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+        );
+        (text(&out.stdout).trim() == "1").then_some(())
+    })
+    .await;
+    let mut blocked = spawn("SELECT count(*) FROM jobs");
+    let report = eventually(30, "diagnose goes red", || async {
+        let out = s.cli(&dir, &["pg:diagnose", "--json", "-a", "clinic"]);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        ["Blocking Queries", "Long Transactions", "Long Queries"]
+            .iter()
+            .all(|c| status(&r, c) == "red")
+            .then_some(r)
+    })
+    .await;
+    let id = report["id"].as_str().unwrap().to_string();
+    let shown = s.ok(&dir, &["pg:diagnose", &id, "-a", "clinic"]);
+    assert!(shown.contains(&format!("Report {id}")), "{shown}");
+    assert!(
+        shown.contains("RED: Blocking Queries") && shown.contains("RED: Sequences"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("tickets_id_seq"),
+        "the offending rows: {shown}"
+    );
+    assert!(shown.contains("GREEN: Connection Count"), "{shown}");
+    s.ok(&dir, &["pg:killall", "-a", "clinic"]);
+    let _ = holder.wait();
+    let _ = blocked.wait();
+
+    // EXPLAIN ANALYZE runs the statement and rolls it back.
+    let plan = s.ok(&dir, &["pg:explain", "DELETE FROM jobs", "-a", "clinic"]);
+    assert!(
+        plan.contains("Delete on jobs") && plan.contains("actual time"),
+        "{plan}"
+    );
+    assert_eq!(
+        text(&host_psql(&url, "SELECT count(*) FROM jobs").stdout).trim(),
+        "100"
+    );
+    let refused = s.cli(
+        &dir,
+        &["pg:explain", "SELECT 1; DROP TABLE jobs", "-a", "clinic"],
+    );
+    assert!(!refused.status.success());
+    assert_eq!(
+        text(&host_psql(&url, "SELECT count(*) FROM jobs").stdout).trim(),
+        "100"
+    );
+
+    for cmd in ["pg:bloat", "pg:index-usage", "pg:cache-hit"] {
+        let out = s.ok(&dir, &[cmd, "-a", "clinic"]);
+        assert!(out.contains("row"), "{cmd}: {out}");
+    }
 }

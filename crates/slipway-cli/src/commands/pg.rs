@@ -1,8 +1,9 @@
 //! `pg:info`, `pg:psql`, `pg:credentials`, `pg:credentials:url`, `pg:credentials:rotate`,
-//! `pg:ps`, `pg:kill`, `pg:killall`, `pg:locks`, `pg:outliers`: a Postgres add-on found by its
-//! attachment name (`DATABASE` by default, `DATABASE_URL` works too) through
-//! `POST /actions/addon-attachments/resolve`, then the server's `/addons/{id}/postgres` endpoints.
-//! Query results come back as `{"columns":[…],"rows":[[…]]}` and are printed as `psql` does.
+//! `pg:ps`, `pg:kill`, `pg:killall`, `pg:locks`, `pg:outliers` (the diagnostics commands are in
+//! `pg_diagnose`): a Postgres add-on found by its attachment name (`DATABASE` by default,
+//! `DATABASE_URL` works too) through `POST /actions/addon-attachments/resolve`, then the server's
+//! `/addons/{id}/postgres` endpoints. Query results come back as `{"columns":[…],"rows":[[…]]}`
+//! and are printed as `psql` does.
 
 use std::path::{Path, PathBuf};
 
@@ -77,15 +78,15 @@ struct Credential {
 
 /// A query result as the server sends it: column names, then rows of text (or `null`).
 #[derive(Debug, Deserialize)]
-struct QueryRows {
-    columns: Vec<String>,
+pub(super) struct QueryRows {
+    pub(super) columns: Vec<String>,
     #[serde(default)]
-    rows: Vec<Vec<Value>>,
+    pub(super) rows: Vec<Vec<Value>>,
 }
 
 impl QueryRows {
     /// The rows as `psql` prints them; with `truncate`, query columns are cut to 40 characters.
-    fn render(&self, truncate: bool) -> String {
+    pub(super) fn render(&self, truncate: bool) -> String {
         let cut: Vec<bool> = self
             .columns
             .iter()
@@ -183,7 +184,7 @@ async fn not_found(api: &Api, app: &str, wanted: &str) -> anyhow::Error {
 }
 
 /// `/addons/{id}/postgres{rest}`.
-fn pg_path(attachment: &Attachment, rest: &str) -> String {
+pub(super) fn pg_path(attachment: &Attachment, rest: &str) -> String {
     format!("/addons/{}/postgres{rest}", seg(&attachment.addon.id))
 }
 
@@ -547,7 +548,12 @@ pub async fn credentials_rotate(ctx: &mut Ctx<'_>, a: PgCredentialsRotate) -> Re
 }
 
 /// Prints a query result the server ran.
-async fn show_rows(ctx: &mut Ctx<'_>, api: &Api, path: &str, truncate: bool) -> Result<()> {
+pub(super) async fn show_rows(
+    ctx: &mut Ctx<'_>,
+    api: &Api,
+    path: &str,
+    truncate: bool,
+) -> Result<()> {
     let rows: QueryRows = decode(api.get(path).await?, "query results")?;
     write!(ctx.out, "{}", rows.render(truncate))?;
     Ok(())
