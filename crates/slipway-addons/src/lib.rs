@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use catalogue::{Catalogue, Kind, Plan, PlanLimits, Service};
 use nix::sys::signal::Signal;
-pub use pg::{Check, Credential, PgInfo};
+pub use pg::{Check, CopyKind, Credential, PgInfo};
 pub use postgres::Table;
 use process::{Server, ServerSpec};
 use slipway_logs::{LogRouter, Source};
@@ -293,8 +293,15 @@ impl Addons {
         }
     }
 
-    /// Stops an add-on's server and removes its data (a partner's: asks the partner).
+    /// Stops an add-on's server and removes its data (a partner's: asks the partner; a
+    /// follower's: its replication slot on the leader goes too).
     pub async fn deprovision(&self, addon: &AddonRow) -> Result<(), AddonError> {
+        let following = self.server_row(addon).await.ok().and_then(|r| {
+            Some((
+                r.settings.get("following")?.clone(),
+                r.settings.get("slot")?.clone(),
+            ))
+        });
         if let Ok((service, _)) = self.service_of(addon) {
             if let Some(api) = &service.partner {
                 if addon.provider_id.is_empty() {
@@ -324,6 +331,9 @@ impl Addons {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&addon.id);
+        if let Some((leader, slot)) = following {
+            self.drop_slot(&leader, &slot).await;
+        }
         let dir = self.dir(&addon.id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)

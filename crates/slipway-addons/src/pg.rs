@@ -25,6 +25,12 @@ pub struct PgInfo {
     pub rows: u64,
     pub row_limit: Option<u64>,
     pub row_status: String,
+    /// The leader's add-on name, for a follower.
+    pub following: Option<String>,
+    /// Bytes of the leader's WAL the follower has not replayed yet.
+    pub behind_by_bytes: Option<u64>,
+    /// The names of its followers.
+    pub followers: Vec<String>,
 }
 
 /// A credential, as `pg:credentials` lists it.
@@ -342,6 +348,9 @@ impl Addons {
             rows,
             row_limit: plan.limits.rows,
             row_status,
+            following: None,
+            behind_by_bytes: None,
+            followers: Vec::new(),
         })
     }
 
@@ -1143,5 +1152,289 @@ fn load_check() -> Check {
                 },
             }
         }
+    }
+}
+
+/// How a new database is made from another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// A read-only streaming replica (`--follow`).
+    Follower,
+    /// A writable copy as of now (`--fork`).
+    Fork,
+}
+
+const FOLLOWING: &str = "following";
+const SLOT: &str = "slot";
+
+impl Addons {
+    /// The names of the add-ons following `addon_id`.
+    pub async fn followers_of(&self, addon_id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for row in self.inner.store.addon_servers().await.unwrap_or_default() {
+            if row.settings.get(FOLLOWING).map(String::as_str) == Some(addon_id) {
+                if let Ok(Some(a)) = self.inner.store.addon(&row.addon_id).await {
+                    out.push(a.name);
+                }
+            }
+        }
+        out
+    }
+
+    /// The add-on a follower follows, if it is one.
+    pub async fn leader_of(&self, addon: &AddonRow) -> Option<String> {
+        let row = self.server_row(addon).await.ok()?;
+        row.settings.get(FOLLOWING).cloned()
+    }
+
+    /// Makes the source's replication role (once) and lets it in.
+    async fn replication_login(
+        &self,
+        source: &AddonRow,
+    ) -> Result<(AddonServerRow, String, String), AddonError> {
+        let (mut row, psql) = self.postgres_addon(source).await?;
+        // Rewrites the source's settings and access rules (which let replication in from this
+        // host, for clusters made before they did); the reload below applies them.
+        let (_, plan) = self.service_of(source)?;
+        self.postgres_spec(source, &row, plan)?;
+        let (user, password) = match (
+            row.secrets.get("repl_user"),
+            row.secrets.get("repl_password"),
+        ) {
+            (Some(u), Some(p)) => (u.clone(), p.clone()),
+            _ => {
+                let (u, p) = (postgres::ident('r'), random_secret());
+                psql.exec(
+                    "postgres",
+                    &format!("CREATE ROLE {u} REPLICATION LOGIN PASSWORD '{p}';"),
+                )
+                .await?;
+                row.secrets.insert("repl_user".into(), u.clone());
+                row.secrets.insert("repl_password".into(), p.clone());
+                self.inner
+                    .store
+                    .set_addon_server(&source.id, &row.secrets, &row.settings)
+                    .await?;
+                (u, p)
+            }
+        };
+        psql.exec("postgres", "SELECT pg_reload_conf();").await?;
+        Ok((row, user, password))
+    }
+
+    /// Provisions a Postgres add-on as a follower or a fork of `source`.
+    pub async fn provision_postgres_copy(
+        &self,
+        addon: &AddonRow,
+        source: &AddonRow,
+        kind: CopyKind,
+    ) -> Result<BTreeMap<String, String>, AddonError> {
+        let (service, _) = self.service_of(source)?;
+        if service.kind != Kind::Postgres || source.state != "provisioned" {
+            return Err(AddonError::Refused(format!(
+                "{} is not a provisioned Heroku Postgres database.",
+                source.name
+            )));
+        }
+        if kind == CopyKind::Follower && self.leader_of(source).await.is_some() {
+            return Err(AddonError::Refused(format!(
+                "{} is itself a follower; followers of followers are not supported. Follow its \
+                 leader instead.",
+                source.name
+            )));
+        }
+        let (_, plan) = self.service_of(addon)?;
+        let plan = plan.clone();
+        let user = self.service_user("postgres")?;
+        let (source_row, repl_user, repl_password) = self.replication_login(source).await?;
+        let dir = self.dir(&addon.id);
+        crate::make_dir(&dir, user)?;
+        for sub in ["run", "log"] {
+            crate::make_dir(&dir.join(sub), user)?;
+        }
+        let slot = format!("f_{}", addon.id.replace('-', ""));
+        let source_psql = self.psql(source, &source_row);
+        if kind == CopyKind::Follower {
+            source_psql
+                .exec(
+                    "postgres",
+                    &format!("SELECT pg_create_physical_replication_slot('{slot}');"),
+                )
+                .await?;
+        }
+        let mut base =
+            tokio::process::Command::new(self.inner.cfg.postgres_bin.join("pg_basebackup"));
+        base.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &source_row.port.to_string(),
+            "-U",
+            &repl_user,
+            "-D",
+        ])
+        .arg(dir.join("pgdata"))
+        .args(["-X", "stream", "--checkpoint=fast", "--no-password"])
+        .current_dir(&dir)
+        .env_clear()
+        .env("LANG", "C.UTF-8")
+        .env("PGPASSWORD", &repl_password)
+        .kill_on_drop(true);
+        if kind == CopyKind::Follower {
+            base.args(["-S", &slot, "-R"]);
+        }
+        if let Some((uid, gid)) = user {
+            base.uid(uid).gid(gid);
+        }
+        let out = base
+            .output()
+            .await
+            .map_err(|e| AddonError::Unavailable(format!("cannot run pg_basebackup: {e}")))?;
+        if !out.status.success() {
+            if kind == CopyKind::Follower {
+                let _ = source_psql
+                    .exec(
+                        "postgres",
+                        &format!("SELECT pg_drop_replication_slot('{slot}');"),
+                    )
+                    .await;
+            }
+            return Err(AddonError::Unavailable(format!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // The copy is the source's: same roles and database. A fork gets its own password.
+        let mut secrets = source_row.secrets.clone();
+        secrets.remove("repl_user");
+        secrets.remove("repl_password");
+        let mut settings = BTreeMap::new();
+        if kind == CopyKind::Follower {
+            settings.insert(FOLLOWING.to_string(), source.id.clone());
+            settings.insert(SLOT.to_string(), slot.clone());
+        }
+        let mut row = AddonServerRow {
+            addon_id: addon.id.clone(),
+            kind: "postgres".into(),
+            port: 0,
+            secrets,
+            settings,
+            created_at: chrono::Utc::now(),
+        };
+        self.claim_port(&mut row).await?;
+        self.wait_postgres(addon, &row).await?;
+        let psql = self.psql(addon, &row);
+        if kind == CopyKind::Fork {
+            let password = random_secret();
+            psql.exec(
+                "postgres",
+                &format!(
+                    "ALTER ROLE {} PASSWORD '{password}';\nDROP ROLE IF EXISTS {};",
+                    secret(&row, "user"),
+                    repl_user
+                ),
+            )
+            .await?;
+            row.secrets.insert("password".into(), password);
+            self.inner
+                .store
+                .set_addon_server(&addon.id, &row.secrets, &row.settings)
+                .await?;
+            let _ = plan;
+        }
+        self.follow_postgres_log(addon);
+        Ok(BTreeMap::from([(
+            "URL".to_string(),
+            format!(
+                "postgres://{}:{}@{}:{}/{}",
+                secret(&row, "user"),
+                secret(&row, "password"),
+                self.inner.cfg.dyno_host,
+                row.port,
+                secret(&row, "database")
+            ),
+        )]))
+    }
+
+    /// How far a follower is behind its leader: (leader add-on id, bytes of WAL not yet
+    /// replayed).
+    pub async fn follower_lag(&self, addon: &AddonRow) -> Option<(String, u64)> {
+        let row = self.server_row(addon).await.ok()?;
+        let leader_id = row.settings.get(FOLLOWING)?.clone();
+        let slot = row.settings.get(SLOT)?.clone();
+        let leader = self.inner.store.addon(&leader_id).await.ok()??;
+        let leader_row = self.server_row(&leader).await.ok()?;
+        let lag = self
+            .psql(&leader, &leader_row)
+            .value(
+                "postgres",
+                &format!(
+                    "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), \
+                     (SELECT replay_lsn FROM pg_stat_replication r JOIN pg_replication_slots s \
+                      ON s.active_pid = r.pid WHERE s.slot_name = '{slot}')), -1)::bigint"
+                ),
+            )
+            .await
+            .ok()??
+            .parse::<i64>()
+            .ok()?;
+        Some((leader.name, lag.max(0) as u64))
+    }
+
+    /// `pg:unfollow`: promotes a follower to a writable database and drops its slot on the
+    /// leader.
+    pub async fn pg_unfollow(&self, addon: &AddonRow) -> Result<(), AddonError> {
+        let (mut row, psql) = self.postgres_addon(addon).await?;
+        let (Some(leader_id), Some(slot)) = (
+            row.settings.get(FOLLOWING).cloned(),
+            row.settings.get(SLOT).cloned(),
+        ) else {
+            return Err(AddonError::Refused(format!(
+                "{} is not a follower.",
+                addon.name
+            )));
+        };
+        psql.exec("postgres", "SELECT pg_promote(true, 60);")
+            .await?;
+        row.settings.remove(FOLLOWING);
+        row.settings.remove(SLOT);
+        self.inner
+            .store
+            .set_addon_server(&addon.id, &row.secrets, &row.settings)
+            .await?;
+        self.drop_slot(&leader_id, &slot).await;
+        Ok(())
+    }
+
+    /// Drops a follower's slot on its leader once the follower has let go of it.
+    pub(crate) async fn drop_slot(&self, leader_id: &str, slot: &str) {
+        let Ok(Some(leader)) = self.inner.store.addon(leader_id).await else {
+            return;
+        };
+        let Ok(leader_row) = self.server_row(&leader).await else {
+            return;
+        };
+        let psql = self.psql(&leader, &leader_row);
+        for _ in 0..50 {
+            let sql = format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = '{slot}' AND NOT active;"
+            );
+            if psql.exec("postgres", &sql).await.is_ok() {
+                let left = psql
+                    .value(
+                        "postgres",
+                        &format!(
+                            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+                        ),
+                    )
+                    .await;
+                if matches!(left.as_ref().map(|v| v.as_deref()), Ok(Some("0"))) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::warn!(leader = %leader.name, slot, "Could not drop a follower's replication slot.");
     }
 }

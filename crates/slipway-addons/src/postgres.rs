@@ -76,7 +76,8 @@ pub fn hba(subnet: Option<&str>) -> String {
          local all postgres trust\n\
          local all all reject\n\
          host all postgres 0.0.0.0/0 reject\n\
-         host all all samehost scram-sha-256\n",
+         host all all samehost scram-sha-256\n\
+         host replication all samehost scram-sha-256\n",
     );
     if let Some(net) = subnet {
         out.push_str(&format!("host all all {net} scram-sha-256\n"));

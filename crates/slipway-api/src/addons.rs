@@ -648,8 +648,52 @@ pub async fn create(
             (k, v)
         })
         .collect();
+    // `--follow DATABASE` / `--fork DATABASE`: a copy of one of the app's Postgres databases.
+    let copy = match (options.get("follow"), options.get("fork")) {
+        (Some(_), Some(_)) => {
+            let _ = s.store.delete_addon(&row.id).await;
+            return Err(ApiError::invalid(
+                "Give either --follow or --fork, not both.",
+            ));
+        }
+        (Some(db), None) => Some((slipway_addons::CopyKind::Follower, db.clone())),
+        (None, Some(db)) => Some((slipway_addons::CopyKind::Fork, db.clone())),
+        (None, None) => None,
+    };
+    let source = match &copy {
+        Some((_, db)) if service.kind == Kind::Postgres => {
+            match s.app_database(&app, Some(db.as_str())).await {
+                Ok((_, source)) => Some(source),
+                Err(e) => {
+                    let _ = s.store.delete_addon(&row.id).await;
+                    return Err(e);
+                }
+            }
+        }
+        Some(_) => {
+            let _ = s.store.delete_addon(&row.id).await;
+            return Err(ApiError::invalid(
+                "--follow and --fork are for Heroku Postgres databases.",
+            ));
+        }
+        None => None,
+    };
     let guard = addons.lock(&row.id).await;
-    let provisioned = match addons.provision(&row, &options).await {
+    let provisioned = match (&copy, &source) {
+        (Some((kind, _)), Some(source)) => addons
+            .provision_postgres_copy(&row, source, *kind)
+            .await
+            .map(|config| slipway_addons::partner::Provisioned {
+                provider_id: row.id.clone(),
+                config,
+                message: Some(match kind {
+                    slipway_addons::CopyKind::Follower => format!("Following {}.", source.name),
+                    slipway_addons::CopyKind::Fork => format!("Forked from {}.", source.name),
+                }),
+            }),
+        _ => addons.provision(&row, &options).await,
+    };
+    let provisioned = match provisioned {
         Ok(p) => p,
         Err(e) => {
             let _ = addons.deprovision(&row).await;
@@ -793,6 +837,14 @@ pub async fn delete(
             "{} is billed to {}; destroy it from there (-a {}), or detach it from {} with \
              slipway addons:detach.",
             addon.name, addon.app_name, addon.app_name, app.name
+        )));
+    }
+    let followers = s.addons()?.followers_of(&addon.id).await;
+    if !followers.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "{} has followers ({}). Destroy them, or unfollow them with slipway pg:unfollow, first.",
+            addon.name,
+            followers.join(", ")
         )));
     }
     let others: Vec<String> = s
@@ -1233,7 +1285,15 @@ pub async fn pg_info(
     Path(which): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let addon = postgres_addon(&s, &who, &which).await?;
-    let info = s.addons()?.pg_info(&addon).await?;
+    let addons = s.addons()?;
+    let mut info = addons.pg_info(&addon).await?;
+    if let Some((leader, lag)) = addons.follower_lag(&addon).await {
+        info.following = Some(leader);
+        info.behind_by_bytes = Some(lag);
+    } else if let Some(leader_id) = addons.leader_of(&addon).await {
+        info.following = s.store.addon(&leader_id).await?.map(|a| a.name);
+    }
+    info.followers = addons.followers_of(&addon.id).await;
     let mut vars = Vec::new();
     for a in s.store.attachments_of_addon(&addon.id).await? {
         if a.app_id == addon.app_id {
@@ -1514,4 +1574,23 @@ pub async fn pg_explain(
         .pg_explain(&addon, &sql, req.analyze.unwrap_or(true))
         .await?;
     Ok(Json(json!({"plan": plan})))
+}
+
+/// `POST /addons/{addon}/postgres/actions/unfollow`: the follower becomes a writable database.
+pub async fn pg_unfollow(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(which): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let addon = postgres_addon(&s, &who, &which).await?;
+    let addons = s.addons()?.clone();
+    {
+        let _guard = addons.lock(&addon.id).await;
+        addons.pg_unfollow(&addon).await?;
+    }
+    s.api_log(
+        &addon.app_id,
+        &format!("Unfollow {} by user {}", addon.name, who.email),
+    );
+    Ok(Json(json!({"name": addon.name, "following": null})))
 }

@@ -277,6 +277,10 @@ pub fn router(state: AppState) -> axum::Router {
         )
         .route("/addons/{addon}/postgres/locks", get(addons::pg_locks))
         .route(
+            "/addons/{addon}/postgres/actions/unfollow",
+            post(addons::pg_unfollow),
+        )
+        .route(
             "/addons/{addon}/postgres/diagnose",
             post(addons::pg_diagnose),
         )

@@ -73,7 +73,7 @@ struct DatabaseBody {
 impl AppState {
     /// One of the app's Postgres add-ons, by attachment name (`DATABASE`, `DATABASE_URL`) or
     /// add-on name: (the attachment name, the add-on).
-    async fn app_database(
+    pub(crate) async fn app_database(
         &self,
         app: &AppRow,
         which: Option<&str>,

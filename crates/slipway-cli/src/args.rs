@@ -263,6 +263,9 @@ pub enum Cmd {
     /// Give a credential a new password; its connections are closed and the apps restarted.
     #[command(name = "pg:credentials:rotate")]
     PgCredentialsRotate(PgCredentialsRotate),
+    /// Stop a follower from following its leader: it becomes a writable database.
+    #[command(name = "pg:unfollow")]
+    PgUnfollow(PgUnfollow),
     /// Show the database's running queries (`--verbose`: idle connections too).
     #[command(name = "pg:ps")]
     PgPs(PgPs),
@@ -851,6 +854,15 @@ pub struct AddonsCreate {
     /// Wait until the add-on is provisioned.
     #[arg(long)]
     pub wait: bool,
+    /// Postgres: a read-only follower of this database (`DATABASE_URL`, an add-on name).
+    #[arg(long, value_name = "DATABASE")]
+    pub follow: Option<String>,
+    /// Postgres: a writable copy of this database as of now.
+    #[arg(long, value_name = "DATABASE")]
+    pub fork: Option<String>,
+    /// Postgres: with --fork, skip the copy's final checkpoint wait (Heroku's --fast).
+    #[arg(long)]
+    pub fast: bool,
     #[command(flatten)]
     pub app: AppArgs,
     /// Settings for the provider, after `--`: `-- --KEY VALUE --FLAG`.
@@ -1004,6 +1016,18 @@ pub struct PgCredentialsUrl {
         default_value = "default"
     )]
     pub name: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgUnfollow {
+    /// The follower, e.g. `HEROKU_POSTGRESQL_ONYX_URL`.
+    #[arg(value_name = "DATABASE")]
+    pub database: String,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
     #[command(flatten)]
     pub app: AppArgs,
 }

@@ -278,6 +278,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::PgCredentials(a) => pg::credentials(ctx, a).await,
         Cmd::PgCredentialsUrl(a) => pg::credentials_url(ctx, a).await,
         Cmd::PgCredentialsRotate(a) => pg::credentials_rotate(ctx, a).await,
+        Cmd::PgUnfollow(a) => pg::unfollow(ctx, a).await,
         Cmd::PgPs(a) => pg::ps(ctx, a).await,
         Cmd::PgKill(a) => pg::kill(ctx, a).await,
         Cmd::PgKillall(a) => pg::killall(ctx, a).await,

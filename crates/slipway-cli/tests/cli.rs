@@ -1753,7 +1753,7 @@ Created:     2026-11-26 05:19 UTC
 Data Size:   7.6 MB / 1 GB (0.74%)
 Tables:      1
 Rows:        100/10000 (In compliance)
-Fork/Follow: Unsupported
+Fork/Follow: Available
 Rollback:    Unsupported
 Add-on:      postgresql-concave-52656
 "
@@ -1788,7 +1788,7 @@ Created:     2026-11-27 10:00 UTC
 Data Size:   2.2 GB
 Tables:      12
 Rows:        1234567
-Fork/Follow: Unsupported
+Fork/Follow: Available
 Rollback:    Unsupported
 Add-on:      postgresql-big-12
 "

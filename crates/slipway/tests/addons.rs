@@ -1384,3 +1384,194 @@ async fn pg_diagnose_goes_red_and_explain_rolls_back() {
         assert!(out.contains("row"), "{cmd}: {out}");
     }
 }
+
+fn count(url: &str, table: &str) -> i64 {
+    text(&host_psql(url, &format!("SELECT count(*) FROM {table}")).stdout)
+        .trim()
+        .parse()
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn followers_catch_up_read_only_and_forks_diverge() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: add-on servers run as their services' users; needs root");
+        return;
+    }
+    let s = TestServer::start();
+    let dir = s.home().join("main");
+    std::fs::create_dir_all(&dir).unwrap();
+    s.ok(&dir, &["apps:create", "main"]);
+    s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--name",
+            "main-db",
+            "-a",
+            "main",
+        ],
+    );
+    let leader = config(&s, &dir, "main")["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(host_psql(&leader, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 1000);").status.success());
+
+    // A follower.
+    let out = s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--follow",
+            "DATABASE_URL",
+            "--as",
+            "FOLLOWER",
+            "--name",
+            "main-follower",
+            "-a",
+            "main",
+        ],
+    );
+    assert!(out.contains("as FOLLOWER_URL"), "{out}");
+    let follower = config(&s, &dir, "main")["FOLLOWER_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(follower, leader);
+
+    // It catches up under a stream of writes.
+    for _ in 0..20 {
+        assert!(host_psql(
+            &leader,
+            "INSERT INTO t (v) SELECT 'y' FROM generate_series(1, 500)"
+        )
+        .status
+        .success());
+    }
+    eventually(60, "the follower catches up", || async {
+        (count(&follower, "t") == 11_000).then_some(())
+    })
+    .await;
+    let out = host_psql(&follower, "INSERT INTO t (v) VALUES ('no')");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("read-only"),
+        "{}",
+        text(&out.stderr)
+    );
+    let info = s.ok(&dir, &["pg:info", "FOLLOWER", "-a", "main"]);
+    assert!(
+        info.contains("Following:") && info.contains("main-db"),
+        "{info}"
+    );
+
+    // No followers of followers; no destroying a leader that has followers.
+    let out = s.cli(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--follow",
+            "FOLLOWER_URL",
+            "-a",
+            "main",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("followers of followers"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.cli(
+        &dir,
+        &[
+            "addons:destroy",
+            "main-db",
+            "--confirm",
+            "main",
+            "--force",
+            "-a",
+            "main",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("has followers (main-follower)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A fork: the data as of now, then its own life, with its own password.
+    let out = s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--fork",
+            "DATABASE_URL",
+            "--as",
+            "FORK",
+            "-a",
+            "main",
+        ],
+    );
+    assert!(out.contains("as FORK_URL"), "{out}");
+    let fork = config(&s, &dir, "main")["FORK_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(count(&fork, "t"), 11_000);
+    assert!(host_psql(&fork, "INSERT INTO t (v) VALUES ('fork only')")
+        .status
+        .success());
+    assert!(host_psql(&leader, "DELETE FROM t WHERE id <= 100")
+        .status
+        .success());
+    assert_eq!(count(&fork, "t"), 11_001);
+    assert_eq!(count(&leader, "t"), 10_900);
+    let password = |u: &str| {
+        u.split(':')
+            .nth(2)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(password(&fork), password(&leader));
+
+    // Unfollow: the follower becomes writable and the leader keeps no slot for it.
+    eventually(60, "the follower has the delete", || async {
+        (count(&follower, "t") == 10_900).then_some(())
+    })
+    .await;
+    let refused = s.cli(&dir, &["pg:unfollow", "FOLLOWER_URL", "-a", "main"]);
+    assert!(!refused.status.success());
+    s.ok(
+        &dir,
+        &[
+            "pg:unfollow",
+            "FOLLOWER_URL",
+            "--confirm",
+            "main",
+            "-a",
+            "main",
+        ],
+    );
+    eventually(30, "the promoted follower takes writes", || async {
+        host_psql(&follower, "INSERT INTO t (v) VALUES ('promoted')")
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        text(&host_psql(&leader, "SELECT count(*) FROM pg_replication_slots").stdout).trim(),
+        "0"
+    );
+    assert_eq!(count(&leader, "t"), 10_900);
+}

@@ -395,7 +395,17 @@ fn created_line(addon: &Addon) -> String {
 /// `addons:create SERVICE[:PLAN]`: provisions the add-on and attaches it to the app (which sets
 /// its config vars and makes a release).
 pub async fn create(ctx: &mut Ctx<'_>, a: AddonsCreate) -> Result<()> {
-    let config = parse_addon_config(&a.config)?;
+    let mut config = parse_addon_config(&a.config)?;
+    // Heroku's CLI sends these as provider settings too.
+    if let Some(db) = &a.follow {
+        config.insert("follow".into(), json!(db));
+    }
+    if let Some(db) = &a.fork {
+        config.insert("fork".into(), json!(db));
+    }
+    if a.fast {
+        config.insert("fast".into(), json!(true));
+    }
     let app = ctx.app(&a.app)?;
     let api = ctx.api()?.expanding("plan");
     let mut attachment = json!({});

@@ -18,7 +18,7 @@ use super::{run_local, Ctx, ExitStatus};
 use crate::api::{decode, decode_all, is_status, seg, Api};
 use crate::args::{
     PgCredentialsRotate, PgCredentialsUrl, PgDatabase, PgInfo, PgKill, PgLocks, PgOutliers, PgPs,
-    PgPsql,
+    PgPsql, PgUnfollow,
 };
 use crate::env::Env;
 use crate::format::{
@@ -60,6 +60,12 @@ struct PgStatus {
     row_limit: Option<u64>,
     #[serde(default)]
     row_status: Option<String>,
+    #[serde(default)]
+    following: Option<String>,
+    #[serde(default)]
+    behind_by_bytes: Option<u64>,
+    #[serde(default)]
+    followers: Vec<String>,
     #[serde(default)]
     config_vars: Vec<String>,
 }
@@ -249,8 +255,19 @@ fn info_rows(s: &PgStatus, addon: &str) -> Vec<(String, String)> {
             (None, _) => r.to_string(),
         }),
     );
-    add("Fork/Follow", Some("Unsupported".to_owned()));
+    add("Fork/Follow", Some("Available".to_owned()));
     add("Rollback", Some("Unsupported".to_owned()));
+    add("Following", s.following.clone());
+    add(
+        "Behind By",
+        s.following.as_ref().map(|_| match s.behind_by_bytes {
+            Some(b) => human_size(b),
+            None => "unknown (not streaming yet)".to_owned(),
+        }),
+    );
+    if !s.followers.is_empty() {
+        add("Followers", Some(s.followers.join(", ")));
+    }
     add(
         "Add-on",
         Some(s.name.clone().unwrap_or_else(|| addon.to_owned())),
@@ -547,6 +564,33 @@ pub async fn credentials_rotate(ctx: &mut Ctx<'_>, a: PgCredentialsRotate) -> Re
     Ok(())
 }
 
+/// `pg:unfollow DATABASE --confirm APP`: the follower stops following and becomes writable.
+pub async fn unfollow(ctx: &mut Ctx<'_>, a: PgUnfollow) -> Result<()> {
+    let app = ctx.app(&a.app)?;
+    if a.confirm.as_deref() != Some(app.as_str()) {
+        writeln!(
+            ctx.err,
+            " ▸    This will stop {} from following its leader and make it writable. To proceed, run",
+            a.database
+        )?;
+        writeln!(
+            ctx.err,
+            " ▸    slipway pg:unfollow {} -a {app} --confirm {app}",
+            a.database
+        )?;
+        ctx.err.flush()?;
+        return Err(ExitStatus(1).into());
+    }
+    let api = ctx.api()?;
+    let attachment = resolve(&api, &app, Some(&a.database)).await?;
+    let path = pg_path(&attachment, "/actions/unfollow");
+    let label = format!("{} unfollowing", attachment.addon.name);
+    ctx.action(&label, api.call(Method::POST, &path, None))
+        .await?;
+    writeln!(ctx.out, "done")?;
+    Ok(())
+}
+
 /// Prints a query result the server ran.
 pub(super) async fn show_rows(
     ctx: &mut Ctx<'_>,
@@ -715,7 +759,7 @@ mod tests {
         assert_eq!(
             key_values(&rows),
             "Plan:        standard-0\nConnections: 3\nData Size:   20 KB\nRows:        5\n\
-             Fork/Follow: Unsupported\nRollback:    Unsupported\nAdd-on:      postgresql-x\n"
+             Fork/Follow: Available\nRollback:    Unsupported\nAdd-on:      postgresql-x\n"
         );
     }
 
