@@ -385,7 +385,7 @@ impl Addons {
         }
     }
 
-    fn running(&self, addon_id: &str) -> Option<Arc<Server>> {
+    pub(crate) fn running(&self, addon_id: &str) -> Option<Arc<Server>> {
         self.inner
             .servers
             .lock()
@@ -436,6 +436,7 @@ impl Addons {
     /// Adopts or starts the server of every provisioned add-on (at server start).
     pub async fn start_all(&self) {
         self.watch_row_limits();
+        self.watch_base_backups();
         let addons = match self.inner.store.all_addons().await {
             Ok(a) => a,
             Err(error) => {

@@ -2,6 +2,7 @@
 //! what `pg:*` shows, the cluster's log in the apps' logs, and the row limit.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -31,6 +32,8 @@ pub struct PgInfo {
     pub behind_by_bytes: Option<u64>,
     /// The names of its followers.
     pub followers: Vec<String>,
+    /// The earliest time it can be rolled back to (plans with continuous protection).
+    pub rollback_earliest: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A credential, as `pg:credentials` lists it.
@@ -44,6 +47,25 @@ pub struct Credential {
     pub port: u16,
     pub connections: u64,
 }
+
+/// Plans with continuous protection (WAL archive, base backups, rollback), and their
+/// rollback window.
+pub fn rollback_window(plan: &Plan) -> Option<chrono::Duration> {
+    if plan.name.starts_with("standard") {
+        Some(chrono::Duration::days(4))
+    } else if plan.name.starts_with("premium") || plan.name.starts_with("private") {
+        Some(chrono::Duration::days(7))
+    } else {
+        None
+    }
+}
+
+fn protected(plan: &Plan) -> bool {
+    rollback_window(plan).is_some()
+}
+
+const RECOVER_FROM: &str = "recover_from";
+const RECOVER_TO: &str = "recover_to";
 
 /// Where an add-on is in Heroku's row-limit process.
 const ROW_STATE: &str = "row_state";
@@ -70,6 +92,18 @@ impl Addons {
     ) -> Result<ServerSpec, AddonError> {
         let dir = self.dir(&addon.id);
         let user = self.service_user("postgres")?;
+        let archive = protected(plan);
+        if archive {
+            crate::make_dir(&dir.join("wal-archive"), user)?;
+        }
+        // A rollback being made recovers from its source's archive until it reaches its time.
+        let recover_from = row.settings.get(RECOVER_FROM).map(PathBuf::from);
+        let recover = match (&recover_from, row.settings.get(RECOVER_TO)) {
+            (Some(from), Some(to)) if dir.join("pgdata/recovery.signal").exists() => {
+                Some((from.as_path(), to.clone()))
+            }
+            _ => None,
+        };
         let conf = postgres::Conf {
             listen: &self.inner.cfg.listen,
             port: row.port,
@@ -77,6 +111,8 @@ impl Addons {
             connections: plan.limits.connections,
             memory_bytes: plan.limits.memory_bytes,
             storage_bytes: plan.limits.storage_bytes,
+            archive,
+            recover,
         };
         write_owned(&dir.join("pgdata/slipway.conf"), &conf.render(), user)?;
         write_owned(
@@ -234,6 +270,8 @@ impl Addons {
             postgres::setup_sql(&u, &h, &d, &password, plan.limits.connections);
         psql.exec("postgres", &in_postgres).await?;
         psql.exec(&d, &in_db).await?;
+        // Continuous protection starts with a first base backup.
+        self.base_backup(addon).await?;
         self.follow_postgres_log(addon);
         Ok(BTreeMap::from([(
             "URL".to_string(),
@@ -351,6 +389,11 @@ impl Addons {
             following: None,
             behind_by_bytes: None,
             followers: Vec::new(),
+            rollback_earliest: rollback_window(plan).and_then(|w| {
+                let oldest = self.base_backups(addon).into_iter().min()?;
+                let oldest = chrono::DateTime::from_timestamp(oldest, 0)?;
+                Some(oldest.max(chrono::Utc::now() - w))
+            }),
         })
     }
 
@@ -1437,4 +1480,299 @@ impl Addons {
         }
         tracing::warn!(leader = %leader.name, slot, "Could not drop a follower's replication slot.");
     }
+}
+
+impl Addons {
+    /// Takes a base backup of a protected cluster into `<dir>/base/<unix seconds>` (plain
+    /// format, with the WAL it needs), then prunes base backups and archived WAL older than
+    /// the plan's rollback window (the newest base backup is always kept).
+    pub async fn base_backup(&self, addon: &AddonRow) -> Result<(), AddonError> {
+        let (row, _) = self.postgres_addon(addon).await?;
+        let (_, plan) = self.service_of(addon)?;
+        let Some(window) = rollback_window(plan) else {
+            return Ok(());
+        };
+        let dir = self.dir(&addon.id);
+        let user = self.service_user("postgres")?;
+        crate::make_dir(&dir.join("base"), user)?;
+        let started = chrono::Utc::now().timestamp();
+        let target = dir.join("base").join(started.to_string());
+        let mut cmd =
+            tokio::process::Command::new(self.inner.cfg.postgres_bin.join("pg_basebackup"));
+        cmd.args(["-h"])
+            .arg(dir.join("run"))
+            .args(["-p", &row.port.to_string(), "-U", "postgres", "-D"])
+            .arg(&target)
+            .args(["-X", "stream", "--checkpoint=fast", "--no-password"])
+            .current_dir(&dir)
+            .env_clear()
+            .env("LANG", "C.UTF-8")
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| AddonError::Unavailable(format!("cannot run pg_basebackup: {e}")))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&target);
+            return Err(AddonError::Unavailable(format!(
+                "base backup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // Prune: base backups older than the window, but never the newest; then the WAL the
+        // oldest remaining one no longer needs.
+        let oldest_allowed = (chrono::Utc::now() - window).timestamp();
+        let mut bases = self.base_backups(addon);
+        bases.sort();
+        let newest = bases.last().copied();
+        for b in &bases {
+            if *b < oldest_allowed && Some(*b) != newest {
+                let _ = std::fs::remove_dir_all(dir.join("base").join(b.to_string()));
+            }
+        }
+        if let Some(oldest) = self.base_backups(addon).into_iter().min() {
+            let label = std::fs::read_to_string(
+                dir.join("base")
+                    .join(oldest.to_string())
+                    .join("backup_label"),
+            )
+            .unwrap_or_default();
+            // "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)"
+            if let Some(file) = label
+                .lines()
+                .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
+                .and_then(|l| l.split("(file ").nth(1))
+                .map(|f| f.trim_end_matches(')').to_string())
+            {
+                let _ = tokio::process::Command::new(
+                    self.inner.cfg.postgres_bin.join("pg_archivecleanup"),
+                )
+                .arg(dir.join("wal-archive"))
+                .arg(file)
+                .output()
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start times (unix seconds) of a cluster's base backups.
+    fn base_backups(&self, addon: &AddonRow) -> Vec<i64> {
+        std::fs::read_dir(self.dir(&addon.id).join("base"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("backup_label").exists())
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// Takes each protected cluster's daily base backup when it is due.
+    pub(crate) fn watch_base_backups(&self) {
+        let this = self.clone();
+        let mut stop = self.inner.stopping.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Ok(addons) = this.inner.store.all_addons().await else {
+                    return;
+                };
+                for addon in addons {
+                    if addon.state != "provisioned" {
+                        continue;
+                    }
+                    let Ok((service, plan)) = this.service_of(&addon) else {
+                        continue;
+                    };
+                    if service.kind != Kind::Postgres || !protected(plan) {
+                        continue;
+                    }
+                    if this.leader_of(&addon).await.is_some() {
+                        continue;
+                    }
+                    let newest = this.base_backups(&addon).into_iter().max().unwrap_or(0);
+                    if chrono::Utc::now().timestamp() - newest >= 24 * 3600 {
+                        let _guard = this.lock(&addon.id).await;
+                        if let Err(e) = this.base_backup(&addon).await {
+                            tracing::warn!(addon = %addon.name, error = %e, "Base backup failed.");
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
+
+    /// `--rollback DATABASE --to TIME`: a new database as `source` was at `to`, recovered from
+    /// its newest base backup before that time and its WAL archive; the source is untouched.
+    pub async fn provision_postgres_rollback(
+        &self,
+        addon: &AddonRow,
+        source: &AddonRow,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<BTreeMap<String, String>, AddonError> {
+        let (source_row, source_psql) = self.postgres_addon(source).await?;
+        let (_, source_plan) = self.service_of(source)?;
+        let Some(window) = rollback_window(source_plan) else {
+            return Err(AddonError::Refused(format!(
+                "{} is on the {} plan, which has no rollback. Standard and premium plans keep \
+                 4 and 7 days.",
+                source.name, source_plan.name
+            )));
+        };
+        let now = chrono::Utc::now();
+        let bases = self.base_backups(source);
+        let earliest = bases
+            .iter()
+            .copied()
+            .min()
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.max(now - window));
+        let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let Some(earliest) = earliest else {
+            return Err(AddonError::Refused(format!(
+                "{} has no base backup yet to roll back from.",
+                source.name
+            )));
+        };
+        if to < earliest || to > now {
+            return Err(AddonError::Refused(format!(
+                "{} can be rolled back to a time between {} and {} (its rollback window).",
+                source.name,
+                fmt(earliest),
+                fmt(now)
+            )));
+        }
+        let base = bases
+            .iter()
+            .copied()
+            .filter(|b| *b <= to.timestamp())
+            .max()
+            .ok_or_else(|| {
+                AddonError::Refused(format!(
+                    "No base backup of {} precedes {}.",
+                    source.name,
+                    fmt(to)
+                ))
+            })?;
+        // A commit after the target (recovery stops at the first one at or after it), then
+        // everything up to now to the archive, so the recovery finds its target.
+        source_psql
+            .value("postgres", "SELECT txid_current()")
+            .await?;
+        let segment = source_psql
+            .value("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+            .await?
+            .unwrap_or_default();
+        let archive = self.dir(&source.id).join("wal-archive");
+        for _ in 0..300 {
+            if archive.join(&segment).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let user = self.service_user("postgres")?;
+        let dir = self.dir(&addon.id);
+        crate::make_dir(&dir, user)?;
+        for sub in ["run", "log"] {
+            crate::make_dir(&dir.join(sub), user)?;
+        }
+        let out = tokio::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.dir(&source.id).join("base").join(base.to_string()))
+            .arg(dir.join("pgdata"))
+            .output()
+            .await
+            .map_err(|e| AddonError::Io(format!("copying the base backup: {e}")))?;
+        if !out.status.success() {
+            return Err(AddonError::Io(format!(
+                "copying the base backup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        write_owned_file(&dir.join("pgdata/recovery.signal"), "", user)?;
+        let mut secrets = source_row.secrets.clone();
+        secrets.remove("repl_user");
+        secrets.remove("repl_password");
+        let mut row = AddonServerRow {
+            addon_id: addon.id.clone(),
+            kind: "postgres".into(),
+            port: 0,
+            secrets,
+            settings: BTreeMap::from([
+                (RECOVER_FROM.to_string(), archive.display().to_string()),
+                (
+                    RECOVER_TO.to_string(),
+                    to.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+                ),
+            ]),
+            created_at: chrono::Utc::now(),
+        };
+        self.claim_port(&mut row).await?;
+        self.wait_postgres(addon, &row).await?;
+        let psql = self.psql(addon, &row);
+        // Recovery ends at the target and the cluster is promoted: wait for it to take writes.
+        let mut promoted = false;
+        for _ in 0..600 {
+            if psql
+                .value("postgres", "SELECT pg_is_in_recovery()")
+                .await?
+                .as_deref()
+                == Some("f")
+            {
+                promoted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !promoted {
+            return Err(AddonError::Unavailable(
+                "the rollback did not finish recovering within a minute".into(),
+            ));
+        }
+        // From now on it is a database of its own: no recovery settings, its own password.
+        row.settings.clear();
+        let password = random_secret();
+        psql.exec(
+            "postgres",
+            &format!("ALTER ROLE {} PASSWORD '{password}';", secret(&row, "user")),
+        )
+        .await?;
+        row.secrets.insert("password".into(), password);
+        self.inner
+            .store
+            .set_addon_server(&addon.id, &row.secrets, &row.settings)
+            .await?;
+        let (_, plan) = self.service_of(addon)?;
+        let spec = self.postgres_spec(addon, &row, plan)?;
+        if let Some(server) = self.running(&addon.id) {
+            server.set_spec(spec);
+        }
+        let _ = self.base_backup(addon).await;
+        self.follow_postgres_log(addon);
+        Ok(BTreeMap::from([(
+            "URL".to_string(),
+            format!(
+                "postgres://{}:{}@{}:{}/{}",
+                secret(&row, "user"),
+                secret(&row, "password"),
+                self.inner.cfg.dyno_host,
+                row.port,
+                secret(&row, "database")
+            ),
+        )]))
+    }
+}
+
+fn write_owned_file(
+    path: &std::path::Path,
+    text: &str,
+    user: Option<(u32, u32)>,
+) -> Result<(), AddonError> {
+    crate::write_owned(path, text, user)
 }

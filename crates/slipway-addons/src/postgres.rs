@@ -21,6 +21,11 @@ pub struct Conf<'a> {
     pub connections: u32,
     pub memory_bytes: u64,
     pub storage_bytes: Option<u64>,
+    /// Continuous protection: WAL archived into `<dir>/wal-archive`.
+    pub archive: bool,
+    /// Recovery to a point in time from another cluster's archive (a rollback being made):
+    /// (that archive, the target time).
+    pub recover: Option<(&'a Path, String)>,
 }
 
 impl Conf<'_> {
@@ -59,7 +64,27 @@ impl Conf<'_> {
              log_min_duration_statement = 2000\n\
              log_lock_waits = on\n\
              log_timezone = 'UTC'\n\
-             timezone = 'UTC'\n",
+             timezone = 'UTC'\n{archive}{recover}",
+            archive = if self.archive {
+                format!(
+                    "archive_mode = on\n\
+                     archive_command = 'test ! -f {dir}/wal-archive/%f && cp %p {dir}/wal-archive/%f'\n\
+                     archive_timeout = 60\n"
+                )
+            } else {
+                String::new()
+            },
+            recover = match &self.recover {
+                Some((archive, target)) => format!(
+                    "restore_command = 'cp {}/%f %p'\n\
+                     recovery_target_time = '{target}'\n\
+                     recovery_target_inclusive = false\n\
+                     recovery_target_timeline = 'current'\n\
+                     recovery_target_action = 'promote'\n",
+                    archive.display()
+                ),
+                None => String::new(),
+            },
             listen = listen.join(","),
             port = self.port,
             max = self.connections + 5,
@@ -74,6 +99,7 @@ pub fn hba(subnet: Option<&str>) -> String {
     let mut out = String::from(
         "# Written by Slipway; changes are overwritten.\n\
          local all postgres trust\n\
+         local replication postgres trust\n\
          local all all reject\n\
          host all postgres 0.0.0.0/0 reject\n\
          host all all samehost scram-sha-256\n\
@@ -373,8 +399,9 @@ mod tests {
         let h = hba(Some("10.213.0.0/16"));
         let lines: Vec<&str> = h.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(lines[0], "local all postgres trust");
-        assert_eq!(lines[1], "local all all reject");
-        assert_eq!(lines[2], "host all postgres 0.0.0.0/0 reject");
+        assert_eq!(lines[1], "local replication postgres trust");
+        assert_eq!(lines[2], "local all all reject");
+        assert_eq!(lines[3], "host all postgres 0.0.0.0/0 reject");
         assert!(lines.contains(&"host all all 10.213.0.0/16 scram-sha-256"));
         assert!(!h.contains("trust\nhost"));
     }
@@ -388,8 +415,13 @@ mod tests {
             connections: 20,
             memory_bytes: 256 * 1024 * 1024,
             storage_bytes: Some(1024 * 1024 * 1024),
+            archive: true,
+            recover: None,
         }
         .render();
+        assert!(c.contains(
+            "archive_command = 'test ! -f /srv/p/wal-archive/%f && cp %p /srv/p/wal-archive/%f'\n"
+        ));
         assert!(c.contains("listen_addresses = '127.0.0.1,10.213.0.1'\n"));
         assert!(c.contains("max_connections = 25\n"));
         assert!(c.contains("shared_buffers = 65536kB\n"));

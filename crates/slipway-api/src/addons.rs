@@ -38,6 +38,56 @@ impl From<AddonError> for ApiError {
     }
 }
 
+/// How a new Postgres database is made from another.
+#[derive(Debug, Clone, Copy)]
+enum Copy {
+    Follower,
+    Fork,
+    Rollback(chrono::DateTime<chrono::Utc>),
+}
+
+/// `--to 'TIME'` (RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` in UTC) or `--by '3 hours'`.
+fn rollback_target(
+    to: Option<&String>,
+    by: Option<&String>,
+) -> ApiResult<chrono::DateTime<chrono::Utc>> {
+    match (to, by) {
+        (Some(t), None) => {
+            let t = t.trim().trim_end_matches(" UTC").trim_end_matches('Z');
+            chrono::DateTime::parse_from_rfc3339(&format!("{t}Z"))
+                .or_else(|_| chrono::DateTime::parse_from_rfc3339(t))
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .ok()
+                .or_else(|| {
+                    [
+                        "%Y-%m-%d %H:%M:%S%.f",
+                        "%Y-%m-%d %H:%M:%S",
+                        "%Y-%m-%d %H:%M",
+                    ]
+                    .iter()
+                    .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+                    .map(|n| n.and_utc())
+                })
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "--to {t:?} is not a time such as '2026-11-26 14:00:00 UTC'."
+                    ))
+                })
+        }
+        (None, Some(b)) => humantime::parse_duration(&b.replace(' ', ""))
+            .map_err(|_| {
+                ApiError::invalid(format!("--by {b:?} is not a duration such as '3 hours'."))
+            })
+            .and_then(|d| {
+                chrono::Duration::from_std(d).map_err(|_| ApiError::invalid("--by is too long."))
+            })
+            .map(|d| chrono::Utc::now() - d),
+        _ => Err(ApiError::invalid(
+            "A rollback needs either --to 'TIME' or --by 'DURATION'.",
+        )),
+    }
+}
+
 fn addon_not_found() -> ApiError {
     ApiError::not_found("add_on", "Couldn't find that add-on.")
 }
@@ -649,16 +699,30 @@ pub async fn create(
         })
         .collect();
     // `--follow DATABASE` / `--fork DATABASE`: a copy of one of the app's Postgres databases.
-    let copy = match (options.get("follow"), options.get("fork")) {
-        (Some(_), Some(_)) => {
+    let copy = match (
+        options.get("follow"),
+        options.get("fork"),
+        options.get("rollback"),
+    ) {
+        (Some(db), None, None) => Some((Copy::Follower, db.clone())),
+        (None, Some(db), None) => Some((Copy::Fork, db.clone())),
+        (None, None, Some(db)) => {
+            let to = match rollback_target(options.get("to"), options.get("by")) {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = s.store.delete_addon(&row.id).await;
+                    return Err(e);
+                }
+            };
+            Some((Copy::Rollback(to), db.clone()))
+        }
+        (None, None, None) => None,
+        _ => {
             let _ = s.store.delete_addon(&row.id).await;
             return Err(ApiError::invalid(
-                "Give either --follow or --fork, not both.",
+                "Give one of --follow, --fork and --rollback.",
             ));
         }
-        (Some(db), None) => Some((slipway_addons::CopyKind::Follower, db.clone())),
-        (None, Some(db)) => Some((slipway_addons::CopyKind::Fork, db.clone())),
-        (None, None) => None,
     };
     let source = match &copy {
         Some((_, db)) if service.kind == Kind::Postgres => {
@@ -680,17 +744,30 @@ pub async fn create(
     };
     let guard = addons.lock(&row.id).await;
     let provisioned = match (&copy, &source) {
-        (Some((kind, _)), Some(source)) => addons
-            .provision_postgres_copy(&row, source, *kind)
-            .await
-            .map(|config| slipway_addons::partner::Provisioned {
+        (Some((kind, _)), Some(source)) => {
+            let made = match kind {
+                Copy::Follower => {
+                    addons
+                        .provision_postgres_copy(&row, source, slipway_addons::CopyKind::Follower)
+                        .await
+                }
+                Copy::Fork => {
+                    addons
+                        .provision_postgres_copy(&row, source, slipway_addons::CopyKind::Fork)
+                        .await
+                }
+                Copy::Rollback(to) => addons.provision_postgres_rollback(&row, source, *to).await,
+            };
+            made.map(|config| slipway_addons::partner::Provisioned {
                 provider_id: row.id.clone(),
                 config,
                 message: Some(match kind {
-                    slipway_addons::CopyKind::Follower => format!("Following {}.", source.name),
-                    slipway_addons::CopyKind::Fork => format!("Forked from {}.", source.name),
+                    Copy::Follower => format!("Following {}.", source.name),
+                    Copy::Fork => format!("Forked from {}.", source.name),
+                    Copy::Rollback(to) => format!("{} as of {to}.", source.name),
                 }),
-            }),
+            })
+        }
         _ => addons.provision(&row, &options).await,
     };
     let provisioned = match provisioned {

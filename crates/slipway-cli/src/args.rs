@@ -863,6 +863,15 @@ pub struct AddonsCreate {
     /// Postgres: with --fork, skip the copy's final checkpoint wait (Heroku's --fast).
     #[arg(long)]
     pub fast: bool,
+    /// Postgres: a new database as this one was at --to TIME or --by DURATION ago.
+    #[arg(long, value_name = "DATABASE")]
+    pub rollback: Option<String>,
+    /// With --rollback: the time, e.g. '2026-11-26 14:00:00 UTC'.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// With --rollback: how long ago, e.g. '3 hours'.
+    #[arg(long, value_name = "DURATION")]
+    pub by: Option<String>,
     #[command(flatten)]
     pub app: AppArgs,
     /// Settings for the provider, after `--`: `-- --KEY VALUE --FLAG`.

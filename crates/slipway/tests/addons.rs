@@ -520,6 +520,21 @@ fn deploy_pg(s: &TestServer, name: &str) -> PathBuf {
     dir
 }
 
+/// GET through the router until it answers `want` (the release with the add-on's config vars
+/// replaces the app's dynos).
+async fn get_until(s: &TestServer, app: &str, path: &str, want: (u16, &str)) {
+    let mut last = (0, String::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        last = get(s, app, path).await;
+        if last.0 == want.0 && last.1 == want.1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{app}{path}: wanted {want:?}, last got {last:?}");
+}
+
 /// GET through the router: (status, body), once the app answers at all.
 async fn get(s: &TestServer, app: &str, path: &str) -> (u16, String) {
     let client = s.router_client(app);
@@ -585,10 +600,7 @@ async fn postgres_through_git_push_row_limit_rotation_and_destroy() {
     assert_eq!(vars[&colored], url);
 
     // Written and read back through the app's dyno, over the bridge.
-    assert_eq!(
-        get(&s, "ledger", "/pg/put?k=a&v=1").await,
-        (200, "OK".into())
-    );
+    get_until(&s, "ledger", "/pg/put?k=a&v=1", (200, "OK")).await;
     assert_eq!(get(&s, "ledger", "/pg/get?k=a").await, (200, "1".into()));
 
     // The superuser is not reachable over TCP; the app's role reaches only its database.
@@ -621,10 +633,7 @@ async fn postgres_through_git_push_row_limit_rotation_and_destroy() {
             "ledger-report",
         ],
     );
-    assert_eq!(
-        get(&s, "ledger-report", "/pg/get?k=a").await,
-        (200, "1".into())
-    );
+    get_until(&s, "ledger-report", "/pg/get?k=a", (200, "1")).await;
 
     // Postgres's own log lines reach the app's log.
     let (status, _) = get(&s, "ledger", "/pg/bad").await;
@@ -1574,4 +1583,140 @@ async fn followers_catch_up_read_only_and_forks_diverge() {
         "0"
     );
     assert_eq!(count(&leader, "t"), 10_900);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_restores_exactly_the_rows_committed_before_its_time() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: add-on servers run as their services' users; needs root");
+        return;
+    }
+    let s = TestServer::start();
+    let dir = s.home().join("rbk");
+    std::fs::create_dir_all(&dir).unwrap();
+    s.ok(&dir, &["apps:create", "rbk"]);
+    s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--name",
+            "rbk-db",
+            "-a",
+            "rbk",
+        ],
+    );
+    let url = config(&s, &dir, "rbk")["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(host_psql(
+        &url,
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100);"
+    )
+    .status
+    .success());
+    // The target: the database's own clock, after the first 100 rows were committed.
+    let target = text(
+        &host_psql(
+            &url,
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(
+        host_psql(&url, "INSERT INTO t SELECT generate_series(101, 200)")
+            .status
+            .success()
+    );
+
+    let out = s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--rollback",
+            "DATABASE_URL",
+            "--to",
+            &target,
+            "--as",
+            "ROLLBACK",
+            "-a",
+            "rbk",
+        ],
+    );
+    assert!(out.contains("as ROLLBACK_URL"), "{out}");
+    let rolled = config(&s, &dir, "rbk")["ROLLBACK_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info = s.ok(&dir, &["pg:info", "DATABASE", "-a", "rbk"]);
+    assert!(
+        info.contains("Rollback:") && info.contains("earliest from"),
+        "{info}"
+    );
+    assert_eq!(
+        count(&rolled, "t"),
+        100,
+        "exactly the rows committed before {target}"
+    );
+    assert_eq!(count(&url, "t"), 200, "the source is untouched");
+    // It is a database of its own: writable, with its own password.
+    assert!(host_psql(&rolled, "INSERT INTO t VALUES (1000)")
+        .status
+        .success());
+    assert_eq!(count(&url, "t"), 200);
+
+    // Outside the window, and on a plan without rollback: refused, saying why.
+    let out = s.cli(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--rollback",
+            "DATABASE_URL",
+            "--to",
+            "2020-01-01 00:00:00",
+            "-a",
+            "rbk",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("rollback window"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:essential-0",
+            "--as",
+            "SMALL",
+            "-a",
+            "rbk",
+        ],
+    );
+    let out = s.cli(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "--rollback",
+            "SMALL_URL",
+            "--by",
+            "1 minute",
+            "-a",
+            "rbk",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("has no rollback"),
+        "{}",
+        text(&out.stderr)
+    );
 }

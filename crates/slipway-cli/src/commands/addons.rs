@@ -406,6 +406,11 @@ pub async fn create(ctx: &mut Ctx<'_>, a: AddonsCreate) -> Result<()> {
     if a.fast {
         config.insert("fast".into(), json!(true));
     }
+    for (key, value) in [("rollback", &a.rollback), ("to", &a.to), ("by", &a.by)] {
+        if let Some(v) = value {
+            config.insert(key.into(), json!(v));
+        }
+    }
     let app = ctx.app(&a.app)?;
     let api = ctx.api()?.expanding("plan");
     let mut attachment = json!({});

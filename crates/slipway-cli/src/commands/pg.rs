@@ -67,6 +67,8 @@ struct PgStatus {
     #[serde(default)]
     followers: Vec<String>,
     #[serde(default)]
+    rollback_earliest: Option<DateTime<Utc>>,
+    #[serde(default)]
     config_vars: Vec<String>,
 }
 
@@ -256,7 +258,13 @@ fn info_rows(s: &PgStatus, addon: &str) -> Vec<(String, String)> {
         }),
     );
     add("Fork/Follow", Some("Available".to_owned()));
-    add("Rollback", Some("Unsupported".to_owned()));
+    add(
+        "Rollback",
+        Some(match s.rollback_earliest {
+            Some(t) => format!("earliest from {}", t.format("%Y-%m-%d %H:%M UTC")),
+            None => "Unsupported".to_owned(),
+        }),
+    );
     add("Following", s.following.clone());
     add(
         "Behind By",
