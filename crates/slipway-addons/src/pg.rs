@@ -76,6 +76,21 @@ fn secret(row: &AddonServerRow, k: &str) -> String {
 }
 
 impl Addons {
+    /// The config an app gets for a cluster: `{"URL": "postgres://user:password@host:port/db"}`.
+    fn app_config(&self, row: &AddonServerRow) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            "URL".to_string(),
+            format!(
+                "postgres://{}:{}@{}:{}/{}",
+                secret(row, "user"),
+                secret(row, "password"),
+                self.inner.cfg.dyno_host,
+                row.port,
+                secret(row, "database")
+            ),
+        )])
+    }
+
     pub(crate) fn psql(&self, addon: &AddonRow, row: &AddonServerRow) -> Psql {
         Psql {
             bin: self.inner.cfg.postgres_bin.join("psql"),
@@ -223,19 +238,7 @@ impl Addons {
             .env("LANG", "C.UTF-8")
             .env("TZ", "UTC")
             .kill_on_drop(true);
-        if let Some((uid, gid)) = user {
-            initdb.uid(uid).gid(gid);
-        }
-        let out = initdb
-            .output()
-            .await
-            .map_err(|e| AddonError::Unavailable(format!("cannot run initdb: {e}")))?;
-        if !out.status.success() {
-            return Err(AddonError::Unavailable(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        run_pg(initdb, user, "initdb").await?;
         let main_conf = dir.join("pgdata/postgresql.conf");
         let mut conf = std::fs::read_to_string(&main_conf)
             .map_err(|e| AddonError::Io(format!("reading {}: {e}", main_conf.display())))?;
@@ -273,13 +276,7 @@ impl Addons {
         // Continuous protection starts with a first base backup.
         self.base_backup(addon).await?;
         self.follow_postgres_log(addon);
-        Ok(BTreeMap::from([(
-            "URL".to_string(),
-            format!(
-                "postgres://{u}:{password}@{}:{}/{d}",
-                self.inner.cfg.dyno_host, row.port
-            ),
-        )]))
+        Ok(self.app_config(&row))
     }
 
     pub(crate) async fn change_postgres_plan(
@@ -529,20 +526,12 @@ impl Addons {
             ),
         )
         .await?;
-        row.secrets.insert("password".into(), password.clone());
+        row.secrets.insert("password".into(), password);
         self.inner
             .store
             .set_addon_server(&addon.id, &row.secrets, &row.settings)
             .await?;
-        Ok(BTreeMap::from([(
-            "URL".to_string(),
-            format!(
-                "postgres://{user}:{password}@{}:{}/{}",
-                self.inner.cfg.dyno_host,
-                row.port,
-                secret(&row, "database")
-            ),
-        )]))
+        Ok(self.app_config(&row))
     }
 
     // ---- the cluster's log ----------------------------------------------------------------
@@ -1326,14 +1315,7 @@ impl Addons {
         if kind == CopyKind::Follower {
             base.args(["-S", &slot, "-R"]);
         }
-        if let Some((uid, gid)) = user {
-            base.uid(uid).gid(gid);
-        }
-        let out = base
-            .output()
-            .await
-            .map_err(|e| AddonError::Unavailable(format!("cannot run pg_basebackup: {e}")))?;
-        if !out.status.success() {
+        if let Err(e) = run_pg(base, user, "pg_basebackup").await {
             if kind == CopyKind::Follower {
                 let _ = source_psql
                     .exec(
@@ -1342,10 +1324,7 @@ impl Addons {
                     )
                     .await;
             }
-            return Err(AddonError::Unavailable(format!(
-                "pg_basebackup failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(e);
         }
         // The copy is the source's: same roles and database. A fork gets its own password.
         let mut secrets = source_row.secrets.clone();
@@ -1386,17 +1365,7 @@ impl Addons {
             let _ = plan;
         }
         self.follow_postgres_log(addon);
-        Ok(BTreeMap::from([(
-            "URL".to_string(),
-            format!(
-                "postgres://{}:{}@{}:{}/{}",
-                secret(&row, "user"),
-                secret(&row, "password"),
-                self.inner.cfg.dyno_host,
-                row.port,
-                secret(&row, "database")
-            ),
-        )]))
+        Ok(self.app_config(&row))
     }
 
     /// How far a follower is behind its leader: (leader add-on id, bytes of WAL not yet
@@ -1508,19 +1477,9 @@ impl Addons {
             .env_clear()
             .env("LANG", "C.UTF-8")
             .kill_on_drop(true);
-        if let Some((uid, gid)) = user {
-            cmd.uid(uid).gid(gid);
-        }
-        let out = cmd
-            .output()
-            .await
-            .map_err(|e| AddonError::Unavailable(format!("cannot run pg_basebackup: {e}")))?;
-        if !out.status.success() {
+        if let Err(e) = run_pg(cmd, user, "pg_basebackup").await {
             let _ = std::fs::remove_dir_all(&target);
-            return Err(AddonError::Unavailable(format!(
-                "base backup failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(e);
         }
         // Prune: base backups older than the window, but never the newest; then the WAL the
         // oldest remaining one no longer needs.
@@ -1755,18 +1714,31 @@ impl Addons {
         }
         let _ = self.base_backup(addon).await;
         self.follow_postgres_log(addon);
-        Ok(BTreeMap::from([(
-            "URL".to_string(),
-            format!(
-                "postgres://{}:{}@{}:{}/{}",
-                secret(&row, "user"),
-                secret(&row, "password"),
-                self.inner.cfg.dyno_host,
-                row.port,
-                secret(&row, "database")
-            ),
-        )]))
+        Ok(self.app_config(&row))
     }
+}
+
+/// Runs one of PostgreSQL's programs, as the service's user when given; a failure says what the
+/// program printed.
+async fn run_pg(
+    mut cmd: tokio::process::Command,
+    user: Option<(u32, u32)>,
+    what: &str,
+) -> Result<(), AddonError> {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| AddonError::Unavailable(format!("cannot run {what}: {e}")))?;
+    if !out.status.success() {
+        return Err(AddonError::Unavailable(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 fn write_owned_file(

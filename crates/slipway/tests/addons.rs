@@ -59,10 +59,15 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
 fn deploy(s: &TestServer, name: &str) -> PathBuf {
+    deploy_source(s, name, APP)
+}
+
+/// Pushes `app.py` as the app's one web process.
+fn deploy_source(s: &TestServer, name: &str, source: &str) -> PathBuf {
     let dir = s.home().join(name);
     s.repo(
         &dir,
-        &[("Procfile", "web: python3 app.py\n"), ("app.py", APP)],
+        &[("Procfile", "web: python3 app.py\n"), ("app.py", source)],
     );
     s.ok(&dir, &["apps:create", name]);
     let out = s.git(&dir, &["push", "slipway", "main"]);
@@ -504,20 +509,7 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
 fn deploy_pg(s: &TestServer, name: &str) -> PathBuf {
-    let dir = s.home().join(name);
-    s.repo(
-        &dir,
-        &[("Procfile", "web: python3 app.py\n"), ("app.py", PG_APP)],
-    );
-    s.ok(&dir, &["apps:create", name]);
-    let out = s.git(&dir, &["push", "slipway", "main"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    dir
+    deploy_source(s, name, PG_APP)
 }
 
 /// GET through the router until it answers `want` (the release with the add-on's config vars
