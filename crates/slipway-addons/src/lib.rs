@@ -12,6 +12,7 @@
 //! add-on port range there ([`slipway_runtime::net::NetConfig::host_ports`]) and nothing else.
 
 pub mod catalogue;
+pub mod dataclips;
 pub mod partner;
 mod pg;
 pub mod postgres;
@@ -81,6 +82,8 @@ pub struct AddonsConfig {
     pub backups_dir: PathBuf,
     /// `pg:diagnose`'s thresholds for long queries and transactions.
     pub diagnose: postgres::DiagnoseLimits,
+    /// Limits on every dataclip run.
+    pub dataclips: dataclips::ClipLimits,
 }
 
 struct Inner {

@@ -12,8 +12,10 @@
 //! and maintenance flag, by [`AppState::refresh_routes`]. Log drains (`drains`) are stored here
 //! and started or stopped in [`Drains`].
 
+mod accounts;
 mod addons;
 pub mod auth;
+mod dataclips;
 mod domains;
 mod drains;
 pub mod error;
@@ -96,6 +98,8 @@ pub struct AppState {
     pushes: Arc<Mutex<HashMap<String, PendingPush>>>,
     /// Serialises [`AppState::refresh_routes`].
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Dataclip runs per client address.
+    clip_limiter: Arc<dataclips::RateLimiter>,
 }
 
 impl AppState {
@@ -120,6 +124,7 @@ impl AppState {
             addons: None,
             pushes: Arc::default(),
             refresh_lock: Arc::default(),
+            clip_limiter: Arc::default(),
         }
     }
 
@@ -358,6 +363,35 @@ pub fn router(state: AppState) -> axum::Router {
             axum::routing::put(pg_backups::schedule).delete(pg_backups::unschedule),
         )
         .route("/pg-backups/{token}", get(pg_backups::download))
+        .route(
+            "/apps/{app}/dataclips",
+            get(dataclips::list).post(dataclips::create),
+        )
+        .route(
+            "/apps/{app}/dataclips/{clip}",
+            get(dataclips::info)
+                .patch(dataclips::update)
+                .delete(dataclips::delete),
+        )
+        .route(
+            "/apps/{app}/dataclips/{clip}/actions/rotate",
+            post(dataclips::rotate),
+        )
+        .route(
+            "/apps/{app}/dataclips/{clip}/actions/revoke",
+            post(dataclips::revoke),
+        )
+        .route(
+            "/apps/{app}/dataclips/{clip}/shares/{email}",
+            axum::routing::put(dataclips::share).delete(dataclips::unshare),
+        )
+        .route(
+            "/apps/{app}/dataclips/{clip}/result",
+            get(dataclips::result),
+        )
+        .route("/dataclips", get(dataclips::shared_with_me))
+        .route("/dataclips/{file}", get(dataclips::by_link))
+        .route("/accounts", get(accounts::list).post(accounts::create))
         .route("/actions/addons/resolve", post(addons::resolve_addon))
         .route(
             "/actions/addon-attachments/resolve",

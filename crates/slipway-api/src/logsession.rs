@@ -165,6 +165,19 @@ const TAIL_SOCKET_BUFFER: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct ApiConn(std::sync::Arc<std::os::fd::OwnedFd>);
 
+impl ApiConn {
+    /// The client's address.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        // A duplicate of the descriptor, as a std socket, asks for it (and is closed after).
+        let sock = std::net::TcpStream::from(self.0.try_clone().ok()?);
+        let ip = sock.peer_addr().ok()?.ip();
+        Some(match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        })
+    }
+}
+
 impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ApiConn {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
         use std::os::fd::AsFd;

@@ -327,6 +327,44 @@ pub enum Cmd {
     /// List the app's daily backup schedules.
     #[command(name = "pg:backups:schedules")]
     PgBackupsSchedules(AppArgsOnly),
+    /// List the app's dataclips: saved queries whose results are shared through a secret link.
+    #[command(name = "dataclips")]
+    Dataclips(AppJson),
+    /// Save a query (one SELECT statement) on a Postgres database as a dataclip and print its link.
+    #[command(name = "dataclips:create")]
+    DataclipsCreate(DataclipsCreate),
+    /// Show a dataclip: its database, creator, who may read it, and its SQL.
+    #[command(name = "dataclips:info")]
+    DataclipsInfo(DataclipArgs),
+    /// Change a dataclip's title or SQL.
+    #[command(name = "dataclips:update")]
+    DataclipsUpdate(DataclipsUpdate),
+    /// Permanently destroy a dataclip; its link stops working.
+    #[command(name = "dataclips:destroy")]
+    DataclipsDestroy(DataclipsDestroy),
+    /// Run a dataclip's query and print the result (a table, --csv or --json).
+    #[command(name = "dataclips:run")]
+    DataclipsRun(DataclipsRun),
+    /// Let anyone holding the link (--everyone) or one more account (--user EMAIL) read a
+    /// dataclip's results.
+    #[command(name = "dataclips:share")]
+    DataclipsShare(DataclipsShare),
+    /// Stop letting anyone holding the link (--everyone) or an account (--user EMAIL) read a
+    /// dataclip's results.
+    #[command(name = "dataclips:unshare")]
+    DataclipsUnshare(DataclipsShare),
+    /// Give a dataclip a new link and print it; the old link stops working at once.
+    #[command(name = "dataclips:rotate")]
+    DataclipsRotate(DataclipArg),
+    /// Revoke a dataclip's link: it stops working (`dataclips:rotate` makes a new one).
+    #[command(name = "dataclips:revoke")]
+    DataclipsRevoke(DataclipArg),
+    /// List the accounts of this server (admin only).
+    #[command(name = "accounts")]
+    Accounts(JsonOnly),
+    /// Add an account and print its API key, once (admin only).
+    #[command(name = "accounts:add")]
+    AccountsAdd(AccountsAdd),
     /// Save an API key in ~/.netrc after checking it.
     #[command(name = "login", visible_alias = "auth:login")]
     Login(Login),
@@ -1218,6 +1256,127 @@ pub struct PgBackupsSchedule {
     pub at: String,
     #[command(flatten)]
     pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataclipsCreate {
+    /// The dataclip's title, unique on the app, e.g. 'Active users'.
+    #[arg(value_name = "TITLE")]
+    pub title: String,
+    /// The query: one SELECT statement (read from standard input when neither --sql nor --file
+    /// is given and it is not a terminal).
+    #[arg(long, value_name = "SQL", conflicts_with = "file")]
+    pub sql: Option<String>,
+    /// A file holding the query.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+    /// The Postgres attachment or add-on to read, e.g. `HEROKU_POSTGRESQL_ONYX_URL`
+    /// [default: DATABASE].
+    #[arg(long, value_name = "DATABASE")]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the new dataclip as JSON (with its URL).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DataclipArgs {
+    /// The dataclip: its title or id.
+    #[arg(value_name = "CLIP")]
+    pub clip: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DataclipArg {
+    /// The dataclip: its title or id.
+    #[arg(value_name = "CLIP")]
+    pub clip: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataclipsUpdate {
+    /// The dataclip: its title or id.
+    #[arg(value_name = "CLIP")]
+    pub clip: String,
+    /// The new title.
+    #[arg(long, value_name = "TITLE")]
+    pub title: Option<String>,
+    /// The new query: one SELECT statement.
+    #[arg(long, value_name = "SQL", conflicts_with = "file")]
+    pub sql: Option<String>,
+    /// A file holding the new query.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Print the updated dataclip as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DataclipsDestroy {
+    /// The dataclip: its title or id.
+    #[arg(value_name = "CLIP")]
+    pub clip: String,
+    /// The app's name again, to confirm.
+    #[arg(short = 'c', long = "confirm", value_name = "APP")]
+    pub confirm: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataclipsRun {
+    /// The dataclip: its title or id.
+    #[arg(value_name = "CLIP")]
+    pub clip: String,
+    /// Print the result as CSV (a header row, then the rows; NULL as an empty field).
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Print the result object as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["everyone", "user"])))]
+pub struct DataclipsShare {
+    /// The dataclip: its title or id.
+    #[arg(value_name = "CLIP")]
+    pub clip: String,
+    /// Anyone holding the link, without an account.
+    #[arg(long)]
+    pub everyone: bool,
+    /// One account of this server, by email.
+    #[arg(long, value_name = "EMAIL")]
+    pub user: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsAdd {
+    /// The new account's email.
+    #[arg(value_name = "EMAIL")]
+    pub email: String,
+    /// The new account's name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Print the new account as JSON (with its API key).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses the provider settings given after `--` in `addons:create`: `--KEY VALUE`,

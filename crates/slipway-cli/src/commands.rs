@@ -15,6 +15,7 @@ use crate::args::{AppArgs, Cmd};
 use crate::env::{machine_name, Env, Input};
 use crate::git::{app_from_git_url, Git};
 
+mod accounts;
 mod addons;
 mod apps;
 mod attach;
@@ -22,6 +23,7 @@ mod auth;
 mod buildpacks;
 mod certs;
 mod config;
+mod dataclips;
 mod domains;
 mod drains;
 mod features;
@@ -302,6 +304,18 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::RedisInfo(a) => redis::info(ctx, a).await,
         Cmd::RedisMaxmemory(a) => redis::maxmemory(ctx, a).await,
         Cmd::RedisCli(a) => redis::cli(ctx, a).await,
+        Cmd::Dataclips(a) => dataclips::list(ctx, a).await,
+        Cmd::DataclipsCreate(a) => dataclips::create(ctx, a).await,
+        Cmd::DataclipsInfo(a) => dataclips::info(ctx, a).await,
+        Cmd::DataclipsUpdate(a) => dataclips::update(ctx, a).await,
+        Cmd::DataclipsDestroy(a) => dataclips::destroy(ctx, a).await,
+        Cmd::DataclipsRun(a) => dataclips::run(ctx, a).await,
+        Cmd::DataclipsShare(a) => dataclips::share(ctx, a).await,
+        Cmd::DataclipsUnshare(a) => dataclips::unshare(ctx, a).await,
+        Cmd::DataclipsRotate(a) => dataclips::rotate(ctx, a).await,
+        Cmd::DataclipsRevoke(a) => dataclips::revoke(ctx, a).await,
+        Cmd::Accounts(a) => accounts::list(ctx, a).await,
+        Cmd::AccountsAdd(a) => accounts::add(ctx, a).await,
         Cmd::Login(a) => auth::login(ctx, a).await,
         Cmd::Logout => auth::logout(ctx),
         Cmd::AuthToken => auth::token(ctx),

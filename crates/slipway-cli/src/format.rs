@@ -134,6 +134,34 @@ pub fn psql_table(columns: &[String], rows: &[Vec<Option<String>>]) -> String {
     out
 }
 
+/// One CSV field, quoted as RFC 4180 asks when it holds a `,`, a `"` or a line break (`"`
+/// doubled inside); `None` (NULL) is an empty field.
+pub fn csv_field(value: Option<&str>) -> String {
+    let Some(v) = value else {
+        return String::new();
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_owned()
+    }
+}
+
+/// A header row, then one line per row, as CSV with RFC 4180's CRLF line breaks (as the server's
+/// `.csv` links serve it).
+pub fn csv(columns: &[String], rows: &[Vec<Option<String>>]) -> String {
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    };
+    line(columns.iter().map(|c| csv_field(Some(c))).collect());
+    for row in rows {
+        line(row.iter().map(|c| csv_field(c.as_deref())).collect());
+    }
+    out
+}
+
 /// Whether a cell reads as a number (`psql` right-aligns numeric columns).
 fn is_number(s: &str) -> bool {
     let digits = s.strip_prefix('-').unwrap_or(s);
@@ -334,6 +362,28 @@ mod tests {
             " pid | query \n-----+-------\n(0 rows)\n\n"
         );
         assert!(is_number("12") && is_number("-1.5") && !is_number("1.") && !is_number("t"));
+    }
+
+    #[test]
+    fn csv_quotes_as_rfc_4180_asks() {
+        assert_eq!(csv_field(Some("plain")), "plain");
+        assert_eq!(csv_field(Some("")), "");
+        assert_eq!(csv_field(None), "");
+        assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
+        assert_eq!(csv_field(Some("say \"hi\"")), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field(Some("two\nlines")), "\"two\nlines\"");
+        assert_eq!(csv_field(Some("cr\r")), "\"cr\r\"");
+        assert_eq!(csv_field(Some(" spaced ")), " spaced ");
+        let cols = vec!["id".to_owned(), "note, long".to_owned()];
+        let rows = vec![
+            vec![Some("1".to_owned()), None],
+            vec![Some("2".to_owned()), Some("a \"b\"\nc".to_owned())],
+        ];
+        assert_eq!(
+            csv(&cols, &rows),
+            "id,\"note, long\"\r\n1,\r\n2,\"a \"\"b\"\"\nc\"\r\n"
+        );
+        assert_eq!(csv(&cols, &[]), "id,\"note, long\"\r\n");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod addons;
 mod backups;
+mod dataclips;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::str::FromStr;
 pub use addons::{AddonRow, AddonServerRow, AttachmentRow, NewAddon};
 pub use backups::{BackupRow, BackupScheduleRow};
 use chrono::{DateTime, Utc};
+pub use dataclips::{DataclipRow, NewDataclip};
 use slipway_types::ConfigVars;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -44,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_addons.sql"),
     include_str!("../migrations/0008_pg_backups.sql"),
     include_str!("../migrations/0009_pg_diagnose.sql"),
+    include_str!("../migrations/0010_dataclips.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -51,6 +54,8 @@ pub struct AccountRow {
     pub id: String,
     pub email: String,
     pub name: Option<String>,
+    /// The first account, the owner: it adds the others.
+    pub admin: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -312,6 +317,7 @@ impl Store {
             id: row.try_get("id")?,
             email: row.try_get("email")?,
             name: row.try_get("name")?,
+            admin: row.try_get::<i64, _>("admin")? != 0,
             created_at: ts(row, "created_at")?,
             updated_at: ts(row, "updated_at")?,
         })
@@ -324,11 +330,13 @@ impl Store {
             .await?)
     }
 
+    /// Adds an account; the first one is the admin.
     pub async fn create_account(&self, email: &str, name: Option<&str>) -> Result<AccountRow> {
         let t = now().to_rfc3339();
         let id = uuid::Uuid::new_v4().to_string();
         sqlx::query(
-            "INSERT INTO accounts (id, email, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO accounts (id, email, name, created_at, updated_at, admin) \
+             VALUES (?, ?, ?, ?, ?, (SELECT COUNT(*) = 0 FROM accounts))",
         )
         .bind(&id)
         .bind(email)
@@ -355,6 +363,13 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(Self::account_row).transpose()
+    }
+
+    pub async fn accounts(&self) -> Result<Vec<AccountRow>> {
+        let rows = sqlx::query("SELECT * FROM accounts ORDER BY created_at, rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::account_row).collect()
     }
 
     pub async fn account_by_email(&self, email: &str) -> Result<Option<AccountRow>> {

@@ -104,6 +104,12 @@ pub struct ServerArgs {
     /// pg:diagnose reports transactions open longer than this [default: 1h].
     #[arg(long, env = "SLIPWAY_PG_LONG_TRANSACTION")]
     pub pg_long_transaction: Option<String>,
+    /// A dataclip's statements are canceled after this long each [default: 30s].
+    #[arg(long, env = "SLIPWAY_DATACLIP_STATEMENT_TIMEOUT")]
+    pub dataclip_statement_timeout: Option<String>,
+    /// A dataclip's whole run is canceled after this long [default: 60s].
+    #[arg(long, env = "SLIPWAY_DATACLIP_TIMEOUT")]
+    pub dataclip_timeout: Option<String>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -136,6 +142,8 @@ struct FileConfig {
     row_limit_grace: Option<String>,
     pg_long_query: Option<String>,
     pg_long_transaction: Option<String>,
+    dataclip_statement_timeout: Option<String>,
+    dataclip_timeout: Option<String>,
 }
 
 /// The server's resolved settings.
@@ -194,6 +202,10 @@ pub struct Config {
     pub pg_long_query: Duration,
     /// Default 1 hour.
     pub pg_long_transaction: Duration,
+    /// Default 30 s.
+    pub dataclip_statement_timeout: Duration,
+    /// Default 60 s.
+    pub dataclip_timeout: Duration,
 }
 
 /// A setting that is forced on, forced off, or decided by the host's self-check.
@@ -376,6 +388,20 @@ impl Config {
                     .pg_long_transaction
                     .or(file.pg_long_transaction)
                     .unwrap_or_else(|| "1h".into()),
+            )?,
+            dataclip_statement_timeout: duration(
+                "dataclip_statement_timeout",
+                &args
+                    .dataclip_statement_timeout
+                    .or(file.dataclip_statement_timeout)
+                    .unwrap_or_else(|| "30s".into()),
+            )?,
+            dataclip_timeout: duration(
+                "dataclip_timeout",
+                &args
+                    .dataclip_timeout
+                    .or(file.dataclip_timeout)
+                    .unwrap_or_else(|| "60s".into()),
             )?,
             row_limit_grace: duration(
                 "row_limit_grace",

@@ -294,6 +294,11 @@ fn addons_setup(
                 long_query: config.pg_long_query,
                 long_transaction: config.pg_long_transaction,
             },
+            dataclips: slipway_addons::dataclips::ClipLimits {
+                statement_timeout: config.dataclip_statement_timeout,
+                timeout: config.dataclip_timeout,
+                ..Default::default()
+            },
             api_url: format!("http://{api_addr}"),
         },
         store.clone(),

@@ -188,7 +188,10 @@ async fn run_without_a_terminal_pipes_input_and_passes_the_exit_status() {
     // its line is taken out before the stdout lines are checked in order.
     assert!(stdout.contains("tty? not a tty\n"), "{stdout:?}");
     let stdout_only = stdout.replacen("tty? not a tty\n", "", 1);
-    assert!(stdout_only.contains("first=one\ntwo\nthree\n"), "{stdout:?}");
+    assert!(
+        stdout_only.contains("first=one\ntwo\nthree\n"),
+        "{stdout:?}"
+    );
     assert!(!stdout.contains(MARKER), "{stdout:?}");
 
     // A command that succeeds exits 0, even with stdin at its end already.

@@ -122,7 +122,7 @@ impl QueryRows {
 }
 
 /// A cell as `psql` shows it: text as is, booleans as `t`/`f`, `null` as nothing.
-fn cell_text(v: &Value) -> Option<String> {
+pub(super) fn cell_text(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
