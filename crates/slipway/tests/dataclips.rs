@@ -417,6 +417,26 @@ async fn dataclips_share_results_by_link_and_read_only() {
     let count_link = link_in(&out);
     let run = s.ok(&dir, &["dataclips:run", "Count", "--csv", "-a", "clips"]);
     assert_eq!(run.replace("\r\n", "\n").trim(), "n\n3");
+    // Updated; a query that does not parse is refused and the old one kept.
+    s.ok(
+        &dir,
+        &[
+            "dataclips:update",
+            "Count",
+            "--sql",
+            "SELECT count(*) AS n FROM users WHERE id > 1",
+            "-a",
+            "clips",
+        ],
+    );
+    let bad = s.cli(
+        &dir,
+        &["dataclips:update", "Count", "--sql", "SELEC nothing", "-a", "clips"],
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("syntax error"), "{}", text(&bad.stderr));
+    let run = s.ok(&dir, &["dataclips:run", "Count", "--csv", "-a", "clips"]);
+    assert_eq!(run.replace("\r\n", "\n").trim(), "n\n2");
 
     // With a follower, clips run there.
     s.ok(
@@ -438,7 +458,7 @@ async fn dataclips_share_results_by_link_and_read_only() {
         (v["source"] == "clips-follower").then_some(v)
     })
     .await;
-    assert_eq!(ran["values"][0][0], "3");
+    assert_eq!(ran["values"][0][0], "2");
 
     // Secrets never reach the app's log.
     let logs = s.logs("clips");
