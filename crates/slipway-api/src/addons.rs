@@ -182,13 +182,13 @@ impl AppState {
     /// Whether `who` may see the add-on: they own its billing app or an app it is attached to.
     async fn may_see(&self, who: &AccountRow, addon: &AddonRow) -> ApiResult<bool> {
         if let Some(app) = self.store.app(&addon.app_id).await? {
-            if app.owner_id == who.id {
+            if self.may_use(who, &app).await? {
                 return Ok(true);
             }
         }
         for a in self.store.attachments_of_addon(&addon.id).await? {
             if let Some(app) = self.store.app(&a.app_id).await? {
-                if app.owner_id == who.id {
+                if self.may_use(who, &app).await? {
                     return Ok(true);
                 }
             }
@@ -956,7 +956,7 @@ pub async fn attachments_all(
 ) -> ApiResult<Response> {
     let mut out = Vec::new();
     for app in s.store.apps().await? {
-        if app.owner_id == who.id {
+        if s.may_use(&who, &app).await? {
             out.extend(
                 s.store
                     .attachments_of_app(&app.id)
@@ -1543,7 +1543,7 @@ pub async fn pg_diagnose(
     let mut seen_as = None;
     for a in &attachments {
         if let Some(app) = s.store.app(&a.app_id).await? {
-            if app.owner_id == who.id {
+            if s.may_use(&who, &app).await? {
                 seen_as = Some((app, a.name.clone()));
                 break;
             }

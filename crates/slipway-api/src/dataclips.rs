@@ -515,9 +515,10 @@ pub async fn by_link(
                 .account_by_key_hash(&hash_key(&key))
                 .await?
                 .ok_or_else(ApiError::unauthorized)?;
-            let app = s.store.app(&d.app_id).await?;
-            let allowed = app.is_some_and(|a| a.owner_id == who.id)
-                || d.shared_with.iter().any(|e| e == &who.email);
+            let allowed = match s.store.app(&d.app_id).await? {
+                Some(app) => s.may_use(&who, &app).await?,
+                None => false,
+            } || d.shared_with.iter().any(|e| e == &who.email);
             if !allowed {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,

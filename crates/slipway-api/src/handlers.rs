@@ -95,12 +95,38 @@ impl AppState {
         })
     }
 
+    /// Whether `who` may use the app: its owner or a collaborator.
+    pub(crate) async fn may_use(&self, who: &AccountRow, app: &AppRow) -> ApiResult<bool> {
+        Ok(app.owner_id == who.id || self.store.is_collaborator(&app.id, &who.id).await?)
+    }
+
     /// Loads an app the caller may use, by name or id; 404 otherwise.
     pub(crate) async fn load_app(&self, who: &AccountRow, name_or_id: &str) -> ApiResult<AppRow> {
         match self.store.app(name_or_id).await? {
-            Some(app) if app.owner_id == who.id => Ok(app),
+            Some(app) if self.may_use(who, &app).await? => Ok(app),
             _ => Err(ApiError::app_not_found()),
         }
+    }
+
+    /// Loads an app only its owner may change this way (destroy, rename, collaborators).
+    pub(crate) async fn owned_app(
+        &self,
+        who: &AccountRow,
+        name_or_id: &str,
+        what: &str,
+    ) -> ApiResult<AppRow> {
+        let app = self.load_app(who, name_or_id).await?;
+        if app.owner_id != who.id {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "Only {}'s owner ({}) can {what}.",
+                    app.name, app.owner_email
+                ),
+            ));
+        }
+        Ok(app)
     }
 
     pub(crate) fn api_log(&self, app_id: &str, message: &str) {
@@ -380,12 +406,13 @@ pub async fn list_apps(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let mut out = Vec::new();
+    let collaborated = s.store.collaborated_app_ids(&who.id).await?;
     for app in s
         .store
         .apps()
         .await?
         .into_iter()
-        .filter(|a| a.owner_id == who.id)
+        .filter(|a| a.owner_id == who.id || collaborated.contains(&a.id))
     {
         out.push(s.app_json(&app, &host).await?);
     }
@@ -579,7 +606,7 @@ pub async fn delete_app(
     ApiHost(host): ApiHost,
     Path(app): Path<String>,
 ) -> ApiResult<Json<App>> {
-    let app = s.load_app(&who, &app).await?;
+    let app = s.owned_app(&who, &app, "destroy it").await?;
     let json = s.app_json(&app, &host).await?;
     // Its add-ons go with it (detached from other apps first); add-ons it only uses stay.
     if s.addons.is_some() {
@@ -1197,6 +1224,17 @@ pub async fn restart_dyno(
         None => false,
     };
     if !running && !in_formation {
+        // A process type in the dyno's place restarts all of its dynos, as Heroku's API does
+        // for the CLI's older `ps:restart web`.
+        let is_type = !dyno.contains('.')
+            && s
+                .formation_json(&app)
+                .await?
+                .iter()
+                .any(|f| f.process_type == dyno && f.quantity > 0);
+        if is_type {
+            return Ok(restart(&s, &who, &app, RestartTarget::Type(dyno)).await);
+        }
         return Err(ApiError::not_found(
             "dyno",
             format!("Couldn't find that dyno ({dyno})."),

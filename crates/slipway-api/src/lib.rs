@@ -15,6 +15,7 @@
 mod accounts;
 mod addons;
 pub mod auth;
+mod collaborators;
 mod dataclips;
 mod domains;
 mod drains;
@@ -392,6 +393,14 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/dataclips", get(dataclips::shared_with_me))
         .route("/dataclips/{file}", get(dataclips::by_link))
         .route("/accounts", get(accounts::list).post(accounts::create))
+        .route(
+            "/apps/{app}/collaborators",
+            get(collaborators::list).post(collaborators::create),
+        )
+        .route(
+            "/apps/{app}/collaborators/{collaborator}",
+            get(collaborators::info).delete(collaborators::delete),
+        )
         .route("/actions/addons/resolve", post(addons::resolve_addon))
         .route(
             "/actions/addon-attachments/resolve",

@@ -166,6 +166,15 @@ const TAIL_SOCKET_BUFFER: usize = 64 * 1024;
 pub struct ApiConn(std::sync::Arc<std::os::fd::OwnedFd>);
 
 impl ApiConn {
+    /// For a connection accepted outside `axum::serve` (the TLS listener).
+    pub fn of(stream: &tokio::net::TcpStream) -> ApiConn {
+        use std::os::fd::AsFd;
+        let fd = stream.as_fd().try_clone_to_owned();
+        ApiConn(std::sync::Arc::new(fd.unwrap_or_else(|_| {
+            std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"))
+        })))
+    }
+
     /// The client's address.
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
         // A duplicate of the descriptor, as a std socket, asks for it (and is closed after).

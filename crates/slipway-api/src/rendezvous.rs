@@ -159,18 +159,27 @@ impl Rendezvous {
                 stderr,
             } => (Input::Pipe(Some(stdin)), Output::Pipes(stdout, stderr)),
         };
+        let input = relay_input(rd, input);
+        tokio::pin!(input);
         let client_gone = tokio::select! {
             _ = relay_output(output, exit, &mut wr) => false,
-            _ = relay_input(rd, input) => true,
+            _ = &mut input => true,
         };
         if client_gone {
             debug!(dyno = %pending.dyno, "Client left; stopping the one-off dyno.");
             let _ = self.manager.stop_dyno(&pending.app_id, &pending.dyno).await;
         } else {
+            // Clients leave once they read the exit marker. Until then (briefly) the connection
+            // stays open: Heroku's CLI may still be sending its end-of-input byte, and fails if
+            // the other side has already closed.
+            let _ = tokio::time::timeout(LINGER, &mut input).await;
             let _ = wr.shutdown().await;
         }
     }
 }
+
+/// How long a session stays open after the exit marker for the client to leave first.
+const LINGER: Duration = Duration::from_secs(2);
 
 enum Input {
     Tty(slipway_runtime::PtyMaster),

@@ -7,6 +7,7 @@
 
 mod addons;
 mod backups;
+mod collaborators;
 mod dataclips;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::str::FromStr;
 pub use addons::{AddonRow, AddonServerRow, AttachmentRow, NewAddon};
 pub use backups::{BackupRow, BackupScheduleRow};
 use chrono::{DateTime, Utc};
+pub use collaborators::CollaboratorRow;
 pub use dataclips::{DataclipRow, NewDataclip};
 use slipway_types::ConfigVars;
 use sqlx::sqlite::{
@@ -47,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_pg_backups.sql"),
     include_str!("../migrations/0009_pg_diagnose.sql"),
     include_str!("../migrations/0010_dataclips.sql"),
+    include_str!("../migrations/0011_collaborators.sql"),
 ];
 
 #[derive(Debug, Clone)]

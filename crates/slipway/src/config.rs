@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// Address of the Platform API and git endpoint.
     #[arg(long, env = "SLIPWAY_API_LISTEN")]
     pub api_listen: Option<String>,
+    /// Address of the Platform API and git endpoint over TLS (`git push` over https, remote use).
+    #[arg(long, env = "SLIPWAY_API_TLS_LISTEN")]
+    pub api_tls_listen: Option<String>,
     /// Address of the HTTP router.
     #[arg(long, env = "SLIPWAY_ROUTER_LISTEN")]
     pub router_listen: Option<String>,
@@ -118,6 +121,7 @@ pub struct ServerArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     api_listen: Option<String>,
+    api_tls_listen: Option<String>,
     router_listen: Option<String>,
     router_tls_listen: Option<String>,
     router_threads: Option<usize>,
@@ -153,6 +157,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Default `127.0.0.1:5050`.
     pub api_listen: SocketAddr,
+    /// Default `127.0.0.1:5443`.
+    pub api_tls_listen: SocketAddr,
     /// Default `0.0.0.0:8080`.
     pub router_listen: SocketAddr,
     pub router_tls_listen: SocketAddr,
@@ -284,6 +290,10 @@ impl Config {
             .api_listen
             .or(file.api_listen)
             .unwrap_or_else(|| "127.0.0.1:5050".into());
+        let api_tls = args
+            .api_tls_listen
+            .or(file.api_tls_listen)
+            .unwrap_or_else(|| "127.0.0.1:5443".into());
         let router = args
             .router_listen
             .or(file.router_listen)
@@ -420,6 +430,7 @@ impl Config {
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
             rendezvous_listen: addr("rendezvous_listen", &rendezvous)?,
+            api_tls_listen: addr("api_tls_listen", &api_tls)?,
             tls_names,
             base_domain: base_domain.to_ascii_lowercase(),
             dns_target_domain: dns_target_domain.to_ascii_lowercase(),

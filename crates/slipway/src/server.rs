@@ -109,6 +109,53 @@ async fn ensure_owner(store: &Store, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves the API over TLS: the same app as on the plain listener, HTTP/1.1 with upgrades (the
+/// log stream and git need nothing more), until `stop`.
+async fn serve_api_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tower::ServiceExt;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(error) => {
+                warn!(%error, "The API's TLS listener could not accept a connection.");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let conn = slipway_api::ApiConn::of(&tcp);
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            );
+            let Ok(Ok(tls)) = handshake.await else {
+                return;
+            };
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(conn.clone()));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
 /// The dyno launcher: `slipway-dyno` beside this binary (it starts faster), else this binary
 /// (`slipway dyno-exec` runs the same code).
 fn launcher_exe() -> Result<std::path::PathBuf, String> {
@@ -524,6 +571,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ensure_owner(&store, &config).await?;
 
     let api_listener = bind(config.api_listen, "API", "--api-listen").await?;
+    let api_tls_listener = bind(config.api_tls_listen, "API (TLS)", "--api-tls-listen").await?;
     let router_listener = bind(config.router_listen, "router", "--router-listen").await?;
     let router_tls_listener = bind(
         config.router_tls_listen,
@@ -546,6 +594,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .server_config(&tls_names(&config), &[])
         .context("cannot make the server's TLS certificate")?;
     let api_addr = loopback(api_listener.local_addr()?);
+    let api_tls_addr = loopback(api_tls_listener.local_addr()?);
+    let api_tls = authority
+        .server_config(&tls_names(&config), &[b"http/1.1"])
+        .context("cannot make the API's TLS certificate")?;
     let router_addr = router_listener.local_addr()?;
     let router_tls_addr = router_tls_listener.local_addr()?;
     std::fs::write(data.join("api-url"), format!("http://{api_addr}\n"))?;
@@ -680,9 +732,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let app = slipway_api::router(state);
+    tokio::spawn(serve_api_tls(
+        api_tls_listener,
+        tokio_rustls::TlsAcceptor::from(api_tls),
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let api = axum::serve(
         api_listener,
-        slipway_api::router(state).into_make_service_with_connect_info::<slipway_api::ApiConn>(),
+        app.into_make_service_with_connect_info::<slipway_api::ApiConn>(),
     )
     .with_graceful_shutdown(wait_stop(stop_rx.clone()));
     let router_config = RouterConfig {
@@ -701,6 +760,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let api_task = tokio::spawn(async move { api.await });
     info!(
         api = %format!("http://{api_addr}"),
+        api_tls = %format!("https://{api_tls_addr}"),
         router = %format!("http://{router_addr}"),
         router_tls = %format!("https://{router_tls_addr}"),
         rendezvous = %format!("rendezvous://{rendezvous_addr}"),

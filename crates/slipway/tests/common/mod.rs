@@ -20,6 +20,8 @@ pub struct TestServer {
     pub router_tls: SocketAddr,
     /// The TLS rendezvous endpoint of attached one-off dynos.
     pub rendezvous: SocketAddr,
+    /// The API (and git) over TLS.
+    pub api_tls: SocketAddr,
     pub key: String,
     child: Child,
     pub log: Arc<Mutex<Vec<String>>>,
@@ -134,6 +136,8 @@ impl TestServer {
                 "127.0.0.1:0",
                 "--rendezvous-listen",
                 "127.0.0.1:0",
+                "--api-tls-listen",
+                "127.0.0.1:0",
                 "--stop-timeout",
                 "3s",
             ])
@@ -210,6 +214,15 @@ impl TestServer {
             let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
             rest[..end].parse().expect("rendezvous addr")
         };
+        let api_tls: SocketAddr = {
+            let start = ready
+                .find("api_tls=https://")
+                .expect("api_tls in ready line")
+                + 16;
+            let rest = &ready[start..];
+            let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+            rest[..end].parse().expect("api_tls addr")
+        };
         let key = std::fs::read_to_string(data.join("owner.api-key"))
             .expect("owner key")
             .trim()
@@ -220,6 +233,7 @@ impl TestServer {
             router,
             router_tls,
             rendezvous,
+            api_tls,
             key,
             child,
             log,
