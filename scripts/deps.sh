@@ -7,7 +7,7 @@ need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # Callers may add packages of their own (scripts/test: the receivers drains are tested against).
 # redis-server and postgresql-15 run add-ons (one server per add-on, started by Slipway).
-for pkg in git ca-certificates curl gcc libc6-dev pkg-config make python3 python3-pip iproute2 nftables debootstrap redis-server redis-tools postgresql-15 postgresql-client-15 ${SLIPWAY_EXTRA_PACKAGES:-}; do
+for pkg in git ca-certificates curl gcc libc6-dev pkg-config make python3 python3-pip python3-venv bsdutils iproute2 nftables debootstrap redis-server redis-tools postgresql-15 postgresql-client-15 ${SLIPWAY_EXTRA_PACKAGES:-}; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 # Node.js may come from Debian or from NodeSource (which bundles npm); either will do.

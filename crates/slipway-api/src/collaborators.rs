@@ -178,7 +178,10 @@ pub async fn delete(
     s.store.remove_collaborator(&c.id).await?;
     s.api_log(
         &app.id,
-        &format!("{} removed as a collaborator by {}", c.account.email, who.email),
+        &format!(
+            "{} removed as a collaborator by {}",
+            c.account.email, who.email
+        ),
     );
     Ok(Json(collaborator_json(&app, &c)))
 }

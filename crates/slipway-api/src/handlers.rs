@@ -1227,8 +1227,7 @@ pub async fn restart_dyno(
         // A process type in the dyno's place restarts all of its dynos, as Heroku's API does
         // for the CLI's older `ps:restart web`.
         let is_type = !dyno.contains('.')
-            && s
-                .formation_json(&app)
+            && s.formation_json(&app)
                 .await?
                 .iter()
                 .any(|f| f.process_type == dyno && f.quantity > 0);

@@ -394,6 +394,18 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/dataclips/{file}", get(dataclips::by_link))
         .route("/accounts", get(accounts::list).post(accounts::create))
         .route(
+            "/oauth/authorizations",
+            get(accounts::list_authorizations).post(accounts::create_authorization),
+        )
+        .route(
+            "/oauth/authorizations/{id}",
+            get(accounts::authorization_info).delete(accounts::delete_authorization),
+        )
+        .route(
+            "/oauth/sessions/~",
+            axum::routing::delete(accounts::delete_session),
+        )
+        .route(
             "/apps/{app}/collaborators",
             get(collaborators::list).post(collaborators::create),
         )

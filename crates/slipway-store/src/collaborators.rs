@@ -30,7 +30,11 @@ impl Store {
          c.created_at AS c_created_at, c.updated_at AS c_updated_at, a.* \
          FROM collaborators c JOIN accounts a ON a.id = c.account_id";
 
-    pub async fn add_collaborator(&self, app_id: &str, account_id: &str) -> Result<CollaboratorRow> {
+    pub async fn add_collaborator(
+        &self,
+        app_id: &str,
+        account_id: &str,
+    ) -> Result<CollaboratorRow> {
         let id = uuid::Uuid::new_v4().to_string();
         let t = now().to_rfc3339();
         sqlx::query(

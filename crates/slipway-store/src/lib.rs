@@ -400,6 +400,34 @@ impl Store {
         Ok(())
     }
 
+    /// An account's API keys: (hash, description, created at).
+    pub async fn api_keys(&self, account_id: &str) -> Result<Vec<(String, String, DateTime<Utc>)>> {
+        let rows = sqlx::query(
+            "SELECT key_hash, description, created_at FROM api_keys WHERE account_id = ? \
+             ORDER BY created_at",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("key_hash")?,
+                    r.try_get("description")?,
+                    ts(r, "created_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn delete_api_key(&self, key_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM api_keys WHERE key_hash = ?")
+            .bind(key_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<AccountRow>> {
         let row = sqlx::query(
             "SELECT a.* FROM accounts a JOIN api_keys k ON k.account_id = a.id WHERE k.key_hash = ?",

@@ -134,10 +134,8 @@ async fn serve_api_tls(
         let conn = slipway_api::ApiConn::of(&tcp);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            );
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
             let Ok(Ok(tls)) = handshake.await else {
                 return;
             };

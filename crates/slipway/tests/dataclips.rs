@@ -431,10 +431,21 @@ async fn dataclips_share_results_by_link_and_read_only() {
     );
     let bad = s.cli(
         &dir,
-        &["dataclips:update", "Count", "--sql", "SELEC nothing", "-a", "clips"],
+        &[
+            "dataclips:update",
+            "Count",
+            "--sql",
+            "SELEC nothing",
+            "-a",
+            "clips",
+        ],
     );
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("syntax error"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("syntax error"),
+        "{}",
+        text(&bad.stderr)
+    );
     let run = s.ok(&dir, &["dataclips:run", "Count", "--csv", "-a", "clips"]);
     assert_eq!(run.replace("\r\n", "\n").trim(), "n\n2");
 
