@@ -581,3 +581,113 @@ async fn the_official_cli_drives_slipway() {
         "{out}"
     );
 }
+
+/// heroku3 (PyPI): apps, config, releases, formation and log sessions.
+const HEROKU3_SCRIPT: &str = r#"import json, sys
+import heroku3
+heroku3.api.HEROKU_URL = sys.argv[1]
+h = heroku3.from_key(sys.argv[2])
+name = sys.argv[3]
+out = {"authenticated": h.is_authenticated}
+app = h.app(name)
+h.update_appconfig(name, {"X": "1"})
+out["apps"] = [a.name for a in h.apps()]
+out["config"] = app.config().to_dict()
+out["releases"] = [r.version for r in app.releases()]
+app.process_formation()["web"].scale(2)
+out["formation"] = {f.type: f.quantity for f in app.process_formation()}
+out["log"] = h.get_app_log(name, lines=5, timeout=10)
+out["created"] = h.create_app(name="made-by-heroku3").name
+print(json.dumps(out, default=str))
+"#;
+
+/// heroku-client (npm): generic calls, an error, and a delete.
+const HEROKU_CLIENT_SCRIPT: &str = r#"const Heroku = require('heroku-client')
+const [host, token] = process.argv.slice(2)
+const h = new Heroku({ token, host })
+;(async () => {
+  const out = {}
+  out.account = (await h.get('/account')).email
+  const made = await h.post('/apps', { body: { name: 'made-by-client' } })
+  out.created = made.name
+  out.apps = (await h.get('/apps')).map(a => a.name)
+  out.config = await h.patch(`/apps/${made.id}/config-vars`, { body: { Y: '2' } })
+  out.releases = (await h.get('/apps/made-by-client/releases')).map(r => r.version)
+  try { await h.get('/apps/no-such-app') } catch (e) { out.missing = [e.statusCode, e.body.id, e.body.message] }
+  out.deleted = (await h.delete('/apps/made-by-client')).name
+  console.log(JSON.stringify(out))
+})().catch(e => { console.error(String(e)); process.exit(1) })
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heroku3_and_heroku_client_drive_slipway() {
+    let c = clients();
+    let s = TestServer::start();
+    let dir = s.home().join("py-app");
+    s.repo(
+        &dir,
+        &[("Procfile", "web: python3 app.py\n"), ("app.py", ECHO_APP)],
+    );
+    s.ok(&dir, &["apps:create", "py-app"]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let script = s.home().join("h3.py");
+    std::fs::write(&script, HEROKU3_SCRIPT).unwrap();
+    let out = Command::new(&c.python)
+        .arg(&script)
+        .args([s.api_url().as_str(), s.key.as_str(), "py-app"])
+        .env("HOME", s.home())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "heroku3: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["authenticated"], true, "{v}");
+    assert!(
+        v["apps"].as_array().unwrap().contains(&"py-app".into()),
+        "{v}"
+    );
+    assert_eq!(v["config"]["X"], "1", "{v}");
+    let releases: Vec<i64> = serde_json::from_value(v["releases"].clone()).unwrap();
+    assert_eq!(releases.first(), Some(&1), "{v}");
+    assert_eq!(releases.last(), Some(&(releases.len() as i64)), "{v}");
+    assert_eq!(v["formation"]["web"], 2, "{v}");
+    let log = v["log"].as_str().unwrap();
+    assert!(
+        lines_like_herokus(log) && log.contains("Set X config vars"),
+        "{log}"
+    );
+    assert_eq!(v["created"], "made-by-heroku3");
+    let formation = s.ok(&dir, &["ps:scale", "-a", "py-app"]);
+    assert!(formation.contains("web=2"), "{formation}");
+
+    let script = s.home().join("client.js");
+    std::fs::write(&script, HEROKU_CLIENT_SCRIPT).unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .args([s.api_url().as_str(), s.key.as_str()])
+        .env("NODE_PATH", &c.node_modules)
+        .env("HOME", s.home())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "heroku-client: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["account"], "owner@slipway.local");
+    assert_eq!(v["created"], "made-by-client");
+    assert!(
+        v["apps"]
+            .as_array()
+            .unwrap()
+            .contains(&"made-by-client".into()),
+        "{v}"
+    );
+    assert_eq!(v["config"], serde_json::json!({"Y": "2"}));
+    assert_eq!(v["releases"], serde_json::json!([1, 2]));
+    assert_eq!(
+        v["missing"],
+        serde_json::json!([404, "not_found", "Couldn't find that app."])
+    );
+    assert_eq!(v["deleted"], "made-by-client");
+    let apps = s.ok(&dir, &["apps"]);
+    assert!(!apps.contains("made-by-client"), "{apps}");
+}
