@@ -255,7 +255,7 @@ impl AppState {
             "name": addon.name,
             "plan": plan_ref,
             "provider_id": addon.provider_id,
-            "provision_message": addon.provision_message,
+            "provision_message": addon.provision_message.clone().unwrap_or_default(),
             "state": addon.state,
             "updated_at": addon.updated_at,
             "web_url": null,

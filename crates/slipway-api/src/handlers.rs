@@ -92,6 +92,7 @@ impl AppState {
             updated_at: app.updated_at,
             boot_timeout: app.boot_timeout,
             dyno_cycling: Some(app.cycling.clone()),
+            generation: slipway_types::cedar(),
         })
     }
 
@@ -234,6 +235,14 @@ impl AppState {
                 email: r.user_email.clone(),
             },
             slug: r.slug_id.clone().map(|id| IdRef { id }),
+            artifacts: r
+                .slug_id
+                .iter()
+                .map(|id| slipway_types::Artifact {
+                    kind: "slug".into(),
+                    id: id.clone(),
+                })
+                .collect(),
             addon_plan_names: vec![],
             output_stream_url: None,
             created_at: r.created_at,
@@ -281,6 +290,10 @@ impl AppState {
                     },
                     process_type: f.process_type,
                     quantity: f.quantity,
+                    dyno_size: Some(NamedRef {
+                        id: slipway_types::sizes::size_id(&f.size),
+                        name: f.size.clone(),
+                    }),
                     size: f.size,
                     command,
                     created_at: f.created_at,
@@ -332,15 +345,13 @@ pub async fn not_found() -> ApiError {
 // ---- account ------------------------------------------------------------------------------
 
 pub async fn account(Auth(who): Auth) -> Json<Account> {
-    Json(Account {
-        id: who.id,
-        email: who.email,
-        name: who.name,
-        created_at: who.created_at,
-        updated_at: who.updated_at,
-        verified: true,
-        two_factor_authentication: false,
-    })
+    Json(Account::new(
+        who.id,
+        who.email,
+        who.name,
+        who.created_at,
+        who.updated_at,
+    ))
 }
 
 pub async fn rate_limits(Auth(_): Auth) -> Json<serde_json::Value> {

@@ -64,6 +64,25 @@ pub const DYNO_SIZES: &[DynoSize] = &[
 ];
 
 /// Looks a size up by name, case-insensitively (`Standard-2X` works).
+/// A size's id: a UUID made from its name, the same on every server.
+pub fn size_id(name: &str) -> String {
+    // FNV-1a, twice with different seeds, for 128 bits.
+    let hash = |seed: u64| {
+        name.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let (a, b) = (hash(0xcbf2_9ce4_8422_2325), hash(0x8422_2325_cbf2_9ce4));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
 pub fn dyno_size(name: &str) -> Option<&'static DynoSize> {
     DYNO_SIZES
         .iter()

@@ -44,6 +44,70 @@ pub struct Account {
     pub verified: bool,
     #[serde(default)]
     pub two_factor_authentication: bool,
+    // Heroku's other account fields, as a self-hosted server has them.
+    #[serde(default)]
+    pub allow_tracking: bool,
+    #[serde(default)]
+    pub beta: bool,
+    #[serde(default)]
+    pub federated: bool,
+    #[serde(default)]
+    pub country_of_residence: Option<String>,
+    #[serde(default)]
+    pub default_organization: Option<serde_json::Value>,
+    #[serde(default)]
+    pub default_team: Option<serde_json::Value>,
+    #[serde(default)]
+    pub identity_provider: Option<serde_json::Value>,
+    #[serde(default)]
+    pub delinquent_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_login: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub sms_number: Option<String>,
+    #[serde(default)]
+    pub suspended_at: Option<DateTime<Utc>>,
+}
+
+impl Account {
+    /// An account with Heroku's optional fields empty.
+    pub fn new(
+        id: String,
+        email: String,
+        name: Option<String>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> Account {
+        Account {
+            id,
+            email,
+            name,
+            created_at,
+            updated_at,
+            verified: true,
+            two_factor_authentication: false,
+            allow_tracking: false,
+            beta: false,
+            federated: false,
+            country_of_residence: None,
+            default_organization: None,
+            default_team: None,
+            identity_provider: None,
+            delinquent_at: None,
+            last_login: None,
+            sms_number: None,
+            suspended_at: None,
+        }
+    }
+}
+
+/// The platform generation apps run on: Heroku's `cedar` (the one whose log and dyno
+/// semantics Slipway follows).
+pub fn cedar() -> NamedRef {
+    NamedRef {
+        id: "9a1e9e9c-7d7c-4bd2-9c4e-0c3d2b1a0f00".into(),
+        name: "cedar".into(),
+    }
 }
 
 /// An app, as `GET /apps/{app}` answers.
@@ -87,6 +151,8 @@ pub struct App {
     /// Slipway: daily dyno cycling, `daily`, `off` or `HH:MM` (UTC).
     #[serde(default)]
     pub dyno_cycling: Option<String>,
+    #[serde(default = "cedar")]
+    pub generation: NamedRef,
 }
 
 /// `{id, version}` reference to a release.
@@ -127,8 +193,19 @@ pub struct Release {
     pub addon_plan_names: Vec<String>,
     #[serde(default)]
     pub output_stream_url: Option<String>,
+    /// `[{"type": "slug", "id": ...}]` for a release with a slug.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A release's build artifact.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Artifact {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
 }
 
 /// One process type's entry in the formation.
@@ -140,6 +217,9 @@ pub struct Formation {
     pub process_type: String,
     pub quantity: u32,
     pub size: String,
+    /// `{id, name}` of the size (`name` as `size`).
+    #[serde(default)]
+    pub dyno_size: Option<NamedRef>,
     pub command: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

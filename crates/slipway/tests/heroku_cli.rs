@@ -691,3 +691,108 @@ async fn heroku3_and_heroku_client_drive_slipway() {
     let apps = s.ok(&dir, &["apps"]);
     assert!(!apps.contains("made-by-client"), "{apps}");
 }
+
+/// Heroku's published Platform API schema (heroku/platform-api, MIT licence).
+const SCHEMA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/platform-api-schema.json"
+);
+const WALKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/schema_walk.py");
+
+async fn api_json(s: &TestServer, path: &str) -> serde_json::Value {
+    let r = s.api_get(path).await;
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_match_the_platform_api_schema() {
+    let c = clients();
+    let s = TestServer::start();
+    let dir = s.home().join("walk");
+    s.repo(
+        &dir,
+        &[("Procfile", "web: python3 app.py\n"), ("app.py", ECHO_APP)],
+    );
+    s.ok(&dir, &["apps:create", "walk"]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    s.ok(&dir, &["addons:create", "heroku-redis:mini", "-a", "walk"]);
+    s.ok(
+        &dir,
+        &["domains:add", "www.walk.example.test", "-a", "walk"],
+    );
+    s.ok(
+        &dir,
+        &["drains:add", "syslog://127.0.0.1:1/walk", "-a", "walk"],
+    );
+    s.ok(&dir, &["accounts:add", "bob@example.test"]);
+    s.ok(&dir, &["accounts:add", "carol@example.test"]);
+    let r = s
+        .http()
+        .post(format!("{}/apps/walk/collaborators", s.api_url()))
+        .bearer_auth(&s.key)
+        .json(&serde_json::json!({"user": "bob@example.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+
+    let releases = api_json(&s, "/apps/walk/releases").await;
+    let latest = releases.as_array().unwrap().last().unwrap().clone();
+    let addon = api_json(&s, "/apps/walk/addons").await[0].clone();
+    let attachment = api_json(&s, "/apps/walk/addon-attachments").await[0].clone();
+    let drain = api_json(&s, "/apps/walk/log-drains").await[0].clone();
+    let stack = api_json(&s, "/stacks").await[0]["name"].clone();
+    let ids = serde_json::json!({
+        "app": "walk",
+        "release": latest["version"],
+        "release.id": latest["id"],
+        "dyno": "web.1",
+        "dyno.formation_type": "web",
+        "formation": "web",
+        "domain": "www.walk.example.test",
+        "collaborator": "bob@example.test",
+        "collaborator.email": "carol@example.test",
+        "add-on": addon["id"],
+        "add-on.name": addon["name"],
+        "add-on-attachment": attachment["id"],
+        "add-on-attachment.scopedIdentity": attachment["name"],
+        "add-on-service": "heroku-redis",
+        "plan": addon["plan"]["id"],
+        "app-feature": "preboot",
+        "stack": stack,
+        "account": "~",
+        "log-drain": drain["token"],
+    });
+    eventually(60, "web.1 up", || async {
+        let d = api_json(&s, "/apps/walk/dynos/web.1").await;
+        (d["state"] == "up").then_some(())
+    })
+    .await;
+    let out = Command::new(&c.python)
+        .args([WALKER, SCHEMA, &s.api_url(), &s.key, &ids.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "walker: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failures = report["failures"].as_array().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} answers do not match the schema:\n{}",
+        failures.len(),
+        serde_json::to_string_pretty(failures).unwrap()
+    );
+    let checked = report["checked"].as_array().unwrap();
+    eprintln!(
+        "{} links checked, {} not implemented: {}",
+        checked.len(),
+        report["skipped"].as_array().unwrap().len(),
+        report["skipped"]
+    );
+    assert!(
+        checked.len() >= 60,
+        "only {} links checked: {report}",
+        checked.len()
+    );
+}
