@@ -155,7 +155,7 @@ fn check_sql(sql: &str) -> ApiResult<&str> {
 
 /// The link of a dataclip, with a new token.
 fn link(host: &str, token: &str) -> String {
-    format!("http://{host}/dataclips/{token}")
+    format!("{host}/dataclips/{token}")
 }
 
 impl AppState {

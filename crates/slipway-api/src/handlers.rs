@@ -21,8 +21,14 @@ use crate::{range, AppState};
 
 use slipway_build::BUILTIN_BUILDPACKS;
 
-/// The `host:port` the client used to reach the API, for URLs in answers.
+/// How the client reached the API, for URLs in answers: `http://host:port`, or `https://...`
+/// over the TLS listener. A `X-Forwarded-Proto` header (from `slipway proxy`, whose own side is
+/// plain HTTP on loopback) says which scheme the client itself used.
 pub struct ApiHost(pub String);
+
+/// Marks requests that came through the API's TLS listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ViaTls;
 
 impl FromRequestParts<AppState> for ApiHost {
     type Rejection = ApiError;
@@ -37,7 +43,18 @@ impl FromRequestParts<AppState> for ApiHost {
             .and_then(|h| h.to_str().ok())
             .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
             .unwrap_or("127.0.0.1:5050");
-        Ok(ApiHost(host.to_string()))
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .map(str::trim);
+        let scheme = match forwarded {
+            Some("http") => "http",
+            Some("https") => "https",
+            _ if parts.extensions.get::<ViaTls>().is_some() => "https",
+            _ => "http",
+        };
+        Ok(ApiHost(format!("{scheme}://{host}")))
     }
 }
 
@@ -76,7 +93,7 @@ impl AppState {
             stack: stack.clone(),
             build_stack: stack,
             web_url: self.web_url(&app.name),
-            git_url: format!("http://{host}/{}.git", app.name),
+            git_url: format!("{host}/{}.git", app.name),
             maintenance: app.maintenance,
             acm: false,
             archived_at: None,
@@ -1041,6 +1058,7 @@ pub async fn create_dyno(
     State(s): State<AppState>,
     Auth(who): Auth,
     ApiHost(host): ApiHost,
+    headers: HeaderMap,
     Path(app): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -1120,9 +1138,21 @@ pub async fn create_dyno(
     let mut body = s.dyno_json(&app, dyno);
     if let (Some(r), Some(attached)) = (rendezvous, attached) {
         let secret = r.register(&app.id, &body.name, attached);
+        // Through `slipway proxy` the client sees the API on loopback; the rendezvous endpoint
+        // is reached directly, on the host the proxy connects to.
+        let remote = headers
+            .get("x-slipway-remote-host")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            });
+        let host = host.split_once("://").map_or(host.as_str(), |(_, h)| h);
         body.attach_url = Some(format!(
             "rendezvous://{}:{}/{secret}",
-            host_name(&host),
+            remote.unwrap_or_else(|| host_name(host)),
             r.port
         ));
     }

@@ -47,6 +47,7 @@ use slipway_router::RouteTable;
 use slipway_store::Store;
 
 pub use git::{install_hook_script, STATUS_MARKER};
+pub use handlers::ViaTls;
 pub use logsession::ApiConn;
 
 /// Settings the API needs from the server's configuration.

@@ -119,7 +119,7 @@ pub async fn create(
     };
     let session = LogSession {
         id: uuid::Uuid::new_v4().to_string(),
-        logplex_url: format!("http://{host}/log-sessions/{token}"),
+        logplex_url: format!("{host}/log-sessions/{token}"),
         created_at: now,
         updated_at: now,
     };

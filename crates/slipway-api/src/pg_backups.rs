@@ -401,7 +401,7 @@ pub async fn public_url(
         .create_backup_link(&hash(&token), &b.id, expires)
         .await?;
     Ok(Json(json!({
-        "url": format!("http://{host}/pg-backups/{token}"),
+        "url": format!("{host}/pg-backups/{token}"),
         "expires_at": expires,
     })))
 }

@@ -5,6 +5,7 @@ mod bench;
 mod bench_router;
 mod config;
 mod hook;
+mod proxy;
 mod server;
 mod stacks;
 
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         Some("bench:dyno-start") => bench::main(args),
         Some("bench:router-proxy") => bench_router::main(args),
         Some("stacks:install") => stacks::main(args),
+        Some("proxy") => proxy::main(args),
         _ => slipway_cli::run(args),
     }
 }

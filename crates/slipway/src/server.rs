@@ -143,6 +143,7 @@ async fn serve_api_tls(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(conn.clone()));
+                    req.extensions_mut().insert(slipway_api::ViaTls);
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );

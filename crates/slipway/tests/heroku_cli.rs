@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::BIN;
 use common::*;
 
 const HEROKU_CLI: &str = "heroku@11.10.0";
@@ -795,4 +796,132 @@ async fn responses_match_the_platform_api_schema() {
         "only {} links checked: {report}",
         checked.len()
     );
+}
+
+/// Stops the child when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_cli_reaches_a_remote_server_through_slipway_proxy() {
+    let c = clients();
+    let s = TestServer::start();
+    let ca = s.data_dir().join("tls/ca.pem");
+    let remote = format!("https://localhost:{}", s.api_tls.port());
+
+    // Bad input first: a plain URL, a non-loopback address, no CA.
+    let out = Command::new(BIN)
+        .args(["proxy", "http://localhost:1"])
+        .env("SLIPWAY_CA_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not an https:// URL"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["proxy", &remote, "--listen", "0.0.0.0:0"])
+        .env("SLIPWAY_CA_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a loopback address"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["proxy", &remote])
+        .env_remove("SLIPWAY_CA_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--ca-file"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["proxy", &remote, "--listen", "127.0.0.1:0", "--ca-file"])
+        .arg(&ca)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proxy = Reaped(child);
+    let mut first = String::new();
+    let mut reader = std::io::BufReader::new(stdout);
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let local: std::net::SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .parse()
+        .unwrap();
+
+    // Heroku's CLI, pointed at the proxy as at a remote server.
+    let home = s.home().join("remote-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let h = Heroku {
+        s: &s,
+        c: &c,
+        home: home.clone(),
+        key: s.key.clone(),
+    };
+    let via = |cmd: &mut Command| {
+        cmd.env("HEROKU_HOST", format!("http://{local}"))
+            .env("HEROKU_PARTICLEBOARD_URL", format!("http://{local}"))
+            .env("HEROKU_GIT_HOST", format!("localhost:{}", s.api_tls.port()));
+    };
+    let run = |args: &[&str], dir: &Path| {
+        let mut cmd = h.command(dir, args);
+        via(&mut cmd);
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.code(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        )
+    };
+    let dir = home.join("far");
+    s.repo(
+        &dir,
+        &[("Procfile", "web: python3 app.py\n"), ("app.py", ECHO_APP)],
+    );
+    let (code, out) = run(&["apps:create", "far"], &dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("https://localhost:{}/far.git", s.api_tls.port())),
+        "{out}"
+    );
+    let (code, out) = run(&["config:set", "FAR=away", "-a", "far"], &dir);
+    assert_eq!(code, Some(0), "{out}");
+    // git goes straight to the server's TLS endpoint, with the CLI's credential helper.
+    let mut cmd = Command::new("git");
+    cmd.args(["push", "heroku", "main"]).current_dir(&dir);
+    h.env(&mut cmd);
+    via(&mut cmd);
+    let push = cmd.output().unwrap();
+    assert!(push.status.success(), "{}", text(&push.stderr));
+    let (code, out) = run(&["logs", "-n", "20", "-a", "far"], &dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Set FAR config vars"), "{out}");
+    let (code, out) = run(&["run", "-x", "-a", "far", "--", "echo $FAR; exit 4"], &dir);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("away"), "{out}");
+    drop(proxy);
+
+    // With the proxy gone, the CLI says the server cannot be reached.
+    let (code, _) = run(&["apps"], &dir);
+    assert_ne!(code, Some(0));
 }
