@@ -13,7 +13,9 @@ use slipway_types::{validate_config_key, validate_process_type};
     about = "Deploy and run apps on your own server, the Heroku way.",
     arg_required_else_help = true,
     color = clap::ColorChoice::Never,
-    after_help = "Run `slipway help COMMAND` for a command's options. `slipway server` starts the server."
+    after_help = "Run `slipway help COMMAND` for a command's options. `slipway server` starts the server.\n\
+                  `slipway proxy URL [--listen ADDR] [--ca-file FILE]`: serve a remote Slipway's API on a \
+                  loopback address, for Heroku's CLI."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -170,13 +172,13 @@ pub enum Cmd {
     /// Remove an SSL certificate.
     #[command(name = "certs:remove")]
     CertsRemove(CertRemove),
-    /// Show the router's timeouts for the app: app-wide (/) and per path prefix.
     /// How much of the app's log history is kept on disk.
     #[command(name = "logs:retention")]
     LogsRetention(AppJson),
     /// Change how much of the app's log history is kept on disk.
     #[command(name = "logs:retention:set")]
     LogsRetentionSet(RetentionSet),
+    /// Show the router's timeouts for the app: app-wide (/) and per path prefix.
     #[command(name = "router:timeouts")]
     RouterTimeouts(AppJson),
     /// Set the time to the first response byte and the idle time, app-wide or for a path prefix.
@@ -359,6 +361,15 @@ pub enum Cmd {
     /// Revoke a dataclip's link: it stops working (`dataclips:rotate` makes a new one).
     #[command(name = "dataclips:revoke")]
     DataclipsRevoke(DataclipArg),
+    /// List the app's owner and collaborators: the accounts that may use it.
+    #[command(name = "access")]
+    Access(AppJson),
+    /// Let another account of this server use the app (owner only).
+    #[command(name = "access:add")]
+    AccessAdd(AccessArgs),
+    /// Stop letting an account use the app (owner only; a collaborator may remove itself).
+    #[command(name = "access:remove")]
+    AccessRemove(AccessArgs),
     /// List the accounts of this server (admin only).
     #[command(name = "accounts")]
     Accounts(JsonOnly),
@@ -1367,6 +1378,15 @@ pub struct DataclipsShare {
 }
 
 #[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// The account's email.
+    #[arg(value_name = "EMAIL")]
+    pub email: String,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct AccountsAdd {
     /// The new account's email.
     #[arg(value_name = "EMAIL")]
@@ -1566,6 +1586,11 @@ mod tests {
         assert!(matches!(cli.command, Cmd::PsScale(s) if s.changes == ["web-1", "worker=2"]));
         assert!(Cli::try_parse_from(["slipway", "config:set"]).is_err());
         assert!(Cli::try_parse_from(["slipway", "create", "demo", "--no-remote"]).is_ok());
+        let cli = Cli::try_parse_from(["slipway", "access:add", "bob@example.com", "-a", "demo"])
+            .unwrap();
+        assert!(matches!(cli.command,
+            Cmd::AccessAdd(a) if a.email == "bob@example.com" && a.app.app.as_deref() == Some("demo")));
+        assert!(Cli::try_parse_from(["slipway", "access:remove", "-a", "demo"]).is_err());
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }

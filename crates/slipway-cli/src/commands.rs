@@ -15,6 +15,7 @@ use crate::args::{AppArgs, Cmd};
 use crate::env::{machine_name, Env, Input};
 use crate::git::{app_from_git_url, Git};
 
+mod access;
 mod accounts;
 mod addons;
 mod apps;
@@ -314,6 +315,9 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, cmd: Cmd) -> Result<()> {
         Cmd::DataclipsUnshare(a) => dataclips::unshare(ctx, a).await,
         Cmd::DataclipsRotate(a) => dataclips::rotate(ctx, a).await,
         Cmd::DataclipsRevoke(a) => dataclips::revoke(ctx, a).await,
+        Cmd::Access(a) => access::list(ctx, a).await,
+        Cmd::AccessAdd(a) => access::add(ctx, a).await,
+        Cmd::AccessRemove(a) => access::remove(ctx, a).await,
         Cmd::Accounts(a) => accounts::list(ctx, a).await,
         Cmd::AccountsAdd(a) => accounts::add(ctx, a).await,
         Cmd::Login(a) => auth::login(ctx, a).await,
