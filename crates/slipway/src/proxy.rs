@@ -75,7 +75,7 @@ fn remote(url: &str) -> anyhow::Result<(String, u16)> {
     };
     let authority = rest.split('/').next().unwrap_or_default();
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !p.contains(']') => (
+        Some((h, p)) if !p.contains(']') => (
             h.to_string(),
             p.parse::<u16>()
                 .with_context(|| format!("{p:?} is not a port number"))?,
