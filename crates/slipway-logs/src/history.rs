@@ -139,6 +139,27 @@ impl History {
             .insert(app_id.to_string(), r);
     }
 
+    /// The newest `n` lines of an app's history, oldest first, read from the newest segment
+    /// back only as far as needed (blocking).
+    pub fn newest(&self, app_id: &str, n: usize) -> Vec<String> {
+        let mut out: VecDeque<String> = VecDeque::new();
+        for (_, path) in segments(&self.dir.join(app_id)).iter().rev() {
+            let Ok(text) = fs::read_to_string(path) else {
+                continue;
+            };
+            for line in text.lines().rev() {
+                if out.len() == n {
+                    break;
+                }
+                out.push_front(line.to_string());
+            }
+            if out.len() >= n {
+                break;
+            }
+        }
+        out.into()
+    }
+
     /// The lines matching `q`, oldest first (blocking: run it off the async threads).
     pub fn query(&self, app_id: &str, q: &Query) -> std::io::Result<Vec<String>> {
         let since = q.since.map(stamp);
@@ -182,6 +203,30 @@ impl History {
         }
         Ok(out.into())
     }
+}
+
+/// A line as the history keeps it, `2026-…+00:00 app[web.1]: message`, read back.
+pub fn parse(line: &str, seq: u64) -> Option<LogLine> {
+    let time = DateTime::parse_from_rfc3339(line.get(..32)?)
+        .ok()?
+        .with_timezone(&Utc);
+    let rest = line.get(33..)?;
+    let (source, rest) = rest.split_once('[')?;
+    let (dyno, message) = rest
+        .split_once("]: ")
+        .or_else(|| rest.strip_suffix("]:").map(|d| (d, "")))?;
+    let source = match source {
+        "app" => Source::App,
+        "heroku" => Source::Heroku,
+        _ => return None,
+    };
+    Some(LogLine {
+        seq,
+        time,
+        source,
+        dyno: Arc::from(dyno),
+        message: Arc::from(message),
+    })
 }
 
 /// `2026-…+00:00 app[web.1]: message` against a source/dyno filter.
@@ -424,6 +469,29 @@ fn tracing_free_warn(app: &str, error: &std::io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_read_back_as_they_were_written() {
+        for l in [
+            line(7, "2026-11-26T05:15:59.123456Z", "web.1", "hello: [world]"),
+            line(
+                8,
+                "2026-11-26T05:15:59.000001Z",
+                "router",
+                "at=info path=\"/\"",
+            ),
+            line(9, "2026-11-26T05:15:59.5Z", "run.1234", ""),
+        ] {
+            let back = parse(&l.to_string(), l.seq).expect("parses");
+            assert_eq!(back.to_string(), l.to_string());
+            assert_eq!(
+                (back.seq, back.source, &*back.dyno),
+                (l.seq, l.source, &*l.dyno)
+            );
+        }
+        assert!(parse("not a line", 1).is_none());
+        assert!(parse("2026-11-26T05:15:59.123456+00:00 other[x]: y", 1).is_none());
+    }
 
     fn line(seq: u64, t: &str, dyno: &str, msg: &str) -> LogLine {
         LogLine {

@@ -215,6 +215,27 @@ impl LogRouter {
         }
     }
 
+    /// Fills an app's recent lines (what `logs -n` shows) from the on-disk history, as a
+    /// server starts: the lines of the previous run are still there, as they are on Heroku.
+    /// Only into an empty log; sinks do not see them again.
+    pub fn restore_recent(&self, app_id: &str) {
+        let Some(h) = self.history() else {
+            return;
+        };
+        let lines = h.newest(app_id, HISTORY_LINES);
+        let app = self.app_log(app_id);
+        let mut log = app.lock().unwrap_or_else(|e| e.into_inner());
+        if !log.lines.is_empty() {
+            return;
+        }
+        for text in &lines {
+            if let Some(line) = history::parse(text, log.next_seq) {
+                log.next_seq += 1;
+                log.lines.push_back(line);
+            }
+        }
+    }
+
     /// The on-disk history, if enabled.
     pub fn history(&self) -> Option<&history::History> {
         self.inner.history.get()

@@ -703,6 +703,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let rendezvous_task =
         tokio::spawn(rendezvous.serve(rendezvous_listener, slipway_tls::TlsAcceptor::from(tls)));
     for app in store.apps().await? {
+        logs.restore_recent(&app.id);
         state.routes_register(&app).await;
         if let Err(error) = state.apply_log_retention(&app).await {
             warn!(app = %app.name, error = %error.message, "Could not read the app's log retention.");

@@ -99,6 +99,13 @@ async fn history_is_searchable_and_survives_a_restart() {
     s.kill_hard();
     let s = s.restart_after_kill();
     let again = s.ok(&dir, &["logs", "--grep", "Release v2 ", "-a", "hist"]);
+    // The recent lines too, as `logs -n` shows them, and a tail's ids go on from them.
+    let recent = s.ok(&dir, &["logs", "-n", "1500", "-a", "hist"]);
+    assert!(
+        recent.contains("heroku[api]: Release v1 created by")
+            && recent.contains("heroku[api]: Release v3 created by"),
+        "{recent}"
+    );
     let kept = s.ok(&dir, &["logs:retention", "-a", "hist"]);
     assert!(kept.contains("Size: 50 MB"), "{kept}");
     s.ok(&dir, &["logs:retention:set", "--default", "-a", "hist"]);
