@@ -18,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use slipway_store::{AddonRow, AddonServerRow};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tracing::warn;
@@ -33,7 +34,7 @@ pub struct ClipLimits {
     /// Over the whole run.
     pub timeout: Duration,
     pub max_rows: usize,
-    /// Of values' text, summed.
+    /// Of the values in memory, summed (a single value can still be up to Postgres's 1 GB).
     pub max_bytes: usize,
 }
 
@@ -43,7 +44,7 @@ impl Default for ClipLimits {
             statement_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(60),
             max_rows: 100_000,
-            max_bytes: 64 << 20,
+            max_bytes: 32 << 20,
         }
     }
 }
@@ -60,7 +61,9 @@ pub struct ClipResult {
 }
 
 /// Rows fetched per round trip.
-const BATCH: usize = 5000;
+const BATCH: usize = 1000;
+/// What a value costs in memory besides its text.
+const CELL_BYTES: usize = 24;
 /// Dataclips running at once on one database.
 const CONNECTIONS: u32 = 5;
 
@@ -133,8 +136,14 @@ impl Addons {
         let (clip, password) = (postgres::ident('c'), random_secret());
         psql.exec("postgres", &role_sql(&clip, &password, &db))
             .await?;
-        psql.exec(&db, &grants_sql(&clip, &app_user, &holder))
-            .await?;
+        if let Err(e) = psql.exec(&db, &grants_sql(&clip, &app_user, &holder)).await {
+            // No half-made role left behind to log in with.
+            let _ = psql.exec(&db, &format!("DROP OWNED BY {clip};")).await;
+            let _ = psql
+                .exec("postgres", &format!("DROP ROLE IF EXISTS {clip};"))
+                .await;
+            return Err(e);
+        }
         row.secrets.insert(CLIP_USER.into(), clip.clone());
         row.secrets.insert(CLIP_PASSWORD.into(), password.clone());
         self.inner
@@ -320,20 +329,29 @@ async fn run_on(
     let mut values: Vec<Vec<Option<String>>> = Vec::new();
     let mut bytes = 0usize;
     let mut truncated = false;
+    // Rows are taken one at a time from the stream, so the limits hold within a batch too.
     'fetch: loop {
         let want = BATCH.min(limits.max_rows + 1 - values.len());
-        let msgs = match client
-            .simple_query(&format!("FETCH {want} FROM slipway_clip"))
+        let stream = match client
+            .simple_query_raw(&format!("FETCH {want} FROM slipway_clip"))
             .await
         {
-            Ok(m) => m,
+            Ok(s) => s,
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 return Err(err(e));
             }
         };
+        futures_util::pin_mut!(stream);
         let mut got = 0;
-        for m in msgs {
+        while let Some(m) = stream.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(err(e));
+                }
+            };
             let SimpleQueryMessage::Row(r) = m else {
                 continue;
             };
@@ -346,7 +364,7 @@ async fn run_on(
                 (0..r.len()).map(|i| r.get(i).map(str::to_string)).collect();
             bytes += row
                 .iter()
-                .map(|v| v.as_ref().map_or(0, String::len))
+                .map(|v| CELL_BYTES + v.as_ref().map_or(0, String::len))
                 .sum::<usize>();
             values.push(row);
             if bytes > limits.max_bytes {
@@ -358,14 +376,21 @@ async fn run_on(
             break;
         }
     }
-    let _ = client.batch_execute("ROLLBACK").await;
+    // Cut short, the rest of a batch may still be on its way: the connection is dropped
+    // instead, which ends the transaction on the server.
+    if !truncated {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
     Ok((fields, values, truncated))
 }
 
 /// The dataclip role: logs in, reads, and by default cannot even start a writing transaction.
 fn role_sql(clip: &str, password: &str, db: &str) -> String {
+    // A failing statement is not logged with its text: it holds the password, and the
+    // cluster's log reaches the app's log.
     format!(
-        "CREATE ROLE {clip} LOGIN PASSWORD '{password}' CONNECTION LIMIT {CONNECTIONS};\n\
+        "SET log_min_error_statement = panic;\n\
+         CREATE ROLE {clip} LOGIN PASSWORD '{password}' CONNECTION LIMIT {CONNECTIONS};\n\
          ALTER ROLE {clip} SET default_transaction_read_only = on;\n\
          ALTER ROLE {clip} SET idle_in_transaction_session_timeout = '60s';\n\
          ALTER ROLE {clip} SET work_mem = '16MB';\n\

@@ -196,6 +196,24 @@ impl AppState {
         Ok(false)
     }
 
+    /// Changing an add-on (its plan, credentials, sessions, settings, or sharing it with another
+    /// app) is for the people of its own app, not of every app it is attached to.
+    async fn must_manage(&self, who: &AccountRow, addon: &AddonRow) -> ApiResult<()> {
+        let billing = self.store.app(&addon.app_id).await?;
+        match billing {
+            Some(app) if self.may_use(who, &app).await? => Ok(()),
+            Some(app) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} belongs to {}; only its people can change it or share it with other apps.",
+                    addon.name, app.name
+                ),
+            )),
+            None => Err(ApiError::not_found("add_on", "Couldn't find that add-on.")),
+        }
+    }
+
     /// An add-on `who` may see, by id or name (or, with `app`, an attachment name on it).
     async fn find_addon(
         &self,
@@ -833,6 +851,7 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let app = s.load_app(&who, &app).await?;
     let addon = s.find_addon(&who, &which, Some(&app)).await?;
+    s.must_manage(&who, &addon).await?;
     let req: UpdateAddon = parse_json(&body)?;
     let addons = s.addons()?.clone();
     let wanted = req
@@ -1069,6 +1088,7 @@ pub async fn attach(
         .and_then(Ref::value)
         .ok_or_else(|| ApiError::invalid("Give the add-on to attach as \"addon\"."))?;
     let addon = s.find_addon(&who, which, None).await?;
+    s.must_manage(&who, &addon).await?;
     if addon.state != "provisioned" {
         return Err(ApiError::invalid(format!(
             "{} is {}; it can be attached once provisioned.",
@@ -1324,6 +1344,7 @@ pub async fn redis_update(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let addon = redis_addon(&s, &who, &which).await?;
+    s.must_manage(&who, &addon).await?;
     let req: RedisSettings = parse_json(&body)?;
     let addons = s.addons()?.clone();
     if let Some(p) = req.maxmemory_policy.as_deref() {
@@ -1416,6 +1437,7 @@ pub async fn pg_kill(
     Path((which, pid, action)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let addon = postgres_addon(&s, &who, &which).await?;
+    s.must_manage(&who, &addon).await?;
     let pid: u32 = pid
         .trim()
         .parse()
@@ -1436,6 +1458,7 @@ pub async fn pg_killall(
     Path(which): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let addon = postgres_addon(&s, &who, &which).await?;
+    s.must_manage(&who, &addon).await?;
     s.addons()?.pg_killall(&addon).await?;
     Ok(Json(json!({"result": true})))
 }
@@ -1477,6 +1500,7 @@ pub async fn pg_outliers_reset(
     Path(which): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let addon = postgres_addon(&s, &who, &which).await?;
+    s.must_manage(&who, &addon).await?;
     s.addons()?.pg_outliers_reset(&addon).await?;
     Ok(Json(json!({"result": true})))
 }
@@ -1502,6 +1526,7 @@ pub async fn pg_rotate(
     Path((which, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let addon = postgres_addon(&s, &who, &which).await?;
+    s.must_manage(&who, &addon).await?;
     if name != "default" {
         return Err(ApiError::not_found(
             "credential",
@@ -1660,6 +1685,7 @@ pub async fn pg_unfollow(
     Path(which): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let addon = postgres_addon(&s, &who, &which).await?;
+    s.must_manage(&who, &addon).await?;
     let addons = s.addons()?.clone();
     {
         let _guard = addons.lock(&addon.id).await;

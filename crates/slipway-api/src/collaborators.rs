@@ -1,6 +1,7 @@
 //! Collaborators (`access`, `access:add`, `access:remove`): accounts that may use an app besides
 //! its owner, in Heroku's shape. The list includes the owner (role `owner`). Only the owner adds
-//! or removes collaborators; a collaborator may remove itself.
+//! or removes collaborators; a collaborator may remove itself. A removed collaborator loses the
+//! app's dataclips shared with it too.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -176,6 +177,10 @@ pub async fn delete(
         ));
     }
     s.store.remove_collaborator(&c.id).await?;
+    // What it shared with itself while it could goes too.
+    s.store
+        .unshare_app_dataclips(&app.id, &c.account.id)
+        .await?;
     s.api_log(
         &app.id,
         &format!(

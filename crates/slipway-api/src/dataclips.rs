@@ -7,7 +7,7 @@
 //! `.json`, works for anyone when the clip is shared with everyone holding it, else for the
 //! accounts it is shared with (Basic or Bearer auth with their API key). Only the 256-bit token's
 //! hash is stored: the link is shown when it is made, and rotating or revoking it ends the old
-//! one at once. Every run is limited per client IP address.
+//! one at once. Runs through the link are limited per client IP address.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
@@ -35,21 +35,53 @@ use crate::{ApiConn, AppState};
 const RATE_LIMIT: usize = 30;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Requests per client address over the last minute.
+/// Addresses followed at once; past this, requests from new addresses are refused until old
+/// ones age out.
+const RATE_ADDRESSES: usize = 50_000;
+
+/// Requests per client address over the last minute. IPv6 clients count per /64, the block one
+/// client usually has.
 #[derive(Default)]
 pub struct RateLimiter {
-    hits: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    hits: Mutex<Hits>,
+}
+
+#[derive(Default)]
+struct Hits {
+    by_addr: HashMap<IpAddr, VecDeque<Instant>>,
+    pruned: Option<Instant>,
+}
+
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut s = v6.segments();
+            s[4..].fill(0);
+            IpAddr::V6(s.into())
+        }
+        v4 => v4,
+    }
 }
 
 impl RateLimiter {
     /// Counts a request from `ip`; when over the limit, how long until the next is allowed.
     pub fn hit(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
-        if hits.len() > 10_000 {
-            hits.retain(|_, q| q.back().is_some_and(|t| now - *t < RATE_WINDOW));
+        let ip = bucket(ip);
+        let mut guard = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        let hits = &mut *guard;
+        // Forget quiet addresses, at most once a second.
+        if hits.by_addr.len() > 1_000
+            && hits.pruned.is_none_or(|t| now - t > Duration::from_secs(1))
+        {
+            hits.by_addr
+                .retain(|_, q| q.back().is_some_and(|t| now - *t < RATE_WINDOW));
+            hits.pruned = Some(now);
         }
-        let q = hits.entry(ip).or_default();
+        if !hits.by_addr.contains_key(&ip) && hits.by_addr.len() >= RATE_ADDRESSES {
+            return Err(RATE_WINDOW);
+        }
+        let q = hits.by_addr.entry(ip).or_default();
         while q.front().is_some_and(|t| now - *t >= RATE_WINDOW) {
             q.pop_front();
         }
@@ -274,7 +306,7 @@ pub async fn update(
     let title = b.title.as_deref().map(check_title).transpose()?;
     let sql = b.sql.as_deref().map(check_sql).transpose()?;
     if let Some(q) = sql {
-        let addon = s.store.addon(&d.addon_id).await?.ok_or_else(not_found)?;
+        let addon = clip_addon(&s, &d).await?;
         s.addons()?.check_clip(&addon, q).await?;
     }
     s.store
@@ -427,22 +459,41 @@ pub async fn unshare(
     Ok(Json(clip_json(&d, None)))
 }
 
+/// The database a clip reads, while it is still attached to the clip's app: a detached
+/// database is no longer the app's to read.
+async fn clip_addon(s: &AppState, d: &DataclipRow) -> ApiResult<slipway_store::AddonRow> {
+    let attached = s
+        .store
+        .attachments_of_app(&d.app_id)
+        .await?
+        .iter()
+        .any(|a| a.addon_id == d.addon_id);
+    if !attached {
+        return Err(ApiError::not_found(
+            "add_on",
+            format!(
+                "{} is no longer attached to {}; this dataclip cannot run. Destroy it, or \
+                 attach the database again.",
+                d.addon_name, d.app_name
+            ),
+        ));
+    }
+    s.store.addon(&d.addon_id).await?.ok_or_else(not_found)
+}
+
 async fn run(s: &AppState, d: &DataclipRow) -> ApiResult<ClipResult> {
-    let addon = s.store.addon(&d.addon_id).await?.ok_or_else(not_found)?;
+    let addon = clip_addon(s, d).await?;
     Ok(s.addons()?.run_clip(&addon, &d.sql).await?)
 }
 
-/// `GET /apps/{app}/dataclips/{clip}/result`: runs it now.
+/// `GET /apps/{app}/dataclips/{clip}/result`: runs it now, for the app's people (who are
+/// known, so not rate limited; the clip role's connection limit bounds what they can load).
 pub async fn result(
     State(s): State<AppState>,
     Auth(who): Auth,
-    conn: Option<Extension<ConnectInfo<ApiConn>>>,
     Path((app, clip)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let (_, d) = s.owned_clip(&who, &app, &clip).await?;
-    if let Err(wait) = s.clip_limiter.hit(client_ip(&conn)) {
-        return Ok(rate_limited(wait));
-    }
     let r = run(&s, &d).await?;
     Ok(Json(result_json(&d.title, &r)).into_response())
 }
@@ -723,6 +774,13 @@ mod tests {
         let wait = l.hit(a).unwrap_err();
         assert!(wait <= RATE_WINDOW && wait > Duration::from_secs(50));
         assert!(l.hit(b).is_ok());
+        // One IPv6 client, many addresses in its /64: one count.
+        let v6 =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        for i in 0..RATE_LIMIT as u16 {
+            assert!(l.hit(v6(i)).is_ok());
+        }
+        assert!(l.hit(v6(999)).is_err());
     }
 
     #[test]

@@ -215,6 +215,20 @@ impl Store {
         Ok(())
     }
 
+    /// Takes back every clip of an app shared with an account (when it stops being a
+    /// collaborator).
+    pub async fn unshare_app_dataclips(&self, app_id: &str, account_id: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM dataclip_shares WHERE account_id = ? AND dataclip_id IN \
+             (SELECT id FROM dataclips WHERE app_id = ?)",
+        )
+        .bind(account_id)
+        .bind(app_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn unshare_dataclip(&self, id: &str, account_id: &str) -> Result<()> {
         sqlx::query("DELETE FROM dataclip_shares WHERE dataclip_id = ? AND account_id = ?")
             .bind(id)

@@ -137,7 +137,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
+                let Ok((tcp, _)) = accepted else {
+                    // Out of descriptors, most likely: wait for some to be given back.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
                 let remote = remote.clone();
                 tokio::spawn(async move {
                     if let Err(error) = remote.serve(tcp).await {
@@ -163,9 +167,16 @@ async fn connect(
     host: &str,
     port: u16,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect((host, port)).await?;
+    let limit = std::time::Duration::from_secs(10);
+    let tcp = tokio::time::timeout(limit, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {host}:{port} within 10 s"))??;
     let _ = tcp.set_nodelay(true);
-    Ok(connector.connect(name.clone(), tcp).await?)
+    Ok(
+        tokio::time::timeout(limit, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| anyhow::anyhow!("no TLS handshake with {host}:{port} within 10 s"))??,
+    )
 }
 
 type Body = http_body_util::Either<Incoming, http_body_util::Full<bytes::Bytes>>;
@@ -206,7 +217,13 @@ impl Remote {
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let h = req.headers_mut();
         h.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
-        if let Ok(v) = http::HeaderValue::from_str(&self.host) {
+        // An IPv6 address goes in brackets, as in a URL.
+        let remote_host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if let Ok(v) = http::HeaderValue::from_str(&remote_host) {
             h.insert("x-slipway-remote-host", v);
         }
         let mut guard = sender.lock().await;

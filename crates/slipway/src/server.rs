@@ -109,6 +109,9 @@ async fn ensure_owner(store: &Store, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections the API's TLS listener serves at once.
+const API_TLS_CONNECTIONS: usize = 4096;
+
 /// Serves the API over TLS: the same app as on the plain listener, HTTP/1.1 with upgrades (the
 /// log stream and git need nothing more), until `stop`.
 async fn serve_api_tls(
@@ -118,6 +121,9 @@ async fn serve_api_tls(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tower::ServiceExt;
+    // This listener may face the internet: connections are counted, and a client gets 30 s to
+    // send a request's head (also between requests on a kept-alive connection).
+    let slots = Arc::new(tokio::sync::Semaphore::new(API_TLS_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -131,9 +137,14 @@ async fn serve_api_tls(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!("The API's TLS listener is at {API_TLS_CONNECTIONS} connections; refusing more.");
+            continue;
+        };
         let conn = slipway_api::ApiConn::of(&tcp);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let handshake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
             let Ok(Ok(tls)) = handshake.await else {
@@ -148,6 +159,8 @@ async fn serve_api_tls(
                 },
             );
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                 .with_upgrades()
                 .await;

@@ -267,6 +267,24 @@ async fn dataclips_share_results_by_link_and_read_only() {
     assert_eq!(many["values"].as_array().unwrap().len(), 100_000);
     assert_eq!(many["values"][99_999][0], "100000");
     assert_eq!(many["truncated"], true);
+    // And at most 32 MB of values: wide rows are cut short the same way.
+    s.ok(
+        &dir,
+        &[
+            "dataclips:create",
+            "Wide",
+            "--sql",
+            "SELECT repeat('x', 1000000) AS w FROM generate_series(1, 100)",
+            "-a",
+            "clips",
+        ],
+    );
+    let wide: serde_json::Value =
+        serde_json::from_str(&s.ok(&dir, &["dataclips:run", "Wide", "--json", "-a", "clips"]))
+            .unwrap();
+    assert_eq!(wide["truncated"], true);
+    let rows = wide["row_count"].as_u64().unwrap();
+    assert!((30..=34).contains(&rows), "{rows} rows of 1 MB");
 
     // A statement past its timeout is canceled; so is a run past the wall clock, even when
     // each of its statements is quick, and the server stops working on it.
@@ -531,4 +549,123 @@ async fn dataclips_share_results_by_link_and_read_only() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// Dataclips and add-on changes follow what an app may use: a collaborator of an app that has
+/// another app's database attached may read it through clips, but not change the database or
+/// share it on; detached, the database is out of the clips' reach; removed, the collaborator
+/// loses the clips shared with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn clips_and_add_on_changes_follow_what_an_app_may_use() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: add-on servers run as their services' users; needs root");
+        return;
+    }
+    let s = TestServer::start();
+    let dir = s.home().join("shop");
+    std::fs::create_dir_all(&dir).unwrap();
+    s.ok(&dir, &["apps:create", "shop"]);
+    s.ok(&dir, &["apps:create", "vault"]);
+    s.ok(
+        &dir,
+        &[
+            "addons:create",
+            "heroku-postgresql",
+            "--name",
+            "vault-db",
+            "-a",
+            "vault",
+        ],
+    );
+    s.ok(
+        &dir,
+        &["addons:attach", "vault-db", "--as", "VAULT", "-a", "shop"],
+    );
+    let added: serde_json::Value =
+        serde_json::from_str(&s.ok(&dir, &["accounts:add", "bob@example.test", "--json"])).unwrap();
+    let bob_key = added["api_key"].as_str().unwrap().to_string();
+    let bob = |args: &[&str]| s.cli_env(&dir, args, &[("SLIPWAY_API_KEY", bob_key.as_str())]);
+    s.ok(&dir, &["access:add", "bob@example.test", "-a", "shop"]);
+
+    // Bob reads the attached database through a clip, and shares it with himself.
+    let out = bob(&[
+        "dataclips:create",
+        "Vault",
+        "--sql",
+        "SELECT 42 AS answer",
+        "--database",
+        "VAULT",
+        "-a",
+        "shop",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bob(&["dataclips:run", "Vault", "--csv", "-a", "shop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).replace("\r\n", "\n").trim(), "answer\n42");
+    let out = bob(&[
+        "dataclips:share",
+        "Vault",
+        "--user",
+        "bob@example.test",
+        "-a",
+        "shop",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // But the database is vault's: Bob may not change it or attach it to his own app.
+    let out = bob(&[
+        "pg:credentials:rotate",
+        "VAULT",
+        "--confirm",
+        "shop",
+        "-a",
+        "shop",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("belongs to vault"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bob(&["apps:create", "bobs"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bob(&["addons:attach", "vault-db", "-a", "bobs"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("belongs to vault"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Detached from shop, the database is out of the clip's reach.
+    s.ok(&dir, &["addons:detach", "VAULT", "-a", "shop"]);
+    let out = s.cli(&dir, &["dataclips:run", "Vault", "-a", "shop"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no longer attached"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Removed from shop, Bob loses the clips shared with him there.
+    let shared = |key: &str| {
+        let key = key.to_string();
+        let url = format!("{}/dataclips", s.api_url());
+        let http = s.http();
+        async move {
+            let v: serde_json::Value = http
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v.as_array().unwrap().len()
+        }
+    };
+    assert_eq!(shared(&bob_key).await, 1);
+    s.ok(&dir, &["access:remove", "bob@example.test", "-a", "shop"]);
+    assert_eq!(shared(&bob_key).await, 0);
 }
