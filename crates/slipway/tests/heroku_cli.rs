@@ -33,18 +33,20 @@ pub fn clients() -> Clients {
     let bin = node.join("node_modules/.bin");
     if !bin.join("heroku").exists() || !node.join("node_modules/heroku-client").exists() {
         std::fs::create_dir_all(&node).unwrap();
-        let out = Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-                "--prefix",
-            ])
-            .arg(&node)
-            .args([HEROKU_CLI, HEROKU_CLIENT])
-            .output()
-            .expect("npm");
+        let out = retried(|| {
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
+                .arg(&node)
+                .args([HEROKU_CLI, HEROKU_CLIENT])
+                .output()
+                .expect("npm")
+        });
         assert!(out.status.success(), "npm install: {}", text(&out.stderr));
     }
     let venv = dir.join("py");
@@ -56,11 +58,13 @@ pub fn clients() -> Clients {
             .output()
             .expect("python3 -m venv");
         assert!(out.status.success(), "venv: {}", text(&out.stderr));
-        let out = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .args(PY_PACKAGES)
-            .output()
-            .expect("pip");
+        let out = retried(|| {
+            Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .args(PY_PACKAGES)
+                .output()
+                .expect("pip")
+        });
         assert!(out.status.success(), "pip install: {}", text(&out.stderr));
         std::fs::write(venv.join(".installed"), "").unwrap();
     }
@@ -69,6 +73,23 @@ pub fn clients() -> Clients {
         node_modules: node.join("node_modules"),
         python,
     }
+}
+
+/// Runs an install up to three times: a registry may drop a connection now and then.
+fn retried(mut run: impl FnMut() -> Output) -> Output {
+    let mut out = run();
+    for wait in [5, 15] {
+        if out.status.success() {
+            break;
+        }
+        eprintln!(
+            "install failed, trying again in {wait} s: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(wait));
+        out = run();
+    }
+    out
 }
 
 /// Heroku's CLI pointed at a Slipway server, as the README tells users to.
