@@ -209,11 +209,22 @@ async fn preboot_deploys_without_a_failed_request() {
         ["one", "two"],
         "traffic switched once, from old to new"
     );
-    // The new dyno was up before the old one got SIGTERM.
-    let logs = s.logs("boot");
+    // The new dyno was up before the old one got SIGTERM (which may come a little after the
+    // switch on a busy machine).
+    // From the history on disk: the load's router lines may have pushed them out of the
+    // newest 1500.
+    let logs = eventually(30, "the old dyno gets SIGTERM", || async {
+        let logs = s.ok(
+            &dir,
+            &["logs", "--since", "1h", "--dyno", "web.1", "-a", "boot"],
+        );
+        logs.contains("heroku[web.1]: Stopping all processes with SIGTERM")
+            .then_some(logs)
+    })
+    .await;
     let up_new = logs
         .rfind("heroku[web.1]: State changed from starting to up")
-        .unwrap();
+        .unwrap_or_else(|| panic!("{logs}"));
     let term_old = logs
         .rfind("heroku[web.1]: Stopping all processes with SIGTERM")
         .unwrap();
