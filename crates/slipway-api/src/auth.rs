@@ -38,6 +38,24 @@ pub fn key_from_header(value: &str) -> Option<String> {
     }
 }
 
+/// The account whose key a request's `Authorization` header carries; 401 otherwise.
+pub(crate) async fn account_of(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<AccountRow, ApiError> {
+    let key = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(key_from_header)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(ApiError::unauthorized)?;
+    state
+        .store
+        .account_by_key_hash(&hash_key(&key))
+        .await?
+        .ok_or_else(ApiError::unauthorized)
+}
+
 /// The authenticated account of a request.
 pub struct Auth(pub AccountRow);
 
@@ -48,19 +66,7 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(key_from_header)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
-        let account = state
-            .store
-            .account_by_key_hash(&hash_key(&key))
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
-        Ok(Auth(account))
+        Ok(Auth(account_of(state, &parts.headers).await?))
     }
 }
 

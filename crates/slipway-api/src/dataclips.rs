@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use slipway_addons::dataclips::ClipResult;
 use slipway_store::{AccountRow, AppRow, DataclipRow, NewDataclip};
 
-use crate::auth::{hash_key, key_from_header, Auth};
+use crate::auth::Auth;
 use crate::error::{parse_json, ApiError, ApiResult};
 use crate::handlers::ApiHost;
 use crate::{ApiConn, AppState};
@@ -417,22 +417,7 @@ pub async fn share(
     Auth(who): Auth,
     Path((app, clip, email)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (app, d) = s.owned_clip(&who, &app, &clip).await?;
-    let account = share_target(&s, &email).await?;
-    s.store.share_dataclip(&d.id, &account.id).await?;
-    s.api_log(
-        &app.id,
-        &format!(
-            "Dataclip {} shared with {} by {}",
-            d.title, account.email, who.email
-        ),
-    );
-    let d = s
-        .store
-        .dataclip(&app.id, &d.id)
-        .await?
-        .ok_or_else(not_found)?;
-    Ok(Json(clip_json(&d, None)))
+    set_share(&s, &who, &app, &clip, &email, true).await
 }
 
 /// `DELETE /apps/{app}/dataclips/{clip}/shares/{email}`.
@@ -441,14 +426,36 @@ pub async fn unshare(
     Auth(who): Auth,
     Path((app, clip, email)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (app, d) = s.owned_clip(&who, &app, &clip).await?;
-    let account = share_target(&s, &email).await?;
-    s.store.unshare_dataclip(&d.id, &account.id).await?;
+    set_share(&s, &who, &app, &clip, &email, false).await
+}
+
+async fn set_share(
+    s: &AppState,
+    who: &AccountRow,
+    app: &str,
+    clip: &str,
+    email: &str,
+    shared: bool,
+) -> ApiResult<Json<Value>> {
+    let (app, d) = s.owned_clip(who, app, clip).await?;
+    let account = share_target(s, email).await?;
+    if shared {
+        s.store.share_dataclip(&d.id, &account.id).await?;
+    } else {
+        s.store.unshare_dataclip(&d.id, &account.id).await?;
+    }
     s.api_log(
         &app.id,
         &format!(
-            "Dataclip {} no longer shared with {} by {}",
-            d.title, account.email, who.email
+            "Dataclip {} {} {} by {}",
+            d.title,
+            if shared {
+                "shared with"
+            } else {
+                "no longer shared with"
+            },
+            account.email,
+            who.email
         ),
     );
     let d = s
@@ -555,17 +562,7 @@ pub async fn by_link(
                 )
             })?;
         if !d.everyone {
-            let key = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(key_from_header)
-                .filter(|k| !k.is_empty())
-                .ok_or_else(ApiError::unauthorized)?;
-            let who = s
-                .store
-                .account_by_key_hash(&hash_key(&key))
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
+            let who = crate::auth::account_of(&s, &headers).await?;
             let allowed = match s.store.app(&d.app_id).await? {
                 Some(app) => s.may_use(&who, &app).await?,
                 None => false,

@@ -21,7 +21,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::warn;
 
-use crate::auth::{hash_key, key_from_header};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, PendingPush};
 
@@ -112,16 +111,7 @@ pub async fn git_http(
             "Not found: git repositories are at /<app>.git.",
         ));
     };
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(key_from_header)
-        .ok_or_else(ApiError::unauthorized)?;
-    let who = s
-        .store
-        .account_by_key_hash(&hash_key(&key))
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let who = crate::auth::account_of(&s, &headers).await?;
     let app = s.load_app(&who, app_name).await?;
     let repo_dir = repo_path(&s, &app.name);
     if !repo_dir.is_dir() {
