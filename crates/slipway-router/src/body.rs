@@ -131,7 +131,8 @@ pub(crate) struct Finish {
     pub dyno: Arc<Dyno>,
     /// The keep-alive connection, back to the pool on a clean end.
     pub conn: Option<Conn>,
-    pub client_idle: Arc<AtomicBool>,
+    /// Set when the client's body went idle (requests without a body have none).
+    pub client_idle: Option<Arc<AtomicBool>>,
 }
 
 impl Finish {
@@ -142,7 +143,8 @@ impl Finish {
         self.line.bytes = Some(bytes);
         let outcome = outcome.or_else(|| {
             self.client_idle
-                .load(Ordering::Relaxed)
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
                 .then_some(Code::H28)
         });
         match outcome {

@@ -148,35 +148,33 @@ pub(crate) struct Extra<'a> {
 }
 
 /// Headers that describe one connection.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    use http::header::*;
-    name == CONNECTION
-        || name == TE
-        || name == TRAILER
-        || name == UPGRADE
-        || name == TRANSFER_ENCODING
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+        "keep-alive",
+        "proxy-connection",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Headers never forwarded as the client sent them.
-fn replaced(name: &HeaderName) -> bool {
-    use http::header::*;
-    name == CONNECTION
-        || name == TE
-        || name == TRAILER
-        || name == UPGRADE
-        || name == TRANSFER_ENCODING
-        || name == VIA
-        || matches!(
-            name.as_str(),
-            "keep-alive"
-                | "proxy-connection"
-                | "x-request-id"
-                | "x-forwarded-for"
-                | "x-forwarded-proto"
-                | "x-forwarded-port"
-                | "x-request-start"
-        )
+fn replaced(name: &str) -> bool {
+    hop_by_hop(name)
+        || [
+            "via",
+            "x-request-id",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+            "x-request-start",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 impl Extra<'_> {
@@ -204,27 +202,47 @@ pub(crate) fn encode_head(
     headers: &HeaderMap,
     extra: &Extra<'_>,
 ) -> Vec<u8> {
-    let named: Vec<&str> = headers
+    let named: Vec<&[u8]> = headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
         .collect();
-    let mut out = Vec::with_capacity(320 + headers.len() * 48);
-    out.extend_from_slice(method.as_str().as_bytes());
+    encode_head_from(
+        method.as_str(),
+        path,
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        &named,
+        extra,
+    )
+}
+
+/// [`encode_head`] from header lines as they came (names in any case).
+pub(crate) fn encode_head_from<'a>(
+    method: &str,
+    path: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    named: &[&[u8]],
+    extra: &Extra<'_>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320 + headers.size_hint().0 * 48);
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
     for (name, value) in headers {
-        if replaced(name) || named.iter().any(|n| name.as_str().eq_ignore_ascii_case(n)) {
+        if replaced(name)
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        {
             continue;
         }
-        has_host |= name == http::header::HOST;
-        out.extend_from_slice(name.as_str().as_bytes());
+        has_host |= name.eq_ignore_ascii_case("host");
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     let mut put = |name: &str, value: &str| {
@@ -306,102 +324,228 @@ pub(crate) struct Response {
     keep_alive: bool,
 }
 
-/// Reads the response head (skipping `100 Continue` and the like).
-pub(crate) async fn read_head(conn: &mut Conn, is_head: bool) -> Result<Response, SendError> {
+/// A response head parsed in place: what the router needs to relay it.
+pub(crate) struct Head<'h, 'b> {
+    pub status: StatusCode,
+    pub reason: &'b str,
+    /// Bytes the head takes in the buffer.
+    len: usize,
+    framing: Framing,
+    keep_alive: bool,
+    headers: &'h [httparse::Header<'b>],
+    /// Headers the dyno's `Connection` header names.
+    named: Vec<&'b [u8]>,
+}
+
+impl<'b> Head<'_, 'b> {
+    /// The headers the client may see: hop-by-hop ones, and those `Connection` names, stay
+    /// between the dyno and the router.
+    fn forwarded(&self) -> impl Iterator<Item = &httparse::Header<'b>> {
+        self.headers.iter().filter(|h| {
+            !hop_by_hop(h.name)
+                && !self
+                    .named
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+        })
+    }
+
+    /// True if the body to the client goes chunked (its length is not known up front).
+    fn chunked_out(&self) -> bool {
+        matches!(self.framing, Framing::Chunked(_) | Framing::Close)
+    }
+}
+
+/// Parses the response head at the front of `buf`: `Ok(None)` while it is incomplete.
+fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    slots: &'h mut [httparse::Header<'b>],
+    is_head: bool,
+) -> Result<Option<Head<'h, 'b>>, SendError> {
+    let mut parsed = httparse::Response::new(slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+        _ => return Err(SendError::Invalid),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(SendError::Invalid)?;
+    let http10 = parsed.version == Some(0);
+    let reason = parsed.reason.unwrap_or("");
+    let headers: &'h [httparse::Header<'b>] = parsed.headers;
+    let (mut length, mut chunked, mut close) = (None, false, http10);
+    let mut named = Vec::new();
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(SendError::Invalid)?;
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let v = h.value.trim_ascii_end();
+            chunked = v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    close &= !http10;
+                } else if !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        }
+    }
+    let framing =
+        if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Done
+        } else if chunked {
+            Framing::Chunked(Chunk::Size)
+        } else if let Some(n) = length {
+            if n == 0 {
+                Framing::Done
+            } else {
+                Framing::Length(n)
+            }
+        } else {
+            Framing::Close
+        };
+    Ok(Some(Head {
+        status,
+        reason,
+        len,
+        keep_alive: !close && framing != Framing::Close,
+        framing,
+        headers,
+        named,
+    }))
+}
+
+/// Waits for a response head and hands it to `take`, skipping `100 Continue` and the like.
+async fn next_head<T>(
+    conn: &mut Conn,
+    is_head: bool,
+    mut take: impl FnMut(&Head<'_, '_>, &[u8]) -> Result<T, SendError>,
+) -> Result<(T, Framing, bool), SendError> {
     let mut got_any = !conn.buf.is_empty();
     loop {
         if !conn.buf.is_empty() {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut slots);
-            match parsed.parse(&conn.buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = parsed
-                        .code
-                        .and_then(|c| StatusCode::from_u16(c).ok())
-                        .ok_or(SendError::Invalid)?;
-                    let http10 = parsed.version == Some(0);
-                    // One copy of the head; header values are slices of it.
-                    let raw = Bytes::copy_from_slice(&conn.buf[..len]);
-                    let base = conn.buf.as_ptr() as usize;
-                    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-                    let (mut length, mut chunked, mut close) = (None, false, http10);
-                    let mut named: Vec<Vec<u8>> = Vec::new();
-                    for h in parsed.headers.iter() {
-                        let name = HeaderName::from_bytes(h.name.as_bytes())
-                            .map_err(|_| SendError::Invalid)?;
-                        let at = h.value.as_ptr() as usize - base;
-                        let value =
-                            HeaderValue::from_maybe_shared(raw.slice(at..at + h.value.len()))
-                                .map_err(|_| SendError::Invalid)?;
-                        if name == http::header::CONTENT_LENGTH {
-                            let n = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse::<u64>().ok())
-                                .ok_or(SendError::Invalid)?;
-                            length = Some(n);
-                        } else if name == http::header::TRANSFER_ENCODING {
-                            chunked = h.value.to_ascii_lowercase().ends_with(b"chunked");
-                        } else if name == http::header::CONNECTION {
-                            let v = h.value.to_ascii_lowercase();
-                            for token in v.split(|b| *b == b',') {
-                                match token.trim_ascii() {
-                                    b"close" => close = true,
-                                    b"keep-alive" => close &= !http10,
-                                    b"" => {}
-                                    other => named.push(other.to_vec()),
-                                }
-                            }
-                        }
-                        // Hop-by-hop headers stay between the dyno and the router.
-                        if !hop_by_hop(&name) {
-                            headers.append(name, value);
-                        }
-                    }
-                    for n in named {
-                        if let Ok(n) = HeaderName::from_bytes(&n) {
-                            headers.remove(n);
-                        }
-                    }
-                    conn.buf.advance(len);
-                    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-                        // 100 Continue and the like: the real answer follows.
-                        continue;
-                    }
-                    let framing = if is_head
-                        || status == StatusCode::NO_CONTENT
-                        || status == StatusCode::NOT_MODIFIED
-                    {
-                        Framing::Done
-                    } else if chunked {
-                        Framing::Chunked(Chunk::Size)
-                    } else if let Some(n) = length {
-                        if n == 0 {
-                            Framing::Done
-                        } else {
-                            Framing::Length(n)
-                        }
-                    } else {
-                        Framing::Close
-                    };
-                    return Ok(Response {
-                        status,
-                        headers,
-                        keep_alive: !close && framing != Framing::Close,
-                        framing,
-                    });
+            if let Some(head) = parse_head(&conn.buf, &mut slots, is_head)? {
+                let (len, framing, keep_alive) = (head.len, head.framing, head.keep_alive);
+                let informational = head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS;
+                let taken = if informational {
+                    None
+                } else {
+                    Some(take(&head, &conn.buf)?)
+                };
+                conn.buf.advance(len);
+                match taken {
+                    // 100 Continue and the like: the real answer follows.
+                    None => continue,
+                    Some(t) => return Ok((t, framing, keep_alive)),
                 }
-                Ok(httparse::Status::Partial) => {
-                    if conn.buf.len() > MAX_HEAD {
-                        return Err(SendError::Invalid);
-                    }
-                }
-                Err(_) => return Err(SendError::Invalid),
             }
         }
         match conn.fill().await {
             Ok(0) | Err(_) if conn.reused && !got_any => return Err(SendError::Stale),
             Ok(0) | Err(_) => return Err(SendError::Closed),
             Ok(_) => got_any = true,
+        }
+    }
+}
+
+/// Reads the response head into a header map.
+pub(crate) async fn read_head(conn: &mut Conn, is_head: bool) -> Result<Response, SendError> {
+    let ((status, headers), framing, keep_alive) = next_head(conn, is_head, |head, buf| {
+        // One copy of the head; header values are slices of it.
+        let raw = Bytes::copy_from_slice(&buf[..head.len]);
+        let base = buf.as_ptr() as usize;
+        let mut headers = HeaderMap::with_capacity(head.headers.len());
+        for h in head.forwarded() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| SendError::Invalid)?;
+            let at = h.value.as_ptr() as usize - base;
+            let value = HeaderValue::from_maybe_shared(raw.slice(at..at + h.value.len()))
+                .map_err(|_| SendError::Invalid)?;
+            headers.append(name, value);
+        }
+        Ok((head.status, headers))
+    })
+    .await?;
+    Ok(Response {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    })
+}
+
+/// A response head already written out for the client, less its framing header and final line.
+pub(crate) struct RawHead {
+    pub status: StatusCode,
+    /// The body goes to the client chunked.
+    pub chunked: bool,
+    /// The dyno sent a `Date` header.
+    pub dated: bool,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Reads the response head and writes the client's copy of it into `out`: the status line and
+/// the headers the client may see, as the dyno spelled them. A `Content-Length` is kept only
+/// where the body keeps that length.
+pub(crate) async fn read_head_raw(
+    conn: &mut Conn,
+    is_head: bool,
+    out: &mut Vec<u8>,
+) -> Result<RawHead, SendError> {
+    let ((status, chunked, dated), framing, keep_alive) = next_head(conn, is_head, |head, _| {
+        let chunked = head.chunked_out();
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(head.status.as_str().as_bytes());
+        out.push(b' ');
+        let reason = if head.reason.is_empty() {
+            head.status.canonical_reason().unwrap_or("")
+        } else {
+            head.reason
+        };
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut dated = false;
+        for h in head.forwarded() {
+            if chunked && h.name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            dated |= h.name.eq_ignore_ascii_case("date");
+            out.extend_from_slice(h.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        Ok((head.status, chunked, dated))
+    })
+    .await?;
+    Ok(RawHead {
+        status,
+        chunked,
+        dated,
+        framing,
+        keep_alive,
+    })
+}
+
+impl RawHead {
+    pub fn into_body(self, conn: Conn) -> BodyReader {
+        BodyReader {
+            conn: Some(conn),
+            framing: self.framing,
+            keep_alive: self.keep_alive,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! [`logline::Code`].
 
 mod body;
+mod fast;
 mod h1;
 mod logline;
 mod page;
@@ -59,18 +60,22 @@ pub(crate) struct Shared {
     pub table: RouteTable,
     pub logs: LogRouter,
     pub config: RouterConfig,
+    /// `router`, the source name of every line the router logs.
+    pub name: Arc<str>,
 }
 
 impl Shared {
     pub(crate) fn log(&self, app_id: &str, line: &str) {
-        self.logs.emit(app_id, Source::Heroku, "router", line);
+        self.logs
+            .emit_shared(app_id, Source::Heroku, &self.name, line);
     }
 }
 
 /// The connection a request came on.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
-    pub peer: SocketAddr,
+    /// The peer's address as `X-Forwarded-For` gives it, formatted once per connection.
+    pub ip: Box<str>,
     /// The port the client connected to, as `X-Forwarded-Port` gives it.
     pub port_str: Arc<str>,
     pub https: bool,
@@ -117,10 +122,19 @@ fn shared(table: RouteTable, logs: LogRouter, config: RouterConfig) -> Arc<Share
         table,
         logs,
         config,
+        name: Arc::from("router"),
     })
 }
 
 async fn serve_h1<I>(io: I, shared: Arc<Shared>, info: ConnInfo)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fast::serve(io, shared, info).await
+}
+
+/// Serves an HTTP/1.1 connection with hyper's server, for what the hot path ([`fast`]) leaves.
+async fn serve_hyper<I>(io: I, shared: Arc<Shared>, info: ConnInfo)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -158,7 +172,7 @@ pub async fn serve(
     let shared = shared(table, logs, config);
     accept_loop(listener, shutdown, |stream, peer| {
         let info = ConnInfo {
-            peer,
+            ip: peer.ip().to_string().into(),
             port_str: port.clone(),
             https: false,
         };
@@ -203,7 +217,7 @@ pub async fn serve_tls(
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let info = ConnInfo {
-                peer,
+                ip: peer.ip().to_string().into(),
                 port_str: port,
                 https: true,
             };

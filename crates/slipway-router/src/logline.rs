@@ -130,11 +130,11 @@ impl LogFields {
         out.push_str(&self.dyno);
         out.push_str(" connect=");
         if let Some(c) = self.connect {
-            let _ = write!(out, "{}ms", c.as_millis());
+            let _ = write!(out, "{}ms", c.as_millis() as u64);
         }
         out.push_str(" service=");
         if let Some(s) = self.service {
-            let _ = write!(out, "{}ms", s.as_millis());
+            let _ = write!(out, "{}ms", s.as_millis() as u64);
         }
         let _ = write!(out, " status={} bytes=", self.status);
         if let Some(b) = self.bytes {

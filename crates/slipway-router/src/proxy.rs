@@ -40,33 +40,33 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 /// Counts a request against a dyno until the guard goes, and, if the handler is dropped before
 /// answering (the client went away), logs H27.
-struct InFlight {
-    shared: Arc<Shared>,
-    app_id: Arc<str>,
-    line: Option<LogFields>,
-    started: Instant,
-    dyno: Option<Arc<Dyno>>,
+pub(crate) struct InFlight {
+    pub shared: Arc<Shared>,
+    pub app_id: Arc<str>,
+    pub line: Option<LogFields>,
+    pub started: Instant,
+    pub dyno: Option<Arc<Dyno>>,
 }
 
 impl InFlight {
-    fn line(&mut self) -> &mut LogFields {
+    pub(crate) fn line(&mut self) -> &mut LogFields {
         self.line.get_or_insert_with(LogFields::default)
     }
 
-    fn count(&mut self, dyno: &Arc<Dyno>) {
+    pub(crate) fn count(&mut self, dyno: &Arc<Dyno>) {
         self.uncount();
         dyno.outstanding.fetch_add(1, Ordering::Relaxed);
         self.dyno = Some(dyno.clone());
     }
 
-    fn uncount(&mut self) {
+    pub(crate) fn uncount(&mut self) {
         if let Some(d) = self.dyno.take() {
             d.outstanding.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// Logs a failure and answers with its page.
-    fn fail(&mut self, code: Code, settings: &AppSettings) -> Response<RespBody> {
+    pub(crate) fn fail(&mut self, code: Code, settings: &AppSettings) -> Response<RespBody> {
         self.uncount();
         let mut line = self.line.take().unwrap_or_default();
         let status = code.status();
@@ -79,7 +79,7 @@ impl InFlight {
     }
 
     /// Hands the line (and the dyno count) over to the response body.
-    fn disarm(&mut self) -> LogFields {
+    pub(crate) fn disarm(&mut self) -> LogFields {
         self.dyno = None;
         self.line.take().unwrap_or_default()
     }
@@ -111,14 +111,19 @@ fn host_of<B>(req: &Request<B>) -> Option<String> {
         Some(h) => h.to_str().ok()?,
         None => req.uri().authority()?.as_str(),
     };
+    Some(host_name(raw))
+}
+
+/// A `Host` value without its port, lower case.
+pub(crate) fn host_name(raw: &str) -> String {
     let host = match raw.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map_or(raw, |(h, _)| h),
         None => raw.split_once(':').map_or(raw, |(h, _)| h),
     };
-    Some(host.to_ascii_lowercase())
+    host.to_ascii_lowercase()
 }
 
-fn route_for(shared: &Shared, host: &str) -> Option<Arc<AppRoute>> {
+pub(crate) fn route_for(shared: &Shared, host: &str) -> Option<Arc<AppRoute>> {
     let base = shared.config.base_domain.as_str();
     if let Some(name) = host
         .strip_suffix(base)
@@ -130,19 +135,20 @@ fn route_for(shared: &Shared, host: &str) -> Option<Arc<AppRoute>> {
     shared.table.app_for_domain(host)
 }
 
-fn now_ms() -> u128 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
 fn request_id<B>(req: &Request<B>) -> String {
-    match req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
+    request_id_from(req.headers().get("x-request-id").map(|v| v.as_bytes()))
+}
+
+/// The client's `X-Request-ID` if it follows the rules, else a new one.
+pub(crate) fn request_id_from(given: Option<&[u8]>) -> String {
+    match given.and_then(|v| std::str::from_utf8(v).ok()) {
         Some(id) if valid_request_id(id) => id.to_string(),
         _ => {
             let bytes: [u8; 16] = rand::thread_rng().gen();
@@ -153,6 +159,23 @@ fn request_id<B>(req: &Request<B>) -> String {
                 .encode_lower(&mut buf)
                 .to_string()
         }
+    }
+}
+
+/// `X-Forwarded-For`: the client's list with its peer's address appended.
+pub(crate) fn forwarded_for(given: Option<&[u8]>, peer: &str) -> String {
+    match given.and_then(|v| std::str::from_utf8(v).ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+        _ => peer.to_string(),
+    }
+}
+
+/// `Via`: the client's with the router appended.
+pub(crate) fn via(given: Option<&[u8]>, h2: bool) -> std::borrow::Cow<'static, str> {
+    let mine = if h2 { "2.0 slipway" } else { "1.1 slipway" };
+    match given.and_then(|v| std::str::from_utf8(v).ok()) {
+        Some(prev) => format!("{prev}, {mine}").into(),
+        None => mine.into(),
     }
 }
 
@@ -186,7 +209,7 @@ fn score(key: u64, dyno: &Dyno) -> u64 {
 }
 
 /// Picks a dyno among those not yet tried: quarantined ones only if nothing else is left.
-fn pick(route: &AppRoute, tried: &[usize], affinity: Option<u64>) -> Option<usize> {
+pub(crate) fn pick(route: &AppRoute, tried: &[usize], affinity: Option<u64>) -> Option<usize> {
     let n = route.dynos.len();
     let usable = |i: &usize| !tried.contains(i) && !route.dynos[*i].quarantined();
     // The common case, nothing tried and nothing quarantined, needs no list.
@@ -296,14 +319,10 @@ pub(crate) async fn handle(
     let settings = route.settings.clone();
     let start_ms = now_ms();
     let request_id = request_id(&req);
-    let fwd = match req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {}", info.peer.ip()),
-        _ => info.peer.ip().to_string(),
-    };
+    let fwd = forwarded_for(
+        req.headers().get("x-forwarded-for").map(|v| v.as_bytes()),
+        &info.ip,
+    );
     let path = req
         .uri()
         .path_and_query()
@@ -351,21 +370,10 @@ pub(crate) async fn handle(
     let (mut parts, body) = req.into_parts();
     let client_h2 = parts.version == Version::HTTP_2;
     let start = start_ms.to_string();
-    let via: std::borrow::Cow<'static, str> = {
-        let mine = if client_h2 {
-            "2.0 slipway"
-        } else {
-            "1.1 slipway"
-        };
-        match parts
-            .headers
-            .get(http::header::VIA)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {mine}").into(),
-            None => mine.into(),
-        }
-    };
+    let via = via(
+        parts.headers.get(http::header::VIA).map(|v| v.as_bytes()),
+        client_h2,
+    );
     let fast = !to_h2 && !upgrade;
     let is_head = parts.method == Method::HEAD;
     let has_body = !body.is_end_stream();
@@ -659,7 +667,7 @@ pub(crate) async fn handle(
             line: flight.disarm(),
             dyno: dyno.clone(),
             conn,
-            client_idle: client_idle.clone(),
+            client_idle: Some(client_idle.clone()),
         };
         return match from {
             From::Hyper(mut resp, sent) if status == StatusCode::SWITCHING_PROTOCOLS && upgrade => {

@@ -1022,6 +1022,162 @@ async fn malformed_and_oversized_requests_get_400() {
     assert_eq!(raw_status(r.http, fine.as_bytes()).await, "HTTP/1.1 200 OK");
 }
 
+/// Reads one response from a raw connection: its head, and its body by `content-length`
+/// (none for `HEAD`). Bytes after it stay in `buf`.
+async fn read_response(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> (String, String) {
+    let mut b = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let length = if head_request { 0 } else { length };
+            if buf.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                buf.drain(..end + 4 + length);
+                return (head, body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed; got {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&b[..n]);
+    }
+}
+
+#[tokio::test]
+async fn one_connection_pipelines_heads_bodies_and_close() {
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    // Two requests in one write are answered in order.
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n\
+          GET /b HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut s, &mut buf, false).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("\r\ndate: "), "{head}");
+    assert!(body.starts_with("GET /a "), "{body}");
+    let (_, body) = read_response(&mut s, &mut buf, false).await;
+    assert!(body.starts_with("GET /b "), "{body}");
+    // HEAD: the length of what GET would send, and no body (else the next answer breaks).
+    s.write_all(b"HEAD /h HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s, &mut buf, true).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+    assert_eq!(body, "");
+    // A request with a body on the same connection, then one that closes it.
+    s.write_all(
+        b"POST /c HTTP/1.1\r\nhost: demo.apps.test\r\ncontent-length: 5\r\n\r\nhello\
+          GET /d HTTP/1.1\r\nhost: demo.apps.test\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (_, body) = read_response(&mut s, &mut buf, false).await;
+    assert!(body.starts_with("POST /c "), "{body}");
+    assert!(body.contains("body-bytes: 5"), "{body}");
+    let (head, body) = read_response(&mut s, &mut buf, false).await;
+    assert!(body.starts_with("GET /d "), "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the router closes the connection")
+        .unwrap();
+    assert!(rest.is_empty() && buf.is_empty());
+    for path in ["/a", "/b", "/h", "/c", "/d"] {
+        r.line("demo", &[&format!("path=\"{path}\""), "status=200"])
+            .await;
+    }
+    // A fresh connection whose first request asks to close it.
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(b"GET /e HTTP/1.1\r\nhost: demo.apps.test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("closed after the answer")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.contains("GET /e "), "{all}");
+}
+
+#[tokio::test]
+async fn dyno_answers_are_relayed_whatever_their_framing() {
+    let r = router().await;
+    // One answer per connection, chosen by the path; hop-by-hop headers to be dropped.
+    let b = raw_backend(|mut s| async move {
+        let head = read_head(&mut s).await;
+        let answer: &[u8] = if head.starts_with("GET /chunked") {
+            b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\nconnection: x-secret\r\n\
+              x-secret: 1\r\nkeep-alive: timeout=5\r\nx-kept: yes\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        } else if head.starts_with("GET /close") {
+            b"HTTP/1.1 200 OK\r\nx-kept: yes\r\n\r\nuntil the dyno closes"
+        } else if head.starts_with("GET /empty") {
+            b"HTTP/1.1 204 No Content\r\nx-kept: yes\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nx-kept: yes\r\n\r\nhello world"
+        };
+        let _ = s.write_all(answer).await;
+    })
+    .await;
+    r.app("demo", &[b]);
+    for (path, status, body, bytes) in [
+        ("/chunked", 201, "hello world", 11),
+        ("/close", 200, "until the dyno closes", 21),
+        ("/empty", 204, "", 0),
+        ("/length", 200, "hello world", 11),
+    ] {
+        let reply = get_ok(&r, "demo.apps.test", path).await;
+        assert_eq!(reply.status.as_u16(), status, "{path}");
+        assert_eq!(reply.body, body, "{path}");
+        assert_eq!(reply.header("x-kept"), "yes", "{path}");
+        for hop in ["x-secret", "keep-alive"] {
+            assert!(!reply.headers.contains_key(hop), "{path}: {hop} forwarded");
+        }
+        r.line(
+            "demo",
+            &[
+                &format!("path=\"{path}\""),
+                &format!("status={status}"),
+                &format!("bytes={bytes} "),
+            ],
+        )
+        .await;
+    }
+}
+
 // ---- WebSockets -------------------------------------------------------------------------------
 
 #[tokio::test]
