@@ -133,10 +133,36 @@ pub(crate) struct Finish {
     pub conn: Option<Conn>,
     /// Set when the client's body went idle (requests without a body have none).
     pub client_idle: Option<Arc<AtomicBool>>,
+    ended: bool,
 }
 
 impl Finish {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        app_id: Arc<str>,
+        line: LogFields,
+        dyno: Arc<Dyno>,
+        client_idle: Option<Arc<AtomicBool>>,
+    ) -> Self {
+        Finish {
+            shared,
+            app_id,
+            line,
+            dyno,
+            conn: None,
+            client_idle,
+            ended: false,
+        }
+    }
+
     pub(crate) fn done(mut self, bytes: u64, outcome: Option<Code>) {
+        self.end(bytes, outcome);
+    }
+
+    fn end(&mut self, bytes: u64, outcome: Option<Code>) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
         self.dyno
             .outstanding
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -156,6 +182,14 @@ impl Finish {
             }
             Some(code) => self.shared.log(&self.app_id, &self.line.error(code)),
         }
+    }
+}
+
+impl Drop for Finish {
+    /// Dropped before its end (the task serving the client was cancelled): the dyno's count and
+    /// the log line are still settled.
+    fn drop(&mut self) {
+        self.end(0, Some(Code::H18Client));
     }
 }
 

@@ -42,6 +42,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_BUFFERED: usize = 64 * 1024;
 /// Response bytes gathered before they are written to the client.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Time to close a connection (a TLS client must take the close notification).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One timer for a connection's deadlines. Deadlines mostly move later, so the timer is left
 /// armed for an earlier one and pushed back only when it fires: no timer work per request.
@@ -98,7 +100,11 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Some(Plan::Hyper);
     };
-    if !path.starts_with('/') || method == "CONNECT" || method.len() + path.len() + 10 > MAX_LINE {
+    if !path.starts_with('/')
+        || path.contains('#')
+        || method == "CONNECT"
+        || method.len() + path.len() + 10 > MAX_LINE
+    {
         return Some(Plan::Hyper);
     }
     let (mut host, mut fwd, mut request_id, mut via) = (None, None, None, None);
@@ -204,13 +210,52 @@ struct Client<I> {
     timer: Timer,
     /// The answer being written.
     out: Vec<u8>,
+    /// The client ended its input after pipelining requests: they are served, then the
+    /// connection closes.
+    eof: bool,
 }
 
-/// What came first while a dyno's answer was awaited.
-enum Wait {
-    Head(Result<h1::RawHead, SendError>),
+/// What came first while something was awaited for a request.
+enum Watched<T> {
+    Done(T),
     ClientGone,
     TimedOut,
+}
+
+/// Awaits `fut` (until `deadline`, if any) while watching the client. Its end of input with
+/// nothing of another request buffered means it left; bytes of a request it pipelines
+/// meanwhile are kept for later.
+async fn watching<I: AsyncRead + Unpin, T>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    eof: &mut bool,
+    timer: &mut Timer,
+    deadline: Option<Instant>,
+    fut: impl Future<Output = T>,
+) -> Watched<T> {
+    tokio::pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(t) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Watched::Done(t));
+        }
+        while !*eof && buf.len() < MAX_BUFFERED {
+            match poll_read_buf(Pin::new(&mut *io), cx, &mut *buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    if buf.is_empty() {
+                        return Poll::Ready(Watched::ClientGone);
+                    }
+                    *eof = true;
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        match deadline.map(|d| timer.poll_expired(cx, d)) {
+            Some(Poll::Ready(())) => Poll::Ready(Watched::TimedOut),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Serves a client connection: the hot path for as long as its requests allow, then hyper.
@@ -223,6 +268,7 @@ where
         buf: BytesMut::with_capacity(4096),
         timer: Timer::default(),
         out: Vec::with_capacity(1024),
+        eof: false,
     };
     loop {
         let mut deadline = None;
@@ -249,7 +295,7 @@ where
         };
         c.buf.advance(planned.len);
         if !c.forward(&shared, *planned).await {
-            let _ = c.io.shutdown().await;
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, c.io.shutdown()).await;
             return;
         }
     }
@@ -263,6 +309,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         deadline: &mut Option<Instant>,
         window: Duration,
     ) -> io::Result<usize> {
+        if self.eof {
+            return Ok(0);
+        }
         poll_fn(
             |cx| match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
                 Poll::Ready(r) => Poll::Ready(r),
@@ -304,13 +353,30 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         loop {
             let Some(i) = proxy::pick(&route, &tried, None) else {
                 let page = flight.fail(last.unwrap_or(Code::H21), &settings);
-                return self.page(page, is_head, close).await;
+                return self.page(page, is_head, close, idle).await;
             };
             let dyno = route.dynos[i].clone();
             flight.line().dyno = dyno.name.clone();
             let conn = match (!fresh).then(|| dyno.idle()).flatten() {
                 Some(c) => Ok(c),
-                None => dyno.connect_h1().await,
+                None => {
+                    let connect = dyno.connect_h1();
+                    let c = &mut *self;
+                    match watching(
+                        &mut c.io,
+                        &mut c.buf,
+                        &mut c.eof,
+                        &mut c.timer,
+                        None,
+                        connect,
+                    )
+                    .await
+                    {
+                        Watched::Done(r) => r,
+                        // The guard logs H27 as it goes.
+                        Watched::ClientGone | Watched::TimedOut => return false,
+                    }
+                }
             };
             let mut conn = match conn {
                 Ok(c) => c,
@@ -329,7 +395,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 Err(ConnectError::Other(error)) => {
                     tracing::warn!(dyno = %dyno.name, %error, "Cannot reach a dyno.");
                     let page = flight.fail(Code::H99, &settings);
-                    return self.page(page, is_head, close).await;
+                    return self.page(page, is_head, close, idle).await;
                 }
             };
             flight.count(&dyno);
@@ -349,86 +415,62 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 }
                 Err(_) => {
                     let page = flight.fail(Code::H13, &settings);
-                    return self.page(page, is_head, close).await;
+                    return self.page(page, is_head, close, idle).await;
                 }
             }
-            let code = match self
-                .await_head(&mut conn, is_head, connected + response_timeout)
-                .await
+            let c = &mut *self;
+            let head = h1::read_head_raw(&mut conn, is_head, &mut c.out);
+            let deadline = Some(connected + response_timeout);
+            let code = match watching(
+                &mut c.io,
+                &mut c.buf,
+                &mut c.eof,
+                &mut c.timer,
+                deadline,
+                head,
+            )
+            .await
             {
                 // The guard logs H27 as it goes.
-                Wait::ClientGone => return false,
-                Wait::TimedOut => {
+                Watched::ClientGone => return false,
+                Watched::TimedOut => {
                     flight.line().service = Some(response_timeout);
                     Code::H12
                 }
-                Wait::Head(Err(SendError::Stale)) if !fresh => {
+                Watched::Done(Err(SendError::Stale)) if !fresh => {
                     fresh = true;
                     flight.uncount();
                     continue;
                 }
-                Wait::Head(Err(e)) => {
+                Watched::Done(Err(e)) => {
                     flight.line().service = Some(connected.elapsed());
                     match e {
                         SendError::Invalid => Code::H17,
                         _ => Code::H13,
                     }
                 }
-                Wait::Head(Ok(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                Watched::Done(Ok(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                     // Nobody asked to switch.
                     flight.line().service = Some(connected.elapsed());
                     Code::H17
                 }
-                Wait::Head(Ok(head)) => {
+                Watched::Done(Ok(head)) => {
                     let line = flight.line();
                     line.service = Some(connected.elapsed());
                     line.status = head.status.as_u16();
-                    let finish = Finish {
-                        shared: shared.clone(),
-                        app_id: route.app_id.clone(),
-                        line: flight.disarm(),
-                        dyno: dyno.clone(),
-                        conn: None,
-                        client_idle: None,
-                    };
+                    let finish = Finish::new(
+                        shared.clone(),
+                        route.app_id.clone(),
+                        flight.disarm(),
+                        dyno.clone(),
+                        None,
+                    );
                     return self.relay(head, conn, finish, idle, close).await;
                 }
             };
             let page = flight.fail(code, &settings);
-            return self.page(page, is_head, close).await;
+            return self.page(page, is_head, close, idle).await;
         }
-    }
-
-    /// Waits for the dyno's response head until `deadline`, watching the client: its leaving
-    /// ends the wait, and a request it pipelines meanwhile is kept for later.
-    async fn await_head(&mut self, conn: &mut h1::Conn, is_head: bool, deadline: Instant) -> Wait {
-        let Client {
-            io,
-            buf,
-            timer,
-            out,
-        } = self;
-        let head = h1::read_head_raw(conn, is_head, out);
-        tokio::pin!(head);
-        poll_fn(|cx| {
-            if let Poll::Ready(r) = head.as_mut().poll(cx) {
-                return Poll::Ready(Wait::Head(r));
-            }
-            while buf.len() < MAX_BUFFERED {
-                match poll_read_buf(Pin::new(&mut *io), cx, &mut *buf) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Wait::ClientGone)
-                    }
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Pending => break,
-                }
-            }
-            match timer.poll_expired(cx, deadline) {
-                Poll::Ready(()) => Poll::Ready(Wait::TimedOut),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
     }
 
     /// Relays the dyno's answer: the head in `out`, then the body, with the idle window between
@@ -468,7 +510,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             let next = match now {
                 Some(next) => next,
                 None => {
-                    if self.flush().await.is_err() {
+                    if self.flush(idle).await.is_err() {
                         break Some(Code::H18Client);
                     }
                     let waited = poll_fn(|cx| match body.poll_data(cx) {
@@ -494,14 +536,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     if chunked {
                         self.out.extend_from_slice(b"0\r\n\r\n");
                     }
-                    break match self.flush().await {
+                    break match self.flush(idle).await {
                         Ok(()) => None,
                         Err(_) => Some(Code::H18Client),
                     };
                 }
                 Some(Err(_)) => {
                     // The dyno broke off: the client gets what came, then the connection closes.
-                    let _ = self.flush().await;
+                    let _ = self.flush(idle).await;
                     break Some(Code::H18Backend);
                 }
             };
@@ -515,7 +557,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             } else {
                 self.out.extend_from_slice(&data);
             }
-            if self.out.len() >= WRITE_BATCH && self.flush().await.is_err() {
+            if self.out.len() >= WRITE_BATCH && self.flush(idle).await.is_err() {
                 break Some(Code::H18Client);
             }
         };
@@ -528,7 +570,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
 
     /// Answers with a page the router makes (an error, for one); false if the connection must
     /// close.
-    async fn page(&mut self, page: Response<RespBody>, is_head: bool, close: bool) -> bool {
+    async fn page(
+        &mut self,
+        page: Response<RespBody>,
+        is_head: bool,
+        close: bool,
+        idle: Duration,
+    ) -> bool {
         let (parts, body) = page.into_parts();
         let body = match body {
             RespBody::Full(b) => b.unwrap_or_default(),
@@ -565,16 +613,45 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         if !is_head {
             out.extend_from_slice(&body);
         }
-        self.flush().await.is_ok() && !close
+        self.flush(idle).await.is_ok() && !close
     }
 
-    async fn flush(&mut self) -> io::Result<()> {
+    /// Writes `out` to the client; fails if the client takes none of it for `window`.
+    async fn flush(&mut self, window: Duration) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.io.write_all(&self.out).await;
+        let (mut written, mut deadline) = (0, None::<Instant>);
+        let result = poll_fn(|cx| {
+            loop {
+                let w = if written < self.out.len() {
+                    Pin::new(&mut self.io).poll_write(cx, &self.out[written..])
+                } else {
+                    // TLS keeps records queued when the socket is full: they go out here.
+                    match Pin::new(&mut self.io).poll_flush(cx) {
+                        Poll::Ready(r) => return Poll::Ready(r),
+                        Poll::Pending => break,
+                    }
+                };
+                match w {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        written += n;
+                        deadline = None;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            let d = *deadline.get_or_insert_with(|| Instant::now() + window);
+            match self.timer.poll_expired(cx, d) {
+                Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
         self.out.clear();
-        r
+        result
     }
 }
 

@@ -332,6 +332,8 @@ pub(crate) struct Head<'h, 'b> {
     len: usize,
     framing: Framing,
     keep_alive: bool,
+    /// The dyno's `Content-Length`.
+    length: Option<u64>,
     headers: &'h [httparse::Header<'b>],
     /// Headers the dyno's `Connection` header names.
     named: Vec<&'b [u8]>,
@@ -339,10 +341,13 @@ pub(crate) struct Head<'h, 'b> {
 
 impl<'b> Head<'_, 'b> {
     /// The headers the client may see: hop-by-hop ones, and those `Connection` names, stay
-    /// between the dyno and the router.
+    /// between the dyno and the router. `Content-Length` is the router's to write
+    /// ([`Head::client_length`]), so that the framing the client sees is the one the router
+    /// reads.
     fn forwarded(&self) -> impl Iterator<Item = &httparse::Header<'b>> {
         self.headers.iter().filter(|h| {
             !hop_by_hop(h.name)
+                && !h.name.eq_ignore_ascii_case("content-length")
                 && !self
                     .named
                     .iter()
@@ -353,6 +358,16 @@ impl<'b> Head<'_, 'b> {
     /// True if the body to the client goes chunked (its length is not known up front).
     fn chunked_out(&self) -> bool {
         matches!(self.framing, Framing::Chunked(_) | Framing::Close)
+    }
+
+    /// The `Content-Length` the client gets: the body's, or for `HEAD` and `304` the length the
+    /// dyno gave.
+    fn client_length(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Done if self.status != StatusCode::NO_CONTENT => self.length,
+            _ => None,
+        }
     }
 }
 
@@ -379,10 +394,16 @@ fn parse_head<'h, 'b>(
     let mut named = Vec::new();
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+            // Digits only; repeated values must agree (else the dyno and a client could read
+            // different bodies).
+            let v = h.value.trim_ascii();
+            let n = (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .flatten()
                 .ok_or(SendError::Invalid)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(SendError::Invalid);
+            }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             let v = h.value.trim_ascii_end();
@@ -420,6 +441,7 @@ fn parse_head<'h, 'b>(
         len,
         keep_alive: !close && framing != Framing::Close,
         framing,
+        length,
         headers,
         named,
     }))
@@ -474,6 +496,9 @@ pub(crate) async fn read_head(conn: &mut Conn, is_head: bool) -> Result<Response
                 .map_err(|_| SendError::Invalid)?;
             headers.append(name, value);
         }
+        if let Some(n) = head.client_length() {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         Ok((head.status, headers))
     })
     .await?;
@@ -497,8 +522,7 @@ pub(crate) struct RawHead {
 }
 
 /// Reads the response head and writes the client's copy of it into `out`: the status line and
-/// the headers the client may see, as the dyno spelled them. A `Content-Length` is kept only
-/// where the body keeps that length.
+/// the headers the client may see, as the dyno spelled them, and the body's length if known.
 pub(crate) async fn read_head_raw(
     conn: &mut Conn,
     is_head: bool,
@@ -518,10 +542,10 @@ pub(crate) async fn read_head_raw(
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut dated = false;
+        if let Some(n) = head.client_length() {
+            out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        }
         for h in head.forwarded() {
-            if chunked && h.name.eq_ignore_ascii_case("content-length") {
-                continue;
-            }
             dated |= h.name.eq_ignore_ascii_case("date");
             out.extend_from_slice(h.name.as_bytes());
             out.extend_from_slice(b": ");

@@ -661,13 +661,14 @@ pub(crate) async fn handle(
                 }
             }
         }
-        let mut finish = |conn| Finish {
-            shared: shared.clone(),
-            app_id: route.app_id.clone(),
-            line: flight.disarm(),
-            dyno: dyno.clone(),
-            conn,
-            client_idle: Some(client_idle.clone()),
+        let mut finish = || {
+            Finish::new(
+                shared.clone(),
+                route.app_id.clone(),
+                flight.disarm(),
+                dyno.clone(),
+                Some(client_idle.clone()),
+            )
         };
         return match from {
             From::Hyper(mut resp, sent) if status == StatusCode::SWITCHING_PROTOCOLS && upgrade => {
@@ -693,13 +694,13 @@ pub(crate) async fn handle(
             From::Hyper(resp, _) => {
                 strip_hop_by_hop(&mut out_headers);
                 out_headers.remove(http::header::TRANSFER_ENCODING);
-                let mut r = Response::new(RespBody::proxied(resp.into_body(), idle, finish(None)));
+                let mut r = Response::new(RespBody::proxied(resp.into_body(), idle, finish()));
                 *r.status_mut() = status;
                 *r.headers_mut() = out_headers;
                 r
             }
             From::H1(reader) => {
-                let mut r = Response::new(RespBody::proxied_h1(reader, idle, finish(None)));
+                let mut r = Response::new(RespBody::proxied_h1(reader, idle, finish()));
                 *r.status_mut() = status;
                 *r.headers_mut() = out_headers;
                 r

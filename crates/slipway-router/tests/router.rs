@@ -1118,6 +1118,20 @@ async fn one_connection_pipelines_heads_bodies_and_close() {
         r.line("demo", &[&format!("path=\"{path}\""), "status=200"])
             .await;
     }
+    // Two requests, then the end of the client's input: both are answered, then it closes.
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(
+        b"GET /f HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n\
+          GET /g?sleep=100 HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let (_, body) = read_response(&mut s, &mut buf, false).await;
+    assert!(body.starts_with("GET /f "), "{body}");
+    let (_, body) = read_response(&mut s, &mut buf, false).await;
+    assert!(body.starts_with("GET /g?sleep=100 "), "{body}");
     // A fresh connection whose first request asks to close it.
     let mut s = TcpStream::connect(r.http).await.unwrap();
     s.write_all(b"GET /e HTTP/1.1\r\nhost: demo.apps.test\r\nconnection: close\r\n\r\n")
@@ -1144,6 +1158,13 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
               5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
         } else if head.starts_with("GET /close") {
             b"HTTP/1.1 200 OK\r\nx-kept: yes\r\n\r\nuntil the dyno closes"
+        } else if head.starts_with("GET /named-length") {
+            // The dyno names its own length as hop-by-hop: the client still gets a length.
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: content-length\r\nx-kept: yes\r\n\r\nhello"
+        } else if head.starts_with("GET /two-lengths") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 50\r\n\r\nx"
+        } else if head.starts_with("GET /plus-length") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello"
         } else if head.starts_with("GET /empty") {
             b"HTTP/1.1 204 No Content\r\nx-kept: yes\r\n\r\n"
         } else {
@@ -1158,8 +1179,12 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
         ("/close", 200, "until the dyno closes", 21),
         ("/empty", 204, "", 0),
         ("/length", 200, "hello world", 11),
+        ("/named-length", 200, "hello", 5),
     ] {
-        let reply = get_ok(&r, "demo.apps.test", path).await;
+        let reply =
+            tokio::time::timeout(Duration::from_secs(5), get_ok(&r, "demo.apps.test", path))
+                .await
+                .expect("the body ends where the dyno said");
         assert_eq!(reply.status.as_u16(), status, "{path}");
         assert_eq!(reply.body, body, "{path}");
         assert_eq!(reply.header("x-kept"), "yes", "{path}");
@@ -1176,6 +1201,106 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
         )
         .await;
     }
+    // Lengths a client could read differently from the router: H17.
+    for path in ["/two-lengths", "/plus-length"] {
+        let reply = get_ok(&r, "demo.apps.test", path).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        r.line("demo", &[&format!("path=\"{path}\""), "code=H17"])
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn slow_readers_get_whole_bodies_and_stalled_ones_are_cut_off() {
+    let r = router().await;
+    const SIZE: usize = 8 << 20;
+    let b = raw_backend(|mut s| async move {
+        while !read_head(&mut s).await.is_empty() {
+            let mut answer =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n").into_bytes();
+            answer.resize(answer.len() + SIZE, b'x');
+            if s.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    r.app("demo", &[b]);
+    r.configure(
+        "demo",
+        AppSettings {
+            timeouts: timeouts(30_000, 1_000),
+            ..Default::default()
+        },
+    );
+    // A small receive window, so that the body cannot all wait in the sockets' buffers.
+    let connect = |addr: SocketAddr| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    // Over TLS, a client that waits before reading still gets every byte.
+    let tcp = connect(r.https).await;
+    let mut tls = tls_client(&r.default_cert, &[b"http/1.1"])
+        .connect(ServerName::try_from("demo.apps.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /big HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = Vec::new();
+    let mut b = vec![0u8; 64 * 1024];
+    let whole = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut b))
+            .await
+            .expect("the rest of the body comes")
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&b[..n]);
+        // Slowly, so that the router's writes keep waiting for room to the end.
+        tokio::time::sleep(Duration::from_micros(500)).await;
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= end + 4 + SIZE {
+                break got.len() - end - 4;
+            }
+        }
+    };
+    assert_eq!(whole, SIZE);
+    r.line(
+        "demo",
+        &["path=\"/big\"", "status=200", &format!("bytes={SIZE} ")],
+    )
+    .await;
+    // A client that stops reading is cut off once the idle window passes.
+    let mut s = connect(r.http).await;
+    s.write_all(b"GET /stalled HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    let line = r.line("demo", &["path=\"/stalled\"", "code=H18"]).await;
+    assert!(line.contains("sock=client"), "{line}");
+    drop(s);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_while_the_dyno_does_not_accept_is_h27() {
+    let r = router().await;
+    let (hole, _held, _listener) = blackhole().await;
+    r.app("demo", &[hole]);
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(b"GET /left HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = Instant::now();
+    drop(s);
+    let line = r.line("demo", &["path=\"/left\"", "code=H27"]).await;
+    assert!(line.contains("status=499"), "{line}");
+    assert!(
+        left.elapsed() < Duration::from_secs(3),
+        "logged {:?} after the client left, not at once",
+        left.elapsed()
+    );
 }
 
 // ---- WebSockets -------------------------------------------------------------------------------
