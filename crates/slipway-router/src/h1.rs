@@ -543,7 +543,9 @@ pub(crate) async fn read_head_raw(
         out.extend_from_slice(b"\r\n");
         let mut dated = false;
         if let Some(n) = head.client_length() {
-            out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            out.extend_from_slice(b"content-length: ");
+            put_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         for h in head.forwarded() {
             dated |= h.name.eq_ignore_ascii_case("date");
@@ -562,6 +564,22 @@ pub(crate) async fn read_head_raw(
         framing,
         keep_alive,
     })
+}
+
+/// Appends `n` in decimal.
+fn put_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 impl RawHead {
@@ -782,6 +800,15 @@ mod tests {
             headers: HeaderMap::new(),
             framing: Framing::Done,
             keep_alive: true,
+        }
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            put_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
         }
     }
 
