@@ -440,7 +440,9 @@ impl LogRouter {
 /// framing), longer ones cut at [`MAX_LINE_BYTES`]; an empty message is one empty line.
 fn for_each_part<'a>(message: &'a str, mut f: impl FnMut(&'a str)) {
     // The common case: one short line.
-    if message.len() <= MAX_LINE_BYTES && !message.contains(['\n', '\r']) {
+    if message.len() <= MAX_LINE_BYTES
+        && memchr::memchr2(b'\n', b'\r', message.as_bytes()).is_none()
+    {
         f(message);
         return;
     }

@@ -115,34 +115,36 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
         if name.len() + value.len() + 2 > MAX_LINE {
             return Some(Plan::Hyper);
         }
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if is("host") {
-            if host.is_some() {
-                return Some(Plan::Hyper);
-            }
-            host = Some(value);
-        } else if is("content-length") {
-            if value.trim_ascii() != b"0" {
-                return Some(Plan::Hyper);
-            }
-        } else if is("transfer-encoding") || is("upgrade") || is("expect") {
-            return Some(Plan::Hyper);
-        } else if is("connection") {
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
+        match h1::Name::of(name) {
+            h1::Name::Host => {
+                if host.is_some() {
                     return Some(Plan::Hyper);
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                    named.push(token);
+                }
+                host = Some(value);
+            }
+            h1::Name::ContentLength => {
+                if value.trim_ascii() != b"0" {
+                    return Some(Plan::Hyper);
                 }
             }
-        } else if is("x-forwarded-for") {
-            fwd = fwd.or(Some(value));
-        } else if is("x-request-id") {
-            request_id = request_id.or(Some(value));
-        } else if is("via") {
-            via = via.or(Some(value));
+            h1::Name::TransferEncoding | h1::Name::Upgrade | h1::Name::Expect => {
+                return Some(Plan::Hyper)
+            }
+            h1::Name::Connection => {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return Some(Plan::Hyper);
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        named.push(token);
+                    }
+                }
+            }
+            h1::Name::XForwardedFor => fwd = fwd.or(Some(value)),
+            h1::Name::XRequestId => request_id = request_id.or(Some(value)),
+            h1::Name::Via => via = via.or(Some(value)),
+            _ => {}
         }
     }
     let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
@@ -163,7 +165,8 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
     }
     let request_id = proxy::request_id_from(request_id);
     let fwd = proxy::forwarded_for(fwd, &info.ip);
-    let start = proxy::now_ms().to_string();
+    let mut start = [0; 20];
+    let start = crate::logline::decimal(proxy::now_ms(), &mut start);
     let proto = if info.https { "https" } else { "http" };
     let head = h1::encode_head_from(
         method,
@@ -175,7 +178,7 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
             fwd: &fwd,
             proto,
             port: &info.port_str,
-            start: &start,
+            start,
             via: &proxy::via(via, false),
             host: &host,
             chunked: false,

@@ -147,34 +147,104 @@ pub(crate) struct Extra<'a> {
     pub chunked: bool,
 }
 
-/// Headers that describe one connection.
-fn hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-        "keep-alive",
-        "proxy-connection",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+/// `token` (a header name, which the parser has checked holds only token characters) equals
+/// `lower` (lower case letters and `-`) in any case. For token characters, setting bit 5 lowers
+/// a letter and changes nothing that could then equal a letter or `-`; no early exit, so the
+/// loop runs branch-free.
+fn token_eq(token: &[u8], lower: &[u8]) -> bool {
+    token.len() == lower.len()
+        && token
+            .iter()
+            .zip(lower)
+            .fold(0u8, |diff, (a, b)| diff | ((a | 0x20) ^ b))
+            == 0
 }
 
-/// Headers never forwarded as the client sent them.
-fn replaced(name: &str) -> bool {
-    hop_by_hop(name)
-        || [
-            "via",
-            "x-request-id",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-port",
-            "x-request-start",
-        ]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+/// The header names the router treats specially, told apart by length first: one comparison
+/// per header line on the hot path instead of one per name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Name {
+    Connection,
+    ContentLength,
+    Date,
+    Expect,
+    Host,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    Via,
+    XForwardedFor,
+    XForwardedPort,
+    XForwardedProto,
+    XRequestId,
+    XRequestStart,
+    Other,
+}
+
+impl Name {
+    pub(crate) fn of(name: &str) -> Name {
+        let candidates: &[(&str, Name)] = match name.len() {
+            2 => &[("te", Name::Te)],
+            3 => &[("via", Name::Via)],
+            4 => &[("host", Name::Host), ("date", Name::Date)],
+            6 => &[("expect", Name::Expect)],
+            7 => &[("upgrade", Name::Upgrade), ("trailer", Name::Trailer)],
+            10 => &[
+                ("connection", Name::Connection),
+                ("keep-alive", Name::KeepAlive),
+            ],
+            12 => &[("x-request-id", Name::XRequestId)],
+            14 => &[("content-length", Name::ContentLength)],
+            15 => &[
+                ("x-forwarded-for", Name::XForwardedFor),
+                ("x-request-start", Name::XRequestStart),
+            ],
+            16 => &[
+                ("x-forwarded-port", Name::XForwardedPort),
+                ("proxy-connection", Name::ProxyConnection),
+            ],
+            17 => &[
+                ("transfer-encoding", Name::TransferEncoding),
+                ("x-forwarded-proto", Name::XForwardedProto),
+            ],
+            _ => &[],
+        };
+        candidates
+            .iter()
+            .find(|(n, _)| token_eq(name.as_bytes(), n.as_bytes()))
+            .map_or(Name::Other, |(_, k)| *k)
+    }
+
+    /// Describes one connection.
+    fn hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Name::Connection
+                | Name::Te
+                | Name::Trailer
+                | Name::Upgrade
+                | Name::TransferEncoding
+                | Name::KeepAlive
+                | Name::ProxyConnection
+        )
+    }
+
+    /// Never forwarded as the client sent it.
+    fn replaced(self) -> bool {
+        self.hop_by_hop()
+            || matches!(
+                self,
+                Name::Via
+                    | Name::XRequestId
+                    | Name::XForwardedFor
+                    | Name::XForwardedProto
+                    | Name::XForwardedPort
+                    | Name::XRequestStart
+            )
+    }
 }
 
 impl Extra<'_> {
@@ -232,14 +302,16 @@ pub(crate) fn encode_head_from<'a>(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
     for (name, value) in headers {
-        if replaced(name)
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        let kind = Name::of(name);
+        if kind.replaced()
+            || (!named.is_empty()
+                && named
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name.as_bytes())))
         {
             continue;
         }
-        has_host |= name.eq_ignore_ascii_case("host");
+        has_host |= kind == Name::Host;
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
@@ -335,6 +407,8 @@ pub(crate) struct Head<'h, 'b> {
     /// The dyno's `Content-Length`.
     length: Option<u64>,
     headers: &'h [httparse::Header<'b>],
+    /// Each header's [`Name`].
+    kinds: [Name; MAX_HEADERS],
     /// Headers the dyno's `Connection` header names.
     named: Vec<&'b [u8]>,
 }
@@ -344,15 +418,20 @@ impl<'b> Head<'_, 'b> {
     /// between the dyno and the router. `Content-Length` is the router's to write
     /// ([`Head::client_length`]), so that the framing the client sees is the one the router
     /// reads.
-    fn forwarded(&self) -> impl Iterator<Item = &httparse::Header<'b>> {
-        self.headers.iter().filter(|h| {
-            !hop_by_hop(h.name)
-                && !h.name.eq_ignore_ascii_case("content-length")
-                && !self
-                    .named
-                    .iter()
-                    .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-        })
+    fn forwarded(&self) -> impl Iterator<Item = (Name, &httparse::Header<'b>)> {
+        self.headers
+            .iter()
+            .zip(self.kinds)
+            .filter(|(h, kind)| {
+                !kind.hop_by_hop()
+                    && *kind != Name::ContentLength
+                    && (self.named.is_empty()
+                        || !self
+                            .named
+                            .iter()
+                            .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes())))
+            })
+            .map(|(h, kind)| (kind, h))
     }
 
     /// True if the body to the client goes chunked (its length is not known up front).
@@ -392,8 +471,11 @@ fn parse_head<'h, 'b>(
     let headers: &'h [httparse::Header<'b>] = parsed.headers;
     let (mut length, mut chunked, mut close) = (None, false, http10);
     let mut named = Vec::new();
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
+    let mut kinds = [Name::Other; MAX_HEADERS];
+    for (h, slot) in headers.iter().zip(kinds.iter_mut()) {
+        let kind = Name::of(h.name);
+        *slot = kind;
+        if kind == Name::ContentLength {
             // Digits only; repeated values must agree (else the dyno and a client could read
             // different bodies).
             let v = h.value.trim_ascii();
@@ -405,10 +487,10 @@ fn parse_head<'h, 'b>(
                 return Err(SendError::Invalid);
             }
             length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if kind == Name::TransferEncoding {
             let v = h.value.trim_ascii_end();
             chunked = v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
-        } else if h.name.eq_ignore_ascii_case("connection") {
+        } else if kind == Name::Connection {
             for token in h.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -443,6 +525,7 @@ fn parse_head<'h, 'b>(
         framing,
         length,
         headers,
+        kinds,
         named,
     }))
 }
@@ -489,7 +572,7 @@ pub(crate) async fn read_head(conn: &mut Conn, is_head: bool) -> Result<Response
         let raw = Bytes::copy_from_slice(&buf[..head.len]);
         let base = buf.as_ptr() as usize;
         let mut headers = HeaderMap::with_capacity(head.headers.len());
-        for h in head.forwarded() {
+        for (_, h) in head.forwarded() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| SendError::Invalid)?;
             let at = h.value.as_ptr() as usize - base;
             let value = HeaderValue::from_maybe_shared(raw.slice(at..at + h.value.len()))
@@ -544,11 +627,11 @@ pub(crate) async fn read_head_raw(
         let mut dated = false;
         if let Some(n) = head.client_length() {
             out.extend_from_slice(b"content-length: ");
-            put_decimal(out, n);
+            out.extend_from_slice(crate::logline::decimal(n, &mut [0; 20]).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        for h in head.forwarded() {
-            dated |= h.name.eq_ignore_ascii_case("date");
+        for (kind, h) in head.forwarded() {
+            dated |= kind == Name::Date;
             out.extend_from_slice(h.name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(h.value);
@@ -564,22 +647,6 @@ pub(crate) async fn read_head_raw(
         framing,
         keep_alive,
     })
-}
-
-/// Appends `n` in decimal.
-fn put_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 impl RawHead {
@@ -804,12 +871,24 @@ mod tests {
     }
 
     #[test]
-    fn decimals() {
-        for n in [0, 7, 10, 12345, u64::MAX] {
-            let mut out = Vec::new();
-            put_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
+    fn names_are_told_apart_in_any_case() {
+        for (name, kind) in [
+            ("Host", Name::Host),
+            ("CONTENT-LENGTH", Name::ContentLength),
+            ("x-Request-Start", Name::XRequestStart),
+            ("X-Forwarded-For", Name::XForwardedFor),
+            ("Proxy-Connection", Name::ProxyConnection),
+            ("x-forwarded-port", Name::XForwardedPort),
+            ("Transfer-Encoding", Name::TransferEncoding),
+            ("x-forwarded-proto", Name::XForwardedProto),
+            ("TE", Name::Te),
+            ("hosts", Name::Other),
+            ("accept", Name::Other),
+        ] {
+            assert_eq!(Name::of(name), kind, "{name}");
         }
+        assert!(Name::KeepAlive.hop_by_hop() && !Name::Via.hop_by_hop());
+        assert!(Name::Via.replaced() && Name::Upgrade.replaced() && !Name::Host.replaced());
     }
 
     #[tokio::test]

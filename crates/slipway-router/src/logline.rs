@@ -1,6 +1,5 @@
 //! Heroku's router log line and error codes, in one place.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -89,6 +88,25 @@ impl Code {
     }
 }
 
+/// `n` in decimal, in `buf`.
+pub(crate) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(decimal(n, &mut [0; 20]));
+}
+
 /// The fields of a router log line.
 #[derive(Debug, Clone, Default)]
 pub struct LogFields {
@@ -111,7 +129,7 @@ impl LogFields {
         out.push_str("method=");
         out.push_str(self.method.as_str());
         out.push_str(" path=\"");
-        if self.path.contains('"') {
+        if self.path.as_bytes().contains(&b'"') {
             out.push_str(&self.path.replace('"', "%22"));
         } else {
             out.push_str(&self.path);
@@ -121,7 +139,7 @@ impl LogFields {
         out.push_str(" request_id=");
         out.push_str(&self.request_id);
         out.push_str(" fwd=\"");
-        if self.fwd.contains(['"', '\\']) {
+        if self.fwd.bytes().any(|b| b == b'"' || b == b'\\') {
             out.push_str(&self.fwd.replace(['"', '\\'], ""));
         } else {
             out.push_str(&self.fwd);
@@ -130,17 +148,22 @@ impl LogFields {
         out.push_str(&self.dyno);
         out.push_str(" connect=");
         if let Some(c) = self.connect {
-            let _ = write!(out, "{}ms", c.as_millis() as u64);
+            push_u64(out, c.as_millis() as u64);
+            out.push_str("ms");
         }
         out.push_str(" service=");
         if let Some(s) = self.service {
-            let _ = write!(out, "{}ms", s.as_millis() as u64);
+            push_u64(out, s.as_millis() as u64);
+            out.push_str("ms");
         }
-        let _ = write!(out, " status={} bytes=", self.status);
+        out.push_str(" status=");
+        push_u64(out, self.status.into());
+        out.push_str(" bytes=");
         if let Some(b) = self.bytes {
-            let _ = write!(out, "{b}");
+            push_u64(out, b);
         }
-        let _ = write!(out, " protocol={}", self.protocol);
+        out.push_str(" protocol=");
+        out.push_str(self.protocol);
     }
 
     /// `at=info ...`
@@ -155,12 +178,13 @@ impl LogFields {
     pub fn error(&self, code: Code) -> String {
         let mut out = String::with_capacity(288);
         let at = if code == Code::H80 { "info" } else { "error" };
-        let _ = write!(
-            out,
-            "at={at} code={} desc=\"{}\" ",
-            code.code(),
-            code.desc()
-        );
+        out.push_str("at=");
+        out.push_str(at);
+        out.push_str(" code=");
+        out.push_str(code.code());
+        out.push_str(" desc=\"");
+        out.push_str(code.desc());
+        out.push_str("\" ");
         self.rest(&mut out);
         match code {
             Code::H18Backend => out.push_str(" sock=backend"),
@@ -168,5 +192,17 @@ impl LogFields {
             _ => {}
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
     }
 }

@@ -150,16 +150,25 @@ fn request_id<B>(req: &Request<B>) -> String {
 pub(crate) fn request_id_from(given: Option<&[u8]>) -> String {
     match given.and_then(|v| std::str::from_utf8(v).ok()) {
         Some(id) if valid_request_id(id) => id.to_string(),
-        _ => {
-            let bytes: [u8; 16] = rand::thread_rng().gen();
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            uuid::Builder::from_random_bytes(bytes)
-                .into_uuid()
-                .hyphenated()
-                .encode_lower(&mut buf)
-                .to_string()
-        }
+        _ => new_request_id(),
     }
+}
+
+/// A random (version 4) UUID, lower case and hyphenated.
+fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut id = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
+    }
+    id
 }
 
 /// `X-Forwarded-For`: the client's list with its peer's address appended.
@@ -791,6 +800,16 @@ async fn tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_v4_uuids() {
+        let id = new_request_id();
+        let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.hyphenated().to_string(), id);
+        assert!(valid_request_id(&id));
+        assert_ne!(new_request_id(), id);
+    }
 
     #[test]
     fn host_without_port() {
