@@ -122,11 +122,7 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
                 }
                 host = Some(value);
             }
-            h1::Name::ContentLength => {
-                if value.trim_ascii() != b"0" {
-                    return Some(Plan::Hyper);
-                }
-            }
+            h1::Name::ContentLength if value.trim_ascii() != b"0" => return Some(Plan::Hyper),
             h1::Name::TransferEncoding | h1::Name::Upgrade | h1::Name::Expect => {
                 return Some(Plan::Hyper)
             }
