@@ -29,7 +29,6 @@ use tokio_util::io::poll_read_buf;
 use crate::body::{Finish, RespBody};
 use crate::h1::{self, Extra, SendError};
 use crate::logline::{Code, LogFields};
-use crate::pool::ConnectError;
 use crate::proxy::{self, InFlight};
 use crate::table::AppRoute;
 use crate::{ConnInfo, Shared, HEADER_READ_TIMEOUT, MAX_LINE};
@@ -379,23 +378,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             };
             let mut conn = match conn {
                 Ok(c) => c,
-                Err(ConnectError::Refused) => {
-                    dyno.quarantine();
-                    tried.push(i);
-                    last = Some(Code::H21);
-                    continue;
-                }
-                Err(ConnectError::Timeout) => {
-                    dyno.quarantine();
-                    tried.push(i);
-                    last = Some(Code::H19);
-                    continue;
-                }
-                Err(ConnectError::Other(error)) => {
-                    tracing::warn!(dyno = %dyno.name, %error, "Cannot reach a dyno.");
-                    let page = flight.fail(Code::H99, &settings);
-                    return self.page(page, is_head, close, idle).await;
-                }
+                Err(e) => match proxy::connect_failed(&dyno, e) {
+                    Ok(code) => {
+                        tried.push(i);
+                        last = Some(code);
+                        continue;
+                    }
+                    Err(code) => {
+                        let page = flight.fail(code, &settings);
+                        return self.page(page, is_head, close, idle).await;
+                    }
+                },
             };
             flight.count(&dyno);
             let connected = Instant::now();

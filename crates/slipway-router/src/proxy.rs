@@ -267,6 +267,25 @@ pub(crate) fn pick(route: &AppRoute, tried: &[usize], affinity: Option<u64>) -> 
     }
 }
 
+/// What a failed connection to a dyno means: `Ok` with the code to log if no other dyno takes
+/// the request (the dyno is put aside for a while), or `Err(H99)` when the platform failed.
+pub(crate) fn connect_failed(dyno: &Dyno, error: ConnectError) -> Result<Code, Code> {
+    match error {
+        ConnectError::Refused => {
+            dyno.quarantine();
+            Ok(Code::H21)
+        }
+        ConnectError::Timeout => {
+            dyno.quarantine();
+            Ok(Code::H19)
+        }
+        ConnectError::Other(error) => {
+            tracing::warn!(dyno = %dyno.name, %error, "Cannot reach a dyno.");
+            Err(Code::H99)
+        }
+    }
+}
+
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(UPGRADE)
@@ -532,22 +551,14 @@ pub(crate) async fn handle(
         };
         let via = match via {
             Ok(v) => v,
-            Err(ConnectError::Refused) => {
-                dyno.quarantine();
-                tried.push(i);
-                last = Some(Code::H21);
-                continue;
-            }
-            Err(ConnectError::Timeout) => {
-                dyno.quarantine();
-                tried.push(i);
-                last = Some(Code::H19);
-                continue;
-            }
-            Err(ConnectError::Other(error)) => {
-                tracing::warn!(dyno = %dyno.name, %error, "Cannot reach a dyno.");
-                return flight.fail(Code::H99, &settings);
-            }
+            Err(e) => match connect_failed(&dyno, e) {
+                Ok(code) => {
+                    tried.push(i);
+                    last = Some(code);
+                    continue;
+                }
+                Err(code) => return flight.fail(code, &settings),
+            },
         };
         flight.count(&dyno);
         let connected = Instant::now();

@@ -107,6 +107,17 @@ impl Router {
         self.table.configure(&format!("id-{name}"), name, settings);
     }
 
+    /// Sets an app's response timeout and idle window, in milliseconds.
+    fn time_out(&self, name: &str, response_ms: u64, idle_ms: u64) {
+        self.configure(
+            name,
+            AppSettings {
+                timeouts: timeouts(response_ms, idle_ms),
+                ..Default::default()
+            },
+        );
+    }
+
     fn router_lines(&self, app: &str) -> Vec<String> {
         self.logs
             .snapshot(&format!("id-{app}"), &Filter::default(), 1500)
@@ -626,13 +637,7 @@ async fn h15_dyno_idle_and_h18_dyno_interrupted() {
     .await;
     r.app("idle", &[idle]);
     r.app("cut", &[cut]);
-    r.configure(
-        "idle",
-        AppSettings {
-            timeouts: timeouts(30_000, 500),
-            ..Default::default()
-        },
-    );
+    r.time_out("idle", 30_000, 500);
     for (app, code) in [("idle", "code=H15"), ("cut", "code=H18")] {
         let s = TcpStream::connect(r.http).await.unwrap();
         let result = tokio::time::timeout(
@@ -658,13 +663,7 @@ async fn h27_client_gone_and_h28_client_idle() {
     let r = router().await;
     let (b, _) = backend("b1", None).await;
     r.app("demo", &[b]);
-    r.configure(
-        "demo",
-        AppSettings {
-            timeouts: timeouts(30_000, 500),
-            ..Default::default()
-        },
-    );
+    r.time_out("demo", 30_000, 500);
     // H27: the client leaves while the dyno works.
     let mut s = TcpStream::connect(r.http).await.unwrap();
     s.write_all(b"GET /?sleep=1000 HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n")
@@ -1226,13 +1225,7 @@ async fn slow_readers_get_whole_bodies_and_stalled_ones_are_cut_off() {
     })
     .await;
     r.app("demo", &[b]);
-    r.configure(
-        "demo",
-        AppSettings {
-            timeouts: timeouts(30_000, 1_000),
-            ..Default::default()
-        },
-    );
+    r.time_out("demo", 30_000, 1_000);
     // A small receive window, so that the body cannot all wait in the sockets' buffers.
     let connect = |addr: SocketAddr| async move {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -1329,13 +1322,7 @@ async fn websockets_are_proxied_then_closed_after_the_idle_window() {
     })
     .await;
     r.app("demo", &[b]);
-    r.configure(
-        "demo",
-        AppSettings {
-            timeouts: timeouts(30_000, 600),
-            ..Default::default()
-        },
-    );
+    r.time_out("demo", 30_000, 600);
     let mut s = TcpStream::connect(r.http).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nhost: demo.apps.test\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
         .await
