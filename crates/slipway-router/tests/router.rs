@@ -1146,6 +1146,87 @@ async fn one_connection_pipelines_heads_bodies_and_close() {
 }
 
 #[tokio::test]
+async fn random_mixes_of_requests_stay_in_step() {
+    use rand::{Rng, SeedableRng};
+    let r = router().await;
+    let (b, _) = backend("b1", None).await;
+    r.app("demo", &[b]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for conn in 0..24 {
+        // A few requests of every kind; the last asks to close the connection.
+        let n = rng.gen_range(1..=8);
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for k in 0..n {
+            let path = format!("/c{conn}-r{k}");
+            let close = if k == n - 1 {
+                "connection: close\r\n"
+            } else {
+                ""
+            };
+            let (method, body) = match rng.gen_range(0..4) {
+                0 => ("HEAD", String::new()),
+                1 => ("POST", "b".repeat(rng.gen_range(0..3000))),
+                2 => ("DELETE", String::new()),
+                _ => ("GET", String::new()),
+            };
+            let length = if method == "POST" {
+                format!("content-length: {}\r\n", body.len())
+            } else {
+                String::new()
+            };
+            wire.extend_from_slice(
+                format!(
+                    "{method} {path} HTTP/1.1\r\nhost: demo.apps.test\r\n{length}{close}\r\n{body}"
+                )
+                .as_bytes(),
+            );
+            expected.push((method, path, body.len()));
+        }
+        let mut s = TcpStream::connect(r.http).await.unwrap();
+        // Sent in random pieces, so heads and bodies split anywhere.
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let cut = rng.gen_range(1..=rest.len().min(700));
+            s.write_all(&rest[..cut]).await.unwrap();
+            rest = &rest[cut..];
+            if rng.gen_bool(0.3) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let mut buf = Vec::new();
+        for (method, path, body_len) in &expected {
+            let (head, body) = read_response(&mut s, &mut buf, *method == "HEAD").await;
+            assert!(
+                head.starts_with("HTTP/1.1 200 OK"),
+                "{method} {path}: {head}"
+            );
+            if *method == "HEAD" {
+                assert!(body.is_empty());
+                continue;
+            }
+            assert!(
+                body.starts_with(&format!("{method} {path} ")),
+                "{method} {path} answered with {body}"
+            );
+            assert!(
+                body.contains(&format!("body-bytes: {body_len}\n")),
+                "{body}"
+            );
+        }
+        let mut tail = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut tail))
+            .await
+            .expect("closed after the last answer")
+            .unwrap();
+        assert!(
+            tail.is_empty() && buf.is_empty(),
+            "bytes after the last answer"
+        );
+    }
+}
+
+#[tokio::test]
 async fn dyno_answers_are_relayed_whatever_their_framing() {
     let r = router().await;
     // One answer per connection, chosen by the path; hop-by-hop headers to be dropped.
