@@ -45,7 +45,8 @@ impl Default for Retention {
 }
 
 enum Msg {
-    Line(String, String),
+    /// Formatted by the writer, not by the thread that logged it.
+    Line(String, LogLine),
     Remove(String),
 }
 
@@ -280,7 +281,7 @@ impl LineSink for History {
     fn line(&self, app_id: &str, line: &LogLine) {
         match self
             .tx
-            .try_send(Msg::Line(app_id.to_string(), line.to_string()))
+            .try_send(Msg::Line(app_id.to_string(), line.clone()))
         {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -362,8 +363,8 @@ impl Writer {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Line(app, text) => {
-                if let Err(error) = self.append(&app, &text) {
+            Msg::Line(app, line) => {
+                if let Err(error) = self.append(&app, &line.to_string()) {
                     tracing_free_warn(&app, &error);
                 }
             }
