@@ -196,8 +196,9 @@ pub struct LogRouter {
 
 #[derive(Default)]
 struct Inner {
-    /// Each app's log behind its own lock: a flood in one app does not hold up another.
-    apps: std::sync::RwLock<HashMap<String, Arc<Mutex<AppLog>>>>,
+    /// Each app's log behind its own lock: a flood in one app does not hold up another. Looked
+    /// up for every line; the keys are app IDs Slipway made, so a fast (seeded) hash will do.
+    apps: std::sync::RwLock<HashMap<String, Arc<Mutex<AppLog>>, foldhash::fast::RandomState>>,
     sessions: Mutex<HashMap<String, Session>>,
     sinks: std::sync::RwLock<Vec<Arc<dyn LineSink>>>,
     history: std::sync::OnceLock<history::History>,

@@ -87,8 +87,44 @@ enum Plan {
     Hyper,
 }
 
+/// The route of the host a connection's last request named: a kept-alive connection mostly
+/// names one host, and this spares each request the host's parsing and the table's lookups.
+struct Cached {
+    /// The `Host` header's value as the client sent it.
+    raw: Vec<u8>,
+    /// The table's version when `route` was looked up.
+    version: u64,
+    host: Arc<str>,
+    route: Arc<AppRoute>,
+}
+
+/// The route for a `Host` header's value, from the connection's cache while the table has not
+/// changed.
+fn route(
+    raw: &[u8],
+    shared: &Shared,
+    cache: &mut Option<Cached>,
+) -> Option<(Arc<str>, Arc<AppRoute>)> {
+    let version = shared.table.version();
+    if let Some(c) = cache
+        .as_ref()
+        .filter(|c| c.version == version && c.raw == raw)
+    {
+        return Some((c.host.clone(), c.route.clone()));
+    }
+    let host: Arc<str> = proxy::host_name(std::str::from_utf8(raw).ok()?).into();
+    let route = proxy::route_for(shared, &host)?;
+    *cache = Some(Cached {
+        raw: raw.to_vec(),
+        version,
+        host: host.clone(),
+        route: route.clone(),
+    });
+    Some((host, route))
+}
+
 /// Decides what to do with the head at the front of `buf`; `None` until it is complete.
-fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
+fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo, cache: &mut Option<Cached>) -> Option<Plan> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {
@@ -142,11 +178,7 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
             _ => {}
         }
     }
-    let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
-        return Some(Plan::Hyper);
-    };
-    let host = proxy::host_name(host);
-    let Some(route) = proxy::route_for(shared, &host) else {
+    let Some((host, route)) = host.and_then(|h| route(h, shared, cache)) else {
         return Some(Plan::Hyper);
     };
     let s = &route.settings;
@@ -160,8 +192,8 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo) -> Option<Plan> {
     }
     let request_id = proxy::request_id_from(request_id);
     let fwd = proxy::forwarded_for(fwd, &info.ip);
-    let mut start = [0; 20];
-    let start = crate::logline::decimal(proxy::now_ms(), &mut start);
+    let mut start = itoa::Buffer::new();
+    let start = start.format(proxy::now_ms());
     let proto = if info.https { "https" } else { "http" };
     let head = h1::encode_head_from(
         method,
@@ -268,11 +300,12 @@ where
         out: Vec::with_capacity(1024),
         eof: false,
     };
+    let mut cache = None;
     loop {
         let mut deadline = None;
         let planned = loop {
             if !c.buf.is_empty() {
-                if let Some(p) = plan(&c.buf, &shared, &info) {
+                if let Some(p) = plan(&c.buf, &shared, &info, &mut cache) {
                     break p;
                 }
             }

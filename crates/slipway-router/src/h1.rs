@@ -627,7 +627,7 @@ pub(crate) async fn read_head_raw(
         let mut dated = false;
         if let Some(n) = head.client_length() {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(crate::logline::decimal(n, &mut [0; 20]).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         for (kind, h) in head.forwarded() {

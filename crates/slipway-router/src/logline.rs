@@ -88,23 +88,8 @@ impl Code {
     }
 }
 
-/// `n` in decimal, in `buf`.
-pub(crate) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
-}
-
 fn push_u64(out: &mut String, n: u64) {
-    out.push_str(decimal(n, &mut [0; 20]));
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// The fields of a router log line.
@@ -112,7 +97,7 @@ fn push_u64(out: &mut String, n: u64) {
 pub struct LogFields {
     pub method: http::Method,
     pub path: String,
-    pub host: String,
+    pub host: std::sync::Arc<str>,
     pub request_id: String,
     pub fwd: String,
     pub dyno: std::sync::Arc<str>,
@@ -192,17 +177,5 @@ impl LogFields {
             _ => {}
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals() {
-        for n in [0, 7, 10, 12345, u64::MAX] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
-        }
     }
 }

@@ -156,19 +156,9 @@ pub(crate) fn request_id_from(given: Option<&[u8]>) -> String {
 
 /// A random (version 4) UUID, lower case and hyphenated.
 fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bytes: [u8; 16] = rand::thread_rng().gen();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut id = String::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            id.push('-');
-        }
-        id.push(HEX[usize::from(b >> 4)] as char);
-        id.push(HEX[usize::from(b & 15)] as char);
-    }
-    id
+    let id = uuid::Builder::from_random_bytes(rand::thread_rng().gen()).into_uuid();
+    let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_owned()
 }
 
 /// `X-Forwarded-For`: the client's list with its peer's address appended.
@@ -362,7 +352,7 @@ pub(crate) async fn handle(
         line: Some(LogFields {
             method: req.method().clone(),
             path,
-            host,
+            host: host.into(),
             request_id,
             fwd,
             protocol: if info.https { "https" } else { "http" },
@@ -416,7 +406,7 @@ pub(crate) async fn handle(
             port: &info.port_str,
             start: &start,
             via: &via,
-            host: line.map_or("", |l| l.host.as_str()),
+            host: line.map_or("", |l| &*l.host),
             chunked,
         };
         if fast {
@@ -452,8 +442,8 @@ pub(crate) async fn handle(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let host = if fast {
-        String::new()
+    let host: Arc<str> = if fast {
+        "".into()
     } else {
         flight.line().host.clone()
     };
@@ -463,7 +453,7 @@ pub(crate) async fn handle(
         headers.remove(http::header::TRANSFER_ENCODING);
         let mut u = http::uri::Parts::default();
         u.scheme = Some(Scheme::HTTP);
-        u.authority = Authority::try_from(host.as_str()).ok();
+        u.authority = Authority::try_from(&*host).ok();
         u.path_and_query = Some(pq);
         parts.version = Version::HTTP_2;
         parts.uri = match Uri::from_parts(u) {

@@ -7,6 +7,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use slipway_types::{Backend, RouteSink, WebStatus};
@@ -42,6 +43,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct RouteTable {
     inner: Arc<RwLock<Inner>>,
+    /// Counts the changes; a connection's cached route is good while it stays the same.
+    version: Arc<AtomicU64>,
     /// Woken on every change, for requests waiting for a dyno to boot.
     pub(crate) changed: Arc<Notify>,
     pub(crate) certs: CertStore,
@@ -70,8 +73,17 @@ impl RouteTable {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Also moves the version on: routes looked up before this change are stale once it is
+    /// made, and no route looked up after it can carry an older version.
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        self.version.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// The table's version: it changes with every change to it.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     pub(crate) fn app(&self, name: &str) -> Option<Arc<AppRoute>> {

@@ -970,6 +970,47 @@ async fn table_updates_never_drop_requests_in_flight() {
     );
 }
 
+#[tokio::test]
+async fn a_kept_alive_connection_follows_each_table_change() {
+    let r = router().await;
+    let (a, _) = backend("a", None).await;
+    let (b, _) = backend("b", None).await;
+    let (c, _) = backend("c", None).await;
+    r.app("demo", &[a]);
+    r.app("other", &[c]);
+    let domain = |names: &[&str]| AppSettings {
+        domains: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    };
+    r.configure("demo", domain(&["www.demo.test"]));
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    let mut buf = Vec::new();
+    let mut ask = async |host: &str| {
+        let req = format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let (head, _) = read_response(&mut s, &mut buf, false).await;
+        let backend = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-backend: "))
+            .unwrap_or("")
+            .to_string();
+        (head.lines().next().unwrap_or("").to_string(), backend)
+    };
+    let ok = "HTTP/1.1 200 OK".to_string();
+    assert_eq!(ask("www.demo.test").await, (ok.clone(), "a".into()));
+    // Each change is seen by the very next request on the same connection.
+    r.app("demo", &[b]);
+    assert_eq!(ask("WWW.demo.test:80").await, (ok.clone(), "b".into()));
+    assert_eq!(ask("www.demo.test").await, (ok.clone(), "b".into()));
+    r.configure("demo", AppSettings::default());
+    r.configure("other", domain(&["www.demo.test"]));
+    assert_eq!(ask("www.demo.test").await, (ok.clone(), "c".into()));
+    assert_eq!(ask("demo.apps.test").await, (ok.clone(), "b".into()));
+    r.configure("other", AppSettings::default());
+    let (status, _) = ask("www.demo.test").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
+
 // ---- malformed requests ----------------------------------------------------------------------
 
 async fn raw_status(addr: SocketAddr, request: &[u8]) -> String {
