@@ -317,8 +317,14 @@ pub(crate) fn encode_head_from<'a>(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    // Every value here comes from a parsed header value or from the router, neither of which
+    // can hold a line break.
     let mut put = |name: &str, value: &str| {
-        if !value.is_empty() && !value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        debug_assert!(
+            !value.bytes().any(|b| b == b'\r' || b == b'\n'),
+            "{value:?}"
+        );
+        if !value.is_empty() {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -453,11 +459,15 @@ impl<'b> Head<'_, 'b> {
 /// Parses the response head at the front of `buf`: `Ok(None)` while it is incomplete.
 fn parse_head<'h, 'b>(
     buf: &'b [u8],
-    slots: &'h mut [httparse::Header<'b>],
+    slots: &'h mut [std::mem::MaybeUninit<httparse::Header<'b>>],
     is_head: bool,
 ) -> Result<Option<Head<'h, 'b>>, SendError> {
-    let mut parsed = httparse::Response::new(slots);
-    let len = match parsed.parse(buf) {
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        slots,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
         _ => return Err(SendError::Invalid),
@@ -539,7 +549,8 @@ async fn next_head<T>(
     let mut got_any = !conn.buf.is_empty();
     loop {
         if !conn.buf.is_empty() {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            // Uninitialised: see `fast::plan`.
+            let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
             if let Some(head) = parse_head(&conn.buf, &mut slots, is_head)? {
                 let (len, framing, keep_alive) = (head.len, head.framing, head.keep_alive);
                 let informational = head.status.is_informational()
@@ -611,7 +622,7 @@ pub(crate) async fn read_head_raw(
     is_head: bool,
     out: &mut Vec<u8>,
 ) -> Result<RawHead, SendError> {
-    let ((status, chunked, dated), framing, keep_alive) = next_head(conn, is_head, |head, _| {
+    let ((status, chunked, dated), framing, keep_alive) = next_head(conn, is_head, |head, buf| {
         let chunked = head.chunked_out();
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
@@ -630,13 +641,27 @@ pub(crate) async fn read_head_raw(
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
+        // Lines written `name: value\r\n` that follow each other in the dyno's head go out
+        // with one copy; others are written out again in that form.
+        let mut run = 0..0;
         for (kind, h) in head.forwarded() {
             dated |= kind == Name::Date;
-            out.extend_from_slice(h.name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b"\r\n");
+            match raw_line(buf, h) {
+                Some(line) if line.start == run.end && !run.is_empty() => run.end = line.end,
+                Some(line) => {
+                    out.extend_from_slice(&buf[run]);
+                    run = line;
+                }
+                None => {
+                    out.extend_from_slice(&buf[std::mem::replace(&mut run, 0..0)]);
+                    out.extend_from_slice(h.name.as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(h.value);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
         }
+        out.extend_from_slice(&buf[run]);
         Ok((head.status, chunked, dated))
     })
     .await?;
@@ -647,6 +672,20 @@ pub(crate) async fn read_head_raw(
         framing,
         keep_alive,
     })
+}
+
+/// Where a header's line is in `buf`, if it reads exactly `name: value\r\n` there.
+fn raw_line(buf: &[u8], h: &httparse::Header<'_>) -> Option<std::ops::Range<usize>> {
+    if h.value.is_empty() {
+        return None;
+    }
+    let base = buf.as_ptr() as usize;
+    let start = (h.name.as_ptr() as usize).checked_sub(base)?;
+    let colon = start + h.name.len();
+    let value = (h.value.as_ptr() as usize).checked_sub(base)?;
+    let end = value.checked_add(h.value.len())?;
+    (value == colon + 2 && buf.get(colon..value)? == b": " && buf.get(end..end + 2)? == b"\r\n")
+        .then_some(start..end + 2)
 }
 
 impl RawHead {

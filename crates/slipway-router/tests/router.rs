@@ -1332,6 +1332,63 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
 }
 
 #[tokio::test]
+async fn header_lines_reach_the_client_whole_and_in_order() {
+    let r = router().await;
+    // Lines written every which way, hop-by-hop ones among them.
+    let b = raw_backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nX-One: 1\r\nX-Two:2\r\nconnection: x-gone\r\nx-gone: no\r\n\
+                  X-Three: 3  \r\nX-Four: 4\r\nX-Five: five\nX-Six: 6\r\nX-Empty: \r\n\
+                  keep-alive: timeout=5\r\nX-Seven: 7\r\nContent-Length: 2\r\nX-Eight: 8\r\n\
+                  X-Nine: 9\r\nX-Ten: 10\r\n\r\nok",
+            )
+            .await;
+    })
+    .await;
+    r.app("demo", &[b]);
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: demo.apps.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut s, &mut buf, false).await;
+        assert_eq!(body, "ok");
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("HTTP/1.1 200 OK"));
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                assert!(!l.contains('\n') && !l.contains('\r'), "{head:?}");
+                let (n, v) = l.split_once(':').expect("name: value");
+                (n.to_string(), v.trim().to_string())
+            })
+            .filter(|(n, _)| n != "date")
+            .collect();
+        let want = [
+            ("content-length", "2"),
+            ("X-One", "1"),
+            ("X-Two", "2"),
+            ("X-Three", "3"),
+            ("X-Four", "4"),
+            ("X-Five", "five"),
+            ("X-Six", "6"),
+            ("X-Empty", ""),
+            ("X-Seven", "7"),
+            ("X-Eight", "8"),
+            ("X-Nine", "9"),
+            ("X-Ten", "10"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(headers, want, "{head:?}");
+    }
+}
+
+#[tokio::test]
 async fn slow_readers_get_whole_bodies_and_stalled_ones_are_cut_off() {
     let r = router().await;
     const SIZE: usize = 8 << 20;
