@@ -156,7 +156,9 @@ pub(crate) fn request_id_from(given: Option<&[u8]>) -> String {
 
 /// A random (version 4) UUID, lower case and hyphenated.
 fn new_request_id() -> String {
-    let id = uuid::Builder::from_random_bytes(rand::thread_rng().gen()).into_uuid();
+    // One u128, not 16 bytes drawn one at a time.
+    let bytes = rand::thread_rng().gen::<u128>().to_le_bytes();
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
     id.hyphenated().encode_lower(&mut buf).to_owned()
 }
