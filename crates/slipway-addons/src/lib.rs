@@ -720,9 +720,11 @@ pub(crate) fn write_owned(
     text: &str,
     user: Option<(u32, u32)>,
 ) -> Result<(), AddonError> {
-    use std::os::unix::fs::PermissionsExt;
+    // Replaced whole: a server (re)starting while the file is rewritten reads the old one or the
+    // new one, never an empty one, and the new one is its user's before it is in place.
     let io = |e: std::io::Error| AddonError::Io(format!("writing {}: {e}", path.display()));
-    std::fs::write(path, text).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    chown(path, user)
+    slipway_types::files::write_atomic_with(path, text.as_bytes(), 0o600, |tmp| {
+        chown(tmp, user).map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .map_err(io)
 }

@@ -593,7 +593,11 @@ impl Addons {
                 };
                 let done: String = partial.drain(..=cut).collect();
                 this.emit_postgres_lines(&id, &done).await;
-                let _ = std::fs::write(&offset_file, format!("{offset} {file}"));
+                let _ = slipway_types::files::write_atomic(
+                    &offset_file,
+                    format!("{offset} {file}").as_bytes(),
+                    0o600,
+                );
             }
         });
     }

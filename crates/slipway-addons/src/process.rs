@@ -291,13 +291,9 @@ impl Server {
             cgroup: cg.as_ref().map(|c| c.name().to_string()),
         };
         if let Ok(json) = serde_json::to_vec(&record) {
-            // Written aside, then renamed over the old record: whoever reads it (a server
-            // starting again, to adopt the process) never sees it half written.
-            let path = self.record_path();
-            let tmp = path.with_extension("json.tmp");
-            if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &path).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
+            // Whoever reads it (a server starting again, to adopt the process) never sees it
+            // half written.
+            let _ = slipway_types::files::write_atomic(&self.record_path(), &json, 0o600);
         }
         *self.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = cg;
         self.pid.store(pid, Ordering::SeqCst);

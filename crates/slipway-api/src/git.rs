@@ -44,11 +44,14 @@ async fn write_hook(s: &AppState, repo: &FsPath) -> ApiResult<()> {
         tokio::fs::create_dir_all(repo.join("hooks"))
             .await
             .map_err(io_err)?;
-        tokio::fs::write(&hook, script).await.map_err(io_err)?;
-        use std::os::unix::fs::PermissionsExt;
-        tokio::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
-            .await
-            .map_err(io_err)?;
+        // Replaced whole: a push running the old hook meanwhile keeps it, and none runs half
+        // of the new one.
+        tokio::task::spawn_blocking(move || {
+            slipway_types::files::write_atomic(&hook, script.as_bytes(), 0o755)
+        })
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?
+        .map_err(io_err)?;
     }
     Ok(())
 }

@@ -363,7 +363,9 @@ impl Manager {
     pub(crate) fn record(&self, r: &DynoRecord) {
         if let Some(dir) = &self.inner.config.state_dir {
             if let Ok(json) = serde_json::to_vec(r) {
-                let _ = std::fs::write(dir.join(format!("{}.dyno", r.instance)), json);
+                // Whole or not at all: a half-written record would orphan the dyno it names.
+                let path = dir.join(format!("{}.dyno", r.instance));
+                let _ = slipway_types::files::write_atomic(&path, &json, 0o600);
             }
         }
     }

@@ -315,7 +315,7 @@ impl ContainerRuntime {
             };
             let token_file = self.state_dir().join(format!("{}.token", spec.id));
             if let Ok(json) = serde_json::to_vec(&token) {
-                let _ = std::fs::write(&token_file, json);
+                let _ = slipway_types::files::write_atomic(&token_file, &json, 0o600);
             }
             // The shim is our child until we go: reap it, and tell the follower it is gone.
             let (child_tx, child_rx) = watch::channel(None);

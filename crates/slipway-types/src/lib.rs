@@ -5,6 +5,7 @@
 //! the CLI reads them back. Validation rules that both sides apply (app names, config keys,
 //! process types, formation quantities) live here too, so the CLI and the API reject the same input.
 
+pub mod files;
 pub mod names;
 pub mod rendezvous;
 pub mod routing;

@@ -612,7 +612,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot make the API's TLS certificate")?;
     let router_addr = router_listener.local_addr()?;
     let router_tls_addr = router_tls_listener.local_addr()?;
-    std::fs::write(data.join("api-url"), format!("http://{api_addr}\n"))?;
+    slipway_types::files::write_atomic(
+        &data.join("api-url"),
+        format!("http://{api_addr}\n").as_bytes(),
+        0o644,
+    )?;
 
     let logs = LogRouter::new();
     logs.enable_history(
