@@ -199,6 +199,7 @@ fn plan(buf: &[u8], shared: &Shared, info: &ConnInfo, cache: &mut Option<Cached>
     let head = h1::encode_head_from(
         method,
         path,
+        buf,
         req.headers.iter().map(|h| (h.name, h.value)),
         &named,
         &Extra {

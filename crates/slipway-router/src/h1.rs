@@ -281,16 +281,20 @@ pub(crate) fn encode_head(
     encode_head_from(
         method.as_str(),
         path,
+        b"",
         headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
         &named,
         extra,
     )
 }
 
-/// [`encode_head`] from header lines as they came (names in any case).
+/// [`encode_head`] from header lines as they came (names in any case). If they point into
+/// `raw`, the client's head, lines written `name: value\r\n` that follow each other there are
+/// copied as one.
 pub(crate) fn encode_head_from<'a>(
     method: &str,
     path: &str,
+    raw: &[u8],
     headers: impl Iterator<Item = (&'a str, &'a [u8])>,
     named: &[&[u8]],
     extra: &Extra<'_>,
@@ -301,6 +305,7 @@ pub(crate) fn encode_head_from<'a>(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
+    let mut run = Run::default();
     for (name, value) in headers {
         let kind = Name::of(name);
         if kind.replaced()
@@ -312,11 +317,9 @@ pub(crate) fn encode_head_from<'a>(
             continue;
         }
         has_host |= kind == Name::Host;
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        run.push(&mut out, raw, name, value);
     }
+    run.flush(&mut out, raw);
     // Every value here comes from a parsed header value or from the router, neither of which
     // should hold a line break; checked all the same, since one would split the request.
     let mut put = |name: &str, value: &str| {
@@ -637,27 +640,12 @@ pub(crate) async fn read_head_raw(
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        // Lines written `name: value\r\n` that follow each other in the dyno's head go out
-        // with one copy; others are written out again in that form.
-        let mut run = 0..0;
+        let mut run = Run::default();
         for (kind, h) in head.forwarded() {
             dated |= kind == Name::Date;
-            match raw_line(buf, h) {
-                Some(line) if line.start == run.end && !run.is_empty() => run.end = line.end,
-                Some(line) => {
-                    out.extend_from_slice(&buf[run]);
-                    run = line;
-                }
-                None => {
-                    out.extend_from_slice(&buf[std::mem::replace(&mut run, 0..0)]);
-                    out.extend_from_slice(h.name.as_bytes());
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(h.value);
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
+            run.push(out, buf, h.name, h.value);
         }
-        out.extend_from_slice(&buf[run]);
+        run.flush(out, buf);
         Ok((head.status, chunked, dated))
     })
     .await?;
@@ -670,17 +658,47 @@ pub(crate) async fn read_head_raw(
     })
 }
 
-/// Where a header's line is in `buf`, if it reads exactly `name: value\r\n` there.
-fn raw_line(buf: &[u8], h: &httparse::Header<'_>) -> Option<std::ops::Range<usize>> {
-    if h.value.is_empty() {
+/// Header lines on their way out of a head in `buf`: lines written `name: value\r\n` that
+/// follow each other there go out with one copy; others are written out again in that form.
+#[derive(Default)]
+struct Run(std::ops::Range<usize>);
+
+impl Run {
+    fn push(&mut self, out: &mut Vec<u8>, buf: &[u8], name: &str, value: &[u8]) {
+        match raw_line(buf, name, value) {
+            Some(line) if line.start == self.0.end && !self.0.is_empty() => self.0.end = line.end,
+            Some(line) => {
+                self.flush(out, buf);
+                self.0 = line;
+            }
+            None => {
+                self.flush(out, buf);
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>, buf: &[u8]) {
+        out.extend_from_slice(&buf[std::mem::take(&mut self.0)]);
+    }
+}
+
+/// Where a header's line is in `buf`, if it reads exactly `name: value\r\n` there. `name` and
+/// `value` are slices of `buf` as httparse gives them, or of something else entirely (then this
+/// is `None`, `buf` being empty).
+fn raw_line(buf: &[u8], name: &str, value: &[u8]) -> Option<std::ops::Range<usize>> {
+    if value.is_empty() || buf.is_empty() {
         return None;
     }
     let base = buf.as_ptr() as usize;
-    let start = (h.name.as_ptr() as usize).checked_sub(base)?;
-    let colon = start + h.name.len();
-    let value = (h.value.as_ptr() as usize).checked_sub(base)?;
-    let end = value.checked_add(h.value.len())?;
-    (value == colon + 2 && buf.get(colon..value)? == b": " && buf.get(end..end + 2)? == b"\r\n")
+    let start = (name.as_ptr() as usize).checked_sub(base)?;
+    let colon = start.checked_add(name.len())?;
+    let at = (value.as_ptr() as usize).checked_sub(base)?;
+    let end = at.checked_add(value.len())?;
+    (at == colon + 2 && buf.get(colon..at)? == b": " && buf.get(end..end + 2)? == b"\r\n")
         .then_some(start..end + 2)
 }
 

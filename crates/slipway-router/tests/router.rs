@@ -1389,6 +1389,79 @@ async fn header_lines_reach_the_client_whole_and_in_order() {
 }
 
 #[tokio::test]
+async fn the_clients_header_lines_reach_the_dyno_whole_and_in_order() {
+    let r = router().await;
+    // The dyno answers with the head it got.
+    let b = raw_backend(|mut s| async move {
+        let head = read_head(&mut s).await;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}",
+            head.len()
+        );
+        let _ = s.write_all(answer.as_bytes()).await;
+    })
+    .await;
+    r.app("demo", &[b]);
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(
+        b"GET /mixed HTTP/1.1\r\nHost: demo.apps.test\r\nA-One: 1\r\nA-Two:2\r\n\
+          Connection: x-secret\r\nx-secret: no\r\nA-Three: 3  \r\nA-Four: 4\r\nA-Empty: \r\n\
+          A-Five: 5\r\nVia: 1.0 other\r\nA-Six: 6\r\nA-Seven: 7\r\n\
+          X-Forwarded-For: 203.0.113.9\r\nA-Eight: 8\r\nA-Nine: 9\r\nKeep-Alive: timeout=5\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (_, got) = read_response(&mut s, &mut buf, false).await;
+    let mut lines = got.split("\r\n");
+    assert_eq!(lines.next(), Some("GET /mixed HTTP/1.1"), "{got:?}");
+    let headers: Vec<(String, String)> = lines
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            assert!(!l.contains('\n') && !l.contains('\r'), "{got:?}");
+            let (n, v) = l.split_once(':').expect("name: value");
+            (n.to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let clients: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(n, _)| n.starts_with("a-") || n == "host")
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        clients,
+        [
+            ("host", "demo.apps.test"),
+            ("a-one", "1"),
+            ("a-two", "2"),
+            ("a-three", "3"),
+            ("a-four", "4"),
+            ("a-empty", ""),
+            ("a-five", "5"),
+            ("a-six", "6"),
+            ("a-seven", "7"),
+            ("a-eight", "8"),
+            ("a-nine", "9"),
+        ],
+        "{got:?}"
+    );
+    let one = |name: &str| {
+        let all: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(all.len(), 1, "{name} in {got:?}");
+        all[0].to_string()
+    };
+    assert_eq!(one("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(one("via"), "1.0 other, 1.1 slipway");
+    for hop in ["connection", "x-secret", "keep-alive"] {
+        assert!(!headers.iter().any(|(n, _)| n == hop), "{hop} in {got:?}");
+    }
+}
+
+#[tokio::test]
 async fn slow_readers_get_whole_bodies_and_stalled_ones_are_cut_off() {
     let r = router().await;
     const SIZE: usize = 8 << 20;
