@@ -52,13 +52,26 @@ fn make_pki(dir: &Path) -> Pki {
     pki
 }
 
-fn free_port() -> u16 {
-    // rsyslog cannot be handed a listening socket, so it gets a port that was free just now.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port that was free just now, for rsyslog, which cannot be handed a listening socket. It
+/// is taken below the kernel's ephemeral range (32768 and up), so the outgoing connections
+/// of the tests running meanwhile cannot take it before rsyslog binds it.
+fn free_port(attempt: u32) -> u16 {
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(attempt.wrapping_mul(40_503))
+        .wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        );
+    (0..12_000u32)
+        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7_919))) % 12_000) as u16)
+        .find(|&p| {
+            std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        })
+        .expect("a free port in 20000-31999")
 }
 
 /// `rsyslogd -n` with its own config, writing every message it receives over TCP (TLS when
@@ -71,13 +84,27 @@ struct Rsyslog {
 }
 
 impl Rsyslog {
+    /// Starts rsyslogd and waits until it listens. A port taken between choosing it and
+    /// rsyslog's bind makes rsyslog carry on without its listener (it says so on stderr), so
+    /// that start is stopped and the next one gets another port.
     async fn start(pki: Option<&Pki>) -> Rsyslog {
+        let mut last_err = String::new();
+        for attempt in 0..5 {
+            match Self::try_start(pki, attempt).await {
+                Ok(r) => return r,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("rsyslogd did not start listening in 5 attempts; the last said: {last_err}");
+    }
+
+    async fn try_start(pki: Option<&Pki>, attempt: u32) -> Result<Rsyslog, String> {
         let exe = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("rsyslogd is not installed: run scripts/test as root (it installs rsyslog and rsyslog-gnutls), or apt-get install rsyslog rsyslog-gnutls");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = free_port(attempt);
         let out = dir.path().join("out.log");
         let (global, module) = match pki {
             None => (String::new(), r#"module(load="imtcp")"#.to_string()),
@@ -106,6 +133,7 @@ input(type="imtcp" port="{port}" ruleset="drain")
         );
         let conf_path = dir.path().join("rsyslog.conf");
         std::fs::write(&conf_path, conf).unwrap();
+        let stderr_path = dir.path().join("stderr");
         let child = Command::new(exe)
             .arg("-n")
             .arg("-f")
@@ -114,23 +142,35 @@ input(type="imtcp" port="{port}" ruleset="drain")
             .arg(dir.path().join("rsyslogd.pid"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .expect("start rsyslogd");
-        let r = Rsyslog {
+        let mut r = Rsyslog {
             child,
             port,
             out,
             _dir: dir,
         };
-        eventually(20, "rsyslogd listening", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        r
+                .is_ok()
+            {
+                return Ok(r);
+            }
+            let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            if said.contains("binding") || said.contains("bind(") {
+                return Err(format!("port {port}: {said}"));
+            }
+            if let Ok(Some(status)) = r.child.try_wait() {
+                return Err(format!("rsyslogd exited with {status}: {said}"));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("not listening on {port} after 20 s: {said}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     fn received(&self) -> String {
