@@ -54,7 +54,8 @@ fn make_pki(dir: &Path) -> Pki {
 
 /// A port that was free just now, for rsyslog, which cannot be handed a listening socket. It
 /// is taken below the kernel's ephemeral range (32768 and up), so the outgoing connections
-/// of the tests running meanwhile cannot take it before rsyslog binds it.
+/// of the tests running meanwhile cannot take it before rsyslog binds it, and above the
+/// add-on ports the test servers are given (20000-24999).
 fn free_port(attempt: u32) -> u16 {
     let seed = std::process::id()
         .wrapping_mul(2_654_435_761)
@@ -65,13 +66,13 @@ fn free_port(attempt: u32) -> u16 {
                 .unwrap()
                 .subsec_nanos(),
         );
-    (0..12_000u32)
-        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7_919))) % 12_000) as u16)
+    (0..6_000u32)
+        .map(|i| 26_000 + ((seed.wrapping_add(i.wrapping_mul(7_919))) % 6_000) as u16)
         .find(|&p| {
             std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
         })
-        .expect("a free port in 20000-31999")
+        .expect("a free port in 26000-31999")
 }
 
 /// `rsyslogd -n` with its own config, writing every message it receives over TCP (TLS when
