@@ -145,9 +145,10 @@ impl History {
     pub fn newest(&self, app_id: &str, n: usize) -> Vec<String> {
         let mut out: VecDeque<String> = VecDeque::new();
         for (_, path) in segments(&self.dir.join(app_id)).iter().rev() {
-            let Ok(text) = fs::read_to_string(path) else {
+            let Ok(bytes) = fs::read(path) else {
                 continue;
             };
+            let text = String::from_utf8_lossy(finished(&bytes));
             for line in text.lines().rev() {
                 if out.len() == n {
                     break;
@@ -181,8 +182,17 @@ impl History {
                 }
             }
             let Ok(file) = File::open(path) else { continue };
-            for line in BufReader::new(file).lines() {
-                let Ok(line) = line else { break };
+            let mut reader = BufReader::new(file);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                // A line the writer has not finished yet (no newline) is left for the next read.
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(_) if buf.last() == Some(&b'\n') => buf.pop(),
+                    _ => break,
+                };
+                let line = String::from_utf8(std::mem::take(&mut buf))
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                 let Some(ts) = line.get(..32) else { continue };
                 if since.as_deref().is_some_and(|s| ts < s) {
                     continue;
@@ -204,6 +214,14 @@ impl History {
         }
         Ok(out.into())
     }
+}
+
+/// The part of a segment's bytes that the writer has finished: up to its last newline.
+fn finished(bytes: &[u8]) -> &[u8] {
+    bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&[][..], |i| &bytes[..=i])
 }
 
 /// A line as the history keeps it, `2026-…+00:00 app[web.1]: message`, read back.
@@ -395,8 +413,22 @@ impl Writer {
                     dir.join(format!("{us}.log"))
                 }
             };
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            let size = file.metadata().map_or(0, |m| m.len());
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&path)?;
+            let mut size = file.metadata().map_or(0, |m| m.len());
+            // A line cut short when the server stopped mid-write is ended, so that the next
+            // line starts on its own.
+            let mut last = [0u8];
+            if size > 0
+                && std::os::unix::fs::FileExt::read_at(&file, &mut last, size - 1)? == 1
+                && last[0] != b'\n'
+            {
+                file.write_all(b"\n")?;
+                size += 1;
+            }
             self.open.insert(
                 app.to_string(),
                 Segment {
@@ -409,6 +441,11 @@ impl Writer {
         let Some(seg) = self.open.get_mut(app) else {
             return Ok(());
         };
+        // A line and its newline reach the file in one write, so a reader never sees a line
+        // cut off at a buffer boundary (a longer line than the buffer is written through).
+        if seg.file.capacity() - seg.file.buffer().len() <= text.len() {
+            seg.file.flush()?;
+        }
         seg.file.write_all(text.as_bytes())?;
         seg.file.write_all(b"\n")?;
         seg.size += text.len() as u64 + 1;
@@ -596,8 +633,8 @@ mod tests {
             h.line("a1", &line(i, "2026-11-26T10:00:00Z", "web.1", "flood"));
         }
         assert!(h.dropped() > 0);
-        // The next batch reports the gap.
-        std::thread::sleep(Duration::from_millis(50));
+        // The next batch reports the gap. A line sent while the queue is still full is dropped
+        // and counted too, so one is sent again until every drop is reported.
         h.line("a1", &line(9999, "2026-11-26T10:00:01Z", "web.1", "after"));
         let q = Query {
             grep: Some("Error L12".into()),
@@ -633,7 +670,43 @@ mod tests {
                 h.dropped()
             );
             std::thread::sleep(Duration::from_millis(10));
+            h.line("a1", &line(9999, "2026-11-26T10:00:01Z", "web.1", "after"));
         }
+    }
+
+    #[test]
+    fn a_line_cut_short_is_not_read_and_the_next_starts_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("a1");
+        std::fs::create_dir_all(&app).unwrap();
+        // A server stopped while writing its second line, halfway through a character.
+        let first = line(1, "2026-11-26T10:00:00Z", "web.1", "whole").to_string();
+        let cut = line(2, "2026-11-26T10:00:01Z", "web.1", "caf\u{e9} cut").to_string();
+        let cut = &cut.as_bytes()[..cut.len() - 5];
+        let mut bytes = format!("{first}\n").into_bytes();
+        bytes.extend_from_slice(cut);
+        std::fs::write(app.join("1795687200000000.log"), bytes).unwrap();
+
+        let h = History::open(dir.path()).unwrap();
+        let all = Query {
+            limit: 100,
+            ..Default::default()
+        };
+        assert_eq!(h.query("a1", &all).unwrap(), vec![first.clone()]);
+        assert_eq!(h.newest("a1", 10), vec![first.clone()]);
+
+        // The writer ends the cut line before it continues the segment.
+        let next = line(3, "2026-11-26T10:00:02Z", "web.1", "next").to_string();
+        h.line("a1", &line(3, "2026-11-26T10:00:02Z", "web.1", "next"));
+        let got = wait_for(&h, "a1", &all, 2);
+        assert_eq!(got.first(), Some(&first), "{got:?}");
+        assert_eq!(got.last(), Some(&next), "{got:?}");
+        assert_eq!(
+            got.len(),
+            3,
+            "the cut line is read once it is ended: {got:?}"
+        );
+        assert!(got[1].ends_with(": caf\u{fffd}"), "{got:?}");
     }
 
     #[test]
