@@ -194,8 +194,18 @@ pub(crate) async fn run_streaming(
                 linger_until = Some(Instant::now() + LINGER);
             }
             _ = tokio::time::sleep_until(wake) => {
-                lines.flush(out);
                 kill_group(pid).await;
+                // What the group wrote before it was stopped is still in the pipe: pass it on
+                // (briefly, in case something outside the group holds the pipe open).
+                if !eof {
+                    let drain = async {
+                        while let Ok(n @ 1..) = stdout.read(&mut buf).await {
+                            lines.feed(&buf[..n], out);
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+                }
+                lines.flush(out);
                 match status {
                     // The program is done; only processes it left behind kept the output open.
                     Some(status) => return Ok(Ended::Exited(status)),

@@ -543,9 +543,10 @@ async fn without_an_app_or_key_the_cli_says_what_to_do() {
 
 #[tokio::test]
 async fn connection_refused_names_the_server() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    // Bound but not listening: connections are refused, and no other test can take the port.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", held.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let mut env = Env::bare(dir.path(), dir.path());
     env.api_url = Some(url.clone());

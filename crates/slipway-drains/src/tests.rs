@@ -174,11 +174,11 @@ async fn a_syslog_drain_delivers_and_a_dead_one_does_not_block() {
 #[tokio::test]
 async fn a_drain_that_comes_back_reports_what_it_dropped_first() {
     use tokio::io::AsyncReadExt;
-    // Nothing listens yet: the drain's first connection fails and it backs off for 1 s.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Nothing listens yet: the drain's first connection fails and it backs off for 1 s. The
+    // port is held (bound, not listening: connections are refused) so no one else takes it.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = sock.local_addr().unwrap().port();
     let drains = Drains::new(None).unwrap();
     drains
         .add("app", "id", &format!("syslog://127.0.0.1:{port}"), "d.back")
@@ -189,9 +189,7 @@ async fn a_drain_that_comes_back_reports_what_it_dropped_first() {
     assert_eq!(drains.dropped("app", "id"), Some(3));
     // Let the drain's first connection be refused, so it has to come back after its backoff.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let listener = sock.listen(16).unwrap();
     let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await
         .expect("the drain reconnects")

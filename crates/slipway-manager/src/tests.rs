@@ -385,11 +385,11 @@ async fn stopping_gives_the_grace_period_then_sigkill_with_r12() {
 #[tokio::test]
 async fn a_web_dyno_gets_the_apps_boot_timeout() {
     let w = World::new(&[("web", "run")], &[("web", 1)]).await;
-    // Nothing listens where the fake dynos are.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens where the fake dynos are: a bound socket that does not listen holds the
+    // port, so no other test takes it meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = held.local_addr().unwrap();
     *w.fake.addr.lock().unwrap() = Some(closed);
     w.store.set_boot_timeout(&w.app_id, Some(90)).await.unwrap();
     w.m.reconcile(&w.app_id).await.unwrap();

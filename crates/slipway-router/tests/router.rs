@@ -252,10 +252,12 @@ async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// An address nothing listens on.
-async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// An address nothing listens on, held by a bound socket that does not listen (connections to
+/// it are refused) so that no other test can take the port while this one runs.
+fn closed_port() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 struct Reply {
@@ -587,9 +589,9 @@ async fn h12_response_timeout_per_app_and_per_path() {
         },
     );
     let started = Instant::now();
-    let reply = get_ok(&r, "demo.apps.test", "/?sleep=1500").await;
+    let reply = get_ok(&r, "demo.apps.test", "/?sleep=4000").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(started.elapsed() < Duration::from_millis(1400));
+    assert!(started.elapsed() < Duration::from_millis(3500));
     let line = r.line("demo", &["code=H12"]).await;
     assert!(line.contains("service=400ms status=503"), "{line}");
     // A longer window under /reports.
@@ -707,7 +709,7 @@ async fn h99_platform_error_when_the_dyno_network_is_unreachable() {
 async fn refused_dynos_are_skipped_and_all_refused_is_h21() {
     let r = router().await;
     let (good, _) = backend("good", None).await;
-    let dead = closed_port().await;
+    let (dead, _held) = closed_port();
     r.app("demo", &[dead, good]);
     for _ in 0..20 {
         let reply = get_ok(&r, "demo.apps.test", "/").await;
@@ -719,7 +721,8 @@ async fn refused_dynos_are_skipped_and_all_refused_is_h21() {
         .iter()
         .all(|l| l.starts_with("at=info")));
 
-    r.app("down", &[closed_port().await, closed_port().await]);
+    let ((down1, _held1), (down2, _held2)) = (closed_port(), closed_port());
+    r.app("down", &[down1, down2]);
     let reply = get_ok(&r, "down.apps.test", "/").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     r.line("down", &["code=H21", "desc=\"Backend connection refused\""])
@@ -935,7 +938,7 @@ async fn session_affinity_pins_and_is_repointed_when_the_formation_changes() {
 #[tokio::test]
 async fn table_updates_never_drop_requests_in_flight() {
     let r = router().await;
-    let (a, _) = backend("a", None).await;
+    let (a, a_conns) = backend("a", None).await;
     let (b, _) = backend("b", None).await;
     r.app("demo", &[a]);
     let mut tasks = Vec::new();
@@ -949,7 +952,16 @@ async fn table_updates_never_drop_requests_in_flight() {
             .await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Every request has reached dyno a (each on its own connection, as they overlap).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a_conns.load(Ordering::SeqCst) < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 20 requests reached dyno a",
+            a_conns.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // Dyno a leaves the table while its requests are in flight; b takes new ones.
     r.table.set_backends(
         "id-demo",
@@ -1477,7 +1489,7 @@ async fn slow_readers_get_whole_bodies_and_stalled_ones_are_cut_off() {
     })
     .await;
     r.app("demo", &[b]);
-    r.time_out("demo", 30_000, 1_000);
+    r.time_out("demo", 30_000, 3_000);
     // A small receive window, so that the body cannot all wait in the sockets' buffers.
     let connect = |addr: SocketAddr| async move {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -1574,7 +1586,7 @@ async fn websockets_are_proxied_then_closed_after_the_idle_window() {
     })
     .await;
     r.app("demo", &[b]);
-    r.time_out("demo", 30_000, 600);
+    r.time_out("demo", 30_000, 2_000);
     let mut s = TcpStream::connect(r.http).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nhost: demo.apps.test\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
         .await
@@ -1597,7 +1609,7 @@ async fn websockets_are_proxied_then_closed_after_the_idle_window() {
     }
     // Silence past the idle window ends the session.
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
         .await
         .expect("closed by the router")
         .unwrap_or(0);

@@ -41,6 +41,10 @@ fn skip_reason() -> Option<String> {
     None
 }
 
+fn lease_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("slipway-runtime-test-nets")
+}
+
 /// A bridge name, a /24 that no route on the host uses, and a name prefix, unique per test.
 fn unique_config(pool_size: usize) -> NetConfig {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -55,10 +59,22 @@ fn unique_config(pool_size: usize) -> NetConfig {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let mut x = (seed.wrapping_add(n * 37) % 250) as u8;
-    while routes.contains(&format!("10.250.{x}.")) {
-        x = x.wrapping_add(1);
-    }
+    // The /24 is also leased with a file, so that two tests starting at once (in separate
+    // processes) never both take it; `Cleanup` gives it back.
+    let leases = lease_dir();
+    std::fs::create_dir_all(&leases).unwrap();
+    let first = seed.wrapping_add(n * 37) % 250;
+    let x = (0..250)
+        .map(|i| ((first + i) % 250) as u8)
+        .find(|x| {
+            !routes.contains(&format!("10.250.{x}."))
+                && std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(leases.join(x.to_string()))
+                    .is_ok()
+        })
+        .expect("a free 10.250.x.0/24 for the test");
     let tag = format!("{:04x}", (seed.wrapping_add(n)) & 0xffff);
     NetConfig {
         bridge: format!("swtbr{tag}"),
@@ -66,7 +82,9 @@ fn unique_config(pool_size: usize) -> NetConfig {
         pool_size,
         // Any address works for the rules; these tests never resolve names.
         resolver: Some(Ipv4Addr::new(192, 0, 2, 53)),
-        name_prefix: format!("t{tag}"),
+        // Not `t…`: the test servers' networks are named t0 to t249 (their bridges t00 to
+        // t2490), and the cleanup removes everything that starts with this prefix.
+        name_prefix: format!("n{tag}"),
         keep: Vec::new(),
         host_ports: None,
     }
@@ -131,6 +149,7 @@ impl Drop for Cleanup {
         let _ = Command::new("ip")
             .args(["link", "del", &cfg.bridge])
             .output();
+        let _ = std::fs::remove_file(lease_dir().join(cfg.subnet.addr().octets()[2].to_string()));
     }
 }
 
@@ -328,15 +347,14 @@ async fn dynos_reach_only_the_add_on_ports_on_the_gateway() {
         println!("SKIPPED: {reason}");
         return;
     }
-    // A port free on this host now, for the range; another just outside it.
-    let free = || {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (open, closed) = (free(), free());
+    // A port free on this host now, for the range; another just outside it. Both from
+    // 25000-25999, which neither outgoing connections (32768 and up) nor the test servers'
+    // add-on ports (20000-24999) use.
+    let start = 25_000 + (std::process::id() % 1000) as u16;
+    let mut free = (0..1000u16)
+        .map(|i| 25_000 + (start - 25_000 + i) % 1000)
+        .filter(|&p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).is_ok());
+    let (open, closed) = (free.next().unwrap(), free.next().unwrap());
     let cfg = NetConfig {
         host_ports: Some((open, open)),
         ..unique_config(1)

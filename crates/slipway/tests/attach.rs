@@ -144,12 +144,18 @@ async fn run_gives_a_terminal_inside_the_dyno() {
     };
     assert_eq!(status.code(), Some(7), "{}", screen(&shown));
     assert!(!screen(&shown).contains(MARKER), "{}", screen(&shown));
-    let logs = s.logs("term");
-    assert!(
-        logs.contains("Starting process with command")
-            && logs.contains("Process exited with status 7"),
-        "{logs}"
-    );
+    // The exit status reaches `run` and the log separately: the log line may come a moment later.
+    eventually(
+        10,
+        "the one-off dyno's start and exit in the log",
+        || async {
+            let logs = s.logs("term");
+            (logs.contains("Starting process with command")
+                && logs.contains("Process exited with status 7"))
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

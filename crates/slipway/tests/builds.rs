@@ -176,7 +176,7 @@ async fn a_build_dyno_past_the_compile_timeout_is_stopped_with_all_it_started() 
     let builder = Builder::new(tmp.path().join("build"), slugs)
         .await
         .unwrap()
-        .with_compile_timeout(Duration::from_secs(3))
+        .with_compile_timeout(Duration::from_secs(8))
         .with_sandbox(BuildSandbox {
             exe: BIN.into(),
             stack,

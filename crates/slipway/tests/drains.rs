@@ -154,15 +154,16 @@ input(type="imtcp" port="{port}" ruleset="drain")
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
+            // A failed bind first: then whatever answers on the port is not this rsyslogd.
+            let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            if said.contains("binding") || said.contains("bind(") {
+                return Err(format!("port {port}: {said}"));
+            }
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
                 return Ok(r);
-            }
-            let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            if said.contains("binding") || said.contains("bind(") {
-                return Err(format!("port {port}: {said}"));
             }
             if let Ok(Some(status)) = r.child.try_wait() {
                 return Err(format!("rsyslogd exited with {status}: {said}"));

@@ -317,9 +317,12 @@ async fn crashed_dynos_restart_and_routing_errors_are_herokus() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    assert!(s
-        .logs("crashy")
-        .contains("at=error code=H14 desc=\"No web processes running\""));
+    eventually(10, "the H14 line in the log", || async {
+        s.logs("crashy")
+            .contains("at=error code=H14 desc=\"No web processes running\"")
+            .then_some(())
+    })
+    .await;
 
     let (ok, output) = push(&s, &dir);
     assert!(ok, "{output}");

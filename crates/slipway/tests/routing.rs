@@ -219,11 +219,12 @@ async fn affinity_timeouts_error_pages_and_crashes() {
     );
     let (status, _) = http_get(s.router, "sticky.localhost", "/slow", "").await;
     assert_eq!(status, 200);
-    let logs = s.logs("sticky");
-    assert!(
-        logs.contains("code=H12 desc=\"Request timeout\" method=GET path=\"/slow\""),
-        "{logs}"
-    );
+    eventually(10, "the H12 line in the log", || async {
+        s.logs("sticky")
+            .contains("code=H12 desc=\"Request timeout\" method=GET path=\"/slow\"")
+            .then_some(())
+    })
+    .await;
 
     // The owner's error page.
     s.ok(
