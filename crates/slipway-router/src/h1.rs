@@ -288,6 +288,16 @@ pub(crate) fn encode_head(
     )
 }
 
+/// Whether `v` holds a CR or an LF. The values checked are short (a request ID, an address, a
+/// number): a plain loop is cheaper for them than memchr's set-up.
+fn has_line_break(v: &[u8]) -> bool {
+    if v.len() > 256 {
+        return memchr::memchr2(b'\r', b'\n', v).is_some();
+    }
+    // Both are below 0x0e; most bytes of a header value are not, so one compare rules them out.
+    v.iter().any(|&b| b < 0x0e && (b == b'\r' || b == b'\n'))
+}
+
 /// [`encode_head`] from header lines as they came (names in any case). If they point into
 /// `raw`, the client's head, lines written `name: value\r\n` that follow each other there are
 /// copied as one.
@@ -323,7 +333,7 @@ pub(crate) fn encode_head_from<'a>(
     // Every value here comes from a parsed header value or from the router, neither of which
     // should hold a line break; checked all the same, since one would split the request.
     let mut put = |name: &str, value: &str| {
-        if !value.is_empty() && memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_none() {
+        if !value.is_empty() && !has_line_break(value.as_bytes()) {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -942,6 +952,36 @@ mod tests {
         }
         assert!(Name::KeepAlive.hop_by_hop() && !Name::Via.hop_by_hop());
         assert!(Name::Via.replaced() && Name::Upgrade.replaced() && !Name::Host.replaced());
+    }
+
+    #[test]
+    fn added_values_with_a_line_break_are_left_out() {
+        let long_clean = "a".repeat(300);
+        let long_cr = format!("{}\r{}", "a".repeat(290), "b");
+        for (value, kept) in [
+            ("abc", true),
+            ("a\rb", false),
+            ("ab\n", false),
+            ("\r", false),
+            (long_clean.as_str(), true),
+            (long_cr.as_str(), false),
+        ] {
+            assert_eq!(!has_line_break(value.as_bytes()), kept, "{value:?}");
+            let extra = Extra {
+                request_id: value,
+                fwd: "",
+                proto: "",
+                port: "",
+                start: "",
+                via: "",
+                host: "x",
+                chunked: false,
+            };
+            let head = encode_head_from("GET", "/", b"", std::iter::empty(), &[], &extra);
+            let head = String::from_utf8(head).unwrap();
+            assert_eq!(head.contains("x-request-id: "), kept, "{head:?}");
+            assert_eq!(head.matches('\n').count(), head.matches("\r\n").count());
+        }
     }
 
     #[tokio::test]
