@@ -45,6 +45,10 @@ fn lease_dir() -> std::path::PathBuf {
     std::env::temp_dir().join("slipway-runtime-test-nets")
 }
 
+/// The leases this process holds, by the third byte of their 10.250.x.0/24.
+static LEASES: std::sync::Mutex<std::collections::BTreeMap<u8, std::fs::File>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// A bridge name, a /24 that no route on the host uses, and a name prefix, unique per test.
 fn unique_config(pool_size: usize) -> NetConfig {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -59,20 +63,31 @@ fn unique_config(pool_size: usize) -> NetConfig {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    // The /24 is also leased with a file, so that two tests starting at once (in separate
-    // processes) never both take it; `Cleanup` gives it back.
+    // The /24 is also leased, with a lock on a file, so that two tests starting at once (in
+    // separate processes) never both take it. The kernel lets go of the lock when the test's
+    // process ends, however it ends; `Cleanup` lets go of it sooner.
     let leases = lease_dir();
     std::fs::create_dir_all(&leases).unwrap();
     let first = seed.wrapping_add(n * 37) % 250;
     let x = (0..250)
         .map(|i| ((first + i) % 250) as u8)
         .find(|x| {
-            !routes.contains(&format!("10.250.{x}."))
-                && std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(leases.join(x.to_string()))
-                    .is_ok()
+            if routes.contains(&format!("10.250.{x}.")) {
+                return false;
+            }
+            let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(leases.join(x.to_string()))
+            else {
+                return false;
+            };
+            if f.try_lock().is_err() {
+                return false;
+            }
+            LEASES.lock().unwrap().insert(*x, f);
+            true
         })
         .expect("a free 10.250.x.0/24 for the test");
     let tag = format!("{:04x}", (seed.wrapping_add(n)) & 0xffff);
@@ -149,7 +164,11 @@ impl Drop for Cleanup {
         let _ = Command::new("ip")
             .args(["link", "del", &cfg.bridge])
             .output();
-        let _ = std::fs::remove_file(lease_dir().join(cfg.subnet.addr().octets()[2].to_string()));
+        // Files stay (two processes must always lock the same one); the lock goes.
+        LEASES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cfg.subnet.addr().octets()[2]);
     }
 }
 

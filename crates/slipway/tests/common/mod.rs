@@ -28,12 +28,13 @@ pub struct TestServer {
     pub net: NetLease,
 }
 
-/// A node name and dyno subnet no other test server on this host is using: a file under
-/// /tmp/slipway-test-nets, created exclusively, holds the lease until it is dropped.
+/// A node name and dyno subnet no other test server on this host is using: a lock on a file
+/// under /tmp/slipway-test-nets holds the lease until it is dropped.
 pub struct NetLease {
     pub node_name: String,
     pub subnet: String,
-    file: PathBuf,
+    #[allow(dead_code)] // held, not read: closing it gives the lease back
+    lock: Option<std::fs::File>,
 }
 
 impl NetLease {
@@ -44,16 +45,11 @@ impl NetLease {
         for i in 0..250 {
             let n = (start + i * 7) % 250;
             let file = dir.join(n.to_string());
-            if std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&file)
-                .is_ok()
-            {
+            if let Some(lock) = take_lease(&file) {
                 return NetLease {
                     node_name: format!("t{n}"),
                     subnet: format!("10.215.{n}.0/24"),
-                    file,
+                    lock: Some(lock),
                 };
             }
         }
@@ -61,13 +57,18 @@ impl NetLease {
     }
 }
 
-impl Drop for NetLease {
-    fn drop(&mut self) {
-        if self.file.as_os_str().is_empty() {
-            return;
-        }
-        let _ = std::fs::remove_file(&self.file);
-    }
+/// Holds the lease `file` names: an exclusive lock on it, which the kernel lets go of when the
+/// holder exits, however it exits (a killed test process cannot leave a stale lease behind).
+/// The files are never removed, so two processes always lock the same file.
+pub fn take_lease(file: &Path) -> Option<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(file)
+        .ok()?;
+    f.try_lock().ok()?;
+    Some(f)
 }
 
 impl TestServer {
@@ -102,7 +103,7 @@ impl TestServer {
             NetLease {
                 node_name: String::new(),
                 subnet: String::new(),
-                file: PathBuf::new(),
+                lock: None,
             },
         );
         drop(self);
