@@ -635,7 +635,7 @@ mod tests {
         assert!(h.dropped() > 0);
         // The next batch reports the gap. A line sent while the queue is still full is dropped
         // and counted too, so one is sent again until every drop is reported.
-        h.line("a1", &line(9999, "2026-11-26T10:00:01Z", "web.1", "after"));
+        h.line("a1", &line(9999, "2026-11-26T10:00:00Z", "web.1", "after"));
         let q = Query {
             grep: Some("Error L12".into()),
             limit: 10_000,
@@ -670,7 +670,7 @@ mod tests {
                 h.dropped()
             );
             std::thread::sleep(Duration::from_millis(10));
-            h.line("a1", &line(9999, "2026-11-26T10:00:01Z", "web.1", "after"));
+            h.line("a1", &line(9999, "2026-11-26T10:00:00Z", "web.1", "after"));
         }
     }
 
@@ -698,7 +698,7 @@ mod tests {
         // The writer ends the cut line before it continues the segment.
         let next = line(3, "2026-11-26T10:00:02Z", "web.1", "next").to_string();
         h.line("a1", &line(3, "2026-11-26T10:00:02Z", "web.1", "next"));
-        let got = wait_for(&h, "a1", &all, 2);
+        let got = wait_for(&h, "a1", &all, 3);
         assert_eq!(got.first(), Some(&first), "{got:?}");
         assert_eq!(got.last(), Some(&next), "{got:?}");
         assert_eq!(

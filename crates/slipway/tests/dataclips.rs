@@ -124,9 +124,10 @@ async fn dataclips_share_results_by_link_and_read_only() {
     let link = link_in(&out);
     let token = link.rsplit('/').next().unwrap().to_string();
     assert!(token.len() >= 43, "a 256-bit token: {token}");
-    // The database and its write-ahead log, where a fresh row is until a checkpoint.
+    // The database and its write-ahead log, where a fresh row is until a checkpoint (the log
+    // first: a checkpoint in between moves rows from it into the database, not back).
     let mut stored = Vec::new();
-    for file in ["state.db", "state.db-wal"] {
+    for file in ["state.db-wal", "state.db"] {
         stored.extend(std::fs::read(s.data_dir().join(file)).unwrap_or_default());
     }
     assert!(

@@ -156,7 +156,7 @@ input(type="imtcp" port="{port}" ruleset="drain")
         loop {
             // A failed bind first: then whatever answers on the port is not this rsyslogd.
             let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            if said.contains("binding") || said.contains("bind(") {
+            if said.contains("Address already in use") {
                 return Err(format!("port {port}: {said}"));
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
