@@ -887,6 +887,11 @@ impl Addons {
     /// Replaces the add-on's database with a dump's contents, in one transaction: the app's
     /// schemas are emptied and the dump's objects recreated as the app's role. If anything
     /// fails, the database is left as it was.
+    ///
+    /// The dump is the app's own SQL: its functions run while it loads (CHECK constraints,
+    /// triggers, defaults), so it is applied in a session logged in as the app's role, never as
+    /// the superuser (a `SET ROLE` inside a superuser's session is no boundary: the code can
+    /// reset it).
     pub async fn pg_restore(
         &self,
         addon: &AddonRow,
@@ -937,8 +942,8 @@ impl Addons {
         std::fs::write(
             &wipe,
             format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{user}';\n\
-                 REASSIGN OWNED BY {holder} TO {user};\n\
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity\n\
+                   WHERE usename = '{user}' AND pid <> pg_backend_pid();\n\
                  DO $$ DECLARE s record; BEGIN\n\
                    FOR s IN SELECT nspname FROM pg_namespace WHERE nspowner IN ('{user}'::regrole, '{holder}'::regrole)\n\
                             OR nspname = 'public' LOOP\n\
@@ -951,7 +956,7 @@ impl Addons {
         )
         .map_err(io)?;
         let mut sql = tokio::process::Command::new(bin.join("pg_restore"));
-        sql.args(["--no-owner", "--no-acl", "--role", &user, "-L"])
+        sql.args(["--no-owner", "--no-acl", "-L"])
             .arg(&toc_path)
             .arg("-f")
             .arg(&script)
@@ -968,35 +973,49 @@ impl Addons {
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
+        // What only the superuser may do, and which runs none of the app's code: the app's
+        // sessions end, and whatever the row limit gave to the holder role comes back.
+        let restricted = row.settings.get(ROW_STATE).map(String::as_str) == Some("restricted");
+        let psql = self.psql(addon, &row);
+        let prepare = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{user}';\n{}",
+            postgres::restore_sql(&user, &holder)
+        );
+        if let Err(e) = psql.exec(&db, &prepare).await {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
         let mut apply = tokio::process::Command::new(bin.join("psql"));
         apply
-            .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(self.dir(&addon.id).join("run"))
-            .args([
-                "-p",
-                &row.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                &db,
-                "-f",
-            ])
+            .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &row.port.to_string(), "-U", &user, "-d", &db, "-f"])
             .arg(&wipe)
             .arg("-f")
             .arg(&script)
             .stdout(std::process::Stdio::null());
         run(&mut apply);
+        apply.env("PGPASSWORD", secret(&row, "password"));
         let out = apply
             .output()
             .await
             .map_err(|e| fail("cannot run psql", e.to_string()));
         let _ = std::fs::remove_dir_all(&work);
-        let out = out?;
-        if !out.status.success() {
-            return Err(fail(
+        let failed = match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(fail(
                 "The restore failed and was rolled back",
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
+                String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            )),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            // The database is as it was; so must the row limit's hold on it be.
+            if restricted {
+                let _ = psql
+                    .exec(&db, &postgres::restrict_sql(&user, &holder, &db))
+                    .await;
+            }
+            return Err(e);
         }
         let mut settings = row.settings.clone();
         settings.remove(ROW_STATE);

@@ -147,6 +147,9 @@ impl Psql {
             .env_clear()
             .env("PGCONNECT_TIMEOUT", "5")
             .env("PGAPPNAME", "slipway")
+            // Only the catalog's functions and operators: objects the app made in `public`
+            // must never resolve in the superuser's statements.
+            .env("PGOPTIONS", "-c search_path=pg_catalog")
             .env("LANG", "C.UTF-8")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

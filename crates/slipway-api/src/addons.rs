@@ -198,7 +198,7 @@ impl AppState {
 
     /// Changing an add-on (its plan, credentials, sessions, settings, or sharing it with another
     /// app) is for the people of its own app, not of every app it is attached to.
-    async fn must_manage(&self, who: &AccountRow, addon: &AddonRow) -> ApiResult<()> {
+    pub(crate) async fn must_manage(&self, who: &AccountRow, addon: &AddonRow) -> ApiResult<()> {
         let billing = self.store.app(&addon.app_id).await?;
         match billing {
             Some(app) if self.may_use(who, &app).await? => Ok(()),

@@ -456,6 +456,9 @@ pub async fn restore(
         parse_json(&body)?
     };
     let (target, addon) = s.app_database(&app, req.database.as_deref()).await?;
+    // Shared with this app is not enough to replace a database: it must be the app's own, or
+    // its owner's people must be the ones asking.
+    s.must_manage(&who, &addon).await?;
     let addons = s.addons()?.clone();
     s.api_log(
         &app.id,

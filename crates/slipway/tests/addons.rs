@@ -1138,6 +1138,26 @@ async fn pg_backups_capture_download_restore_and_schedule() {
         "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 500);",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The app's own code runs while a restore loads its rows (here a CHECK): it must run with
+    // the app role's rights. Given the superuser's, it would make the app's role one.
+    let role = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .to_string();
+    let out = host_psql(
+        &url,
+        &format!(
+            "CREATE FUNCTION escalate() RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN \
+               BEGIN PERFORM set_config('role', 'none', true); \
+                 EXECUTE 'ALTER ROLE \"{role}\" SUPERUSER'; \
+               EXCEPTION WHEN OTHERS THEN NULL; END; \
+             RETURN true; END $f$; \
+             CREATE TABLE trap (id int CHECK (escalate())); INSERT INTO trap VALUES (1);"
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = s.ok(&dir, &["pg:backups:capture", "-a", "books"]);
     assert!(out.contains("Backing up DATABASE to b001... done"), "{out}");
@@ -1201,6 +1221,13 @@ async fn pg_backups_capture_download_restore_and_schedule() {
         counts.split_whitespace().collect::<Vec<_>>(),
         ["500", "0"],
         "{counts}"
+    );
+    assert_eq!(
+        text(&host_psql(&url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user; SELECT count(*) FROM trap").stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["f", "1"],
+        "the restore ran the app's code as the superuser"
     );
     // The app's role owns what was restored and can write to it.
     assert!(host_psql(&url, "INSERT INTO t (v) VALUES ('after')")

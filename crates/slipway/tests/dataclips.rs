@@ -646,6 +646,25 @@ async fn clips_and_add_on_changes_follow_what_an_app_may_use() {
         text(&out.stderr)
     );
 
+    // Nor replace its contents with a backup taken through his app.
+    let out = bob(&["pg:backups:capture", "VAULT", "-a", "shop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bob(&[
+        "pg:backups:restore",
+        "b001",
+        "VAULT",
+        "--confirm",
+        "shop",
+        "-a",
+        "shop",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("belongs to vault"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Detached from shop, the database is out of the clip's reach.
     s.ok(&dir, &["addons:detach", "VAULT", "-a", "shop"]);
     let out = s.cli(&dir, &["dataclips:run", "Vault", "-a", "shop"]);
