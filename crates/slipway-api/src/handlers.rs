@@ -1357,6 +1357,11 @@ pub async fn set_buildpacks(
         .map(|u| normalize_buildpack(&u.buildpack))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::invalid)?;
+    for b in &list {
+        s.builder
+            .check_buildpack(b)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+    }
     s.store.set_buildpacks(&app.id, &list).await?;
     Ok(Json(buildpack_json(&list)))
 }

@@ -78,6 +78,8 @@ pub struct Builder {
     build_path: String,
     compile_timeout: Duration,
     sandbox: Option<BuildSandbox>,
+    /// Directories (canonical) whose contents apps may name as buildpacks by path.
+    local_buildpacks: Vec<PathBuf>,
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -102,6 +104,9 @@ struct Pack {
     /// Set when auto-detection already ran its `bin/detect`.
     detected: Option<String>,
 }
+
+/// The largest `.slugignore` a build reads.
+const SLUGIGNORE_MAX: u64 = 1024 * 1024;
 
 impl Builder {
     /// A builder owning `root`: creates its directories, clears build dirs left by a previous
@@ -137,7 +142,67 @@ impl Builder {
             build_path: DEFAULT_BUILD_PATH.to_owned(),
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             sandbox: None,
+            local_buildpacks: Vec::new(),
             app_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Lets apps name buildpacks on this server (an absolute path, or a `file://` git URL) that
+    /// are inside one of `dirs`. By default none: what else is on the server is not an app's to
+    /// read, and a build copies its buildpacks as the server's user. Missing dirs are skipped.
+    pub fn with_local_buildpacks(mut self, dirs: &[PathBuf]) -> Builder {
+        self.local_buildpacks = dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .collect();
+        self
+    }
+
+    /// Checks a buildpack reference as a build will take it: one of the accepted forms, and a
+    /// path only inside the directories allowed with [`Builder::with_local_buildpacks`].
+    pub fn check_buildpack(&self, reference: &str) -> Result<(), BuildError> {
+        let source = Source::parse(reference)?;
+        let path = match &source {
+            Source::Local(path) => path.clone(),
+            Source::Git { url, .. } => match url.strip_prefix("file://") {
+                Some(path) => PathBuf::from(path),
+                None => return Ok(()),
+            },
+            Source::Builtin(_) => return Ok(()),
+        };
+        let real = match std::fs::canonicalize(&path) {
+            Ok(real) => Some(real),
+            // Missing: judged by its name, and the fetch then says it is missing.
+            Err(_)
+                if !path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir) =>
+            {
+                Some(path.clone())
+            }
+            Err(_) => None,
+        };
+        let allowed = path.is_absolute()
+            && real.is_some_and(|real| self.local_buildpacks.iter().any(|d| real.starts_with(d)));
+        if allowed {
+            return Ok(());
+        }
+        Err(BuildError::InvalidBuildpack {
+            buildpack: buildpack::redact(reference),
+            reason: if self.local_buildpacks.is_empty() {
+                "this server takes no buildpacks from its own disk; use a built-in one or a git \
+                 URL, or have the operator start it with --local-buildpacks DIR"
+                    .to_owned()
+            } else {
+                format!(
+                    "buildpacks on this server must be directories inside {}",
+                    self.local_buildpacks
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
         })
     }
 
@@ -415,9 +480,25 @@ impl Builder {
         out: &UnboundedSender<String>,
     ) -> Result<(), BuildError> {
         let file = build_dir.join(".slugignore");
+        // The app's own file only: a symlink could lead anywhere on the server (which reads it
+        // as its own user), and a pattern list has no use for megabytes.
+        match tokio::fs::symlink_metadata(&file).await {
+            Ok(meta) if meta.is_file() && meta.len() <= SLUGIGNORE_MAX => {}
+            Ok(_) => {
+                say(
+                    out,
+                    format!(
+                        " !     .slugignore is not a regular file of at most {} KB; it is ignored.",
+                        SLUGIGNORE_MAX / 1024
+                    ),
+                );
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).ctx(|| "reading .slugignore".into()),
+        }
         let text = match tokio::fs::read(&file).await {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).ctx(|| "reading .slugignore".into()),
         };
         let ignore = SlugIgnore::parse(&text);
@@ -504,6 +585,7 @@ impl Builder {
         }
         let mut packs: Vec<Pack> = Vec::new();
         for (i, reference) in refs.iter().enumerate() {
+            self.check_buildpack(reference)?;
             let source = Source::parse(reference)?;
             let dir = ws.buildpacks_dir.join((i + 1).to_string());
             self.fetcher

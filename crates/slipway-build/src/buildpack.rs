@@ -103,7 +103,7 @@ impl Source {
     /// Parses a buildpack reference as an app lists it.
     pub(crate) fn parse(reference: &str) -> Result<Source, BuildError> {
         let r = reference.trim();
-        let unknown = || BuildError::UnknownBuildpack(reference.to_owned());
+        let unknown = || BuildError::UnknownBuildpack(redact(reference));
         if r.is_empty() {
             return Err(unknown());
         }
@@ -117,8 +117,14 @@ impl Source {
         if r.starts_with('/') {
             return Ok(Source::Local(PathBuf::from(r)));
         }
-        let schemes = ["https://", "http://", "file://", "git://", "ssh://"];
-        if schemes.iter().any(|s| r.starts_with(s)) {
+        // Not ssh://: it would fetch with the server's own keys, which are not the app's.
+        let schemes = ["https://", "http://", "file://", "git://"];
+        if let Some(scheme) = schemes
+            .iter()
+            .find(|s| r.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)))
+        {
+            let r = format!("{scheme}{}", &r[scheme.len()..]);
+            let r = r.as_str();
             let (url, reference) = match r.split_once('#') {
                 Some((url, git_ref)) if !git_ref.is_empty() => (url, Some(git_ref.to_owned())),
                 Some((url, _)) => (url, None),
@@ -420,6 +426,21 @@ mod tests {
             Err(BuildError::BuildpackFetch(_))
         ));
         assert!(Source::parse("file:///x#--upload-pack=evil").is_err());
+        // ssh:// would fetch with the server's keys.
+        assert!(matches!(
+            Source::parse("ssh://git@example.com/bp.git"),
+            Err(BuildError::UnknownBuildpack(_))
+        ));
+        // A scheme in capitals is still the scheme, and an unknown reference is shown with
+        // its credentials removed.
+        assert!(matches!(
+            Source::parse("HTTPS://example.com/bp.git"),
+            Ok(Source::Git { .. })
+        ));
+        let shown = Source::parse("HTTPX://user:s3cret@example.com/bp.git")
+            .unwrap_err()
+            .to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

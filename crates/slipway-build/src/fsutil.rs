@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Copies the tree at `src` to `dst` (which must not exist), keeping modes and symlinks;
@@ -32,8 +32,25 @@ fn copy_entry(src: &Path, dst: &Path) -> io::Result<()> {
     } else if kind.is_dir() {
         copy_tree(src, dst, &[])
     } else if kind.is_file() {
-        // std::fs::copy keeps the mode and uses copy_file_range (reflinks where supported).
-        fs::copy(src, dst).map(|_| ())
+        // Opened without following a symlink: one swapped in since the listing is not copied
+        // as the file it points to (the server may read what the build's user may not).
+        let mut from = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(src)?;
+        let meta = from.metadata()?;
+        if !meta.is_file() {
+            return Ok(());
+        }
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dst)?;
+        // io::copy between files uses copy_file_range (reflinks where supported).
+        io::copy(&mut from, &mut to)?;
+        to.set_permissions(fs::Permissions::from_mode(
+            meta.permissions().mode() & 0o7777,
+        ))
     } else {
         Ok(())
     }

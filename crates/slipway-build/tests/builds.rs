@@ -36,6 +36,70 @@ fn buildpack(dir: &Path, scripts: &[(&str, &str)]) -> String {
     dir.to_str().unwrap().to_owned()
 }
 
+/// A buildpack on the server's disk is taken only from the directories the operator allowed:
+/// not from elsewhere, not through a `file://` URL, not through a symlink that leads out.
+#[tokio::test]
+async fn buildpacks_on_the_server_come_only_from_allowed_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = slipway_build::SlugStore::local(tmp.path().join("slugs")).unwrap();
+    let allowed = tmp.path().join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let builder = Builder::new(tmp.path().join("builder"), store.clone())
+        .await
+        .unwrap()
+        .with_local_buildpacks(std::slice::from_ref(&allowed));
+    let scripts = [("detect", "echo Mine"), ("compile", "true")];
+    let inside = buildpack(&allowed.join("bp"), &scripts);
+    let outside = buildpack(&tmp.path().join("outside"), &scripts);
+    let link = allowed.join("link");
+    std::os::unix::fs::symlink(tmp.path().join("outside"), &link).unwrap();
+    let link = link.to_str().unwrap().to_owned();
+    for (reference, ok) in [
+        (inside.clone(), true),
+        (format!("file://{inside}"), true),
+        (outside.clone(), false),
+        (format!("file://{outside}"), false),
+        (format!("{inside}/../../outside"), false),
+        (link, false),
+    ] {
+        assert_eq!(
+            builder.check_buildpack(&reference).is_ok(),
+            ok,
+            "{reference}"
+        );
+    }
+
+    // A build naming one outside (here through BUILDPACK_URL) fails and says why.
+    let tar = source_tar(&tmp.path().join("app"), &[("Procfile", "web: x\n", 0o644)]);
+    let mut req = request("outside", &[]);
+    req.config.insert("BUILDPACK_URL".into(), outside.clone());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    match builder.build(req, &tar[..], tx).await {
+        Err(e @ BuildError::InvalidBuildpack { .. }) => assert!(
+            e.to_string()
+                .contains(&format!("must be directories inside {}", allowed.display())),
+            "{e}"
+        ),
+        other => panic!("expected InvalidBuildpack, got {other:?}"),
+    }
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    builder
+        .build(request("inside", &[&inside]), &tar[..], tx)
+        .await
+        .expect("a buildpack inside the allowed directory builds");
+
+    // With no directories allowed, none is taken, and the message says how to allow one.
+    let closed = Builder::new(tmp.path().join("builder2"), store)
+        .await
+        .unwrap();
+    let e = closed.check_buildpack(&inside).unwrap_err().to_string();
+    assert!(e.contains("--local-buildpacks DIR"), "{e}");
+    assert!(closed.check_buildpack("python").is_ok());
+    assert!(closed
+        .check_buildpack("https://example.com/bp.git#v1")
+        .is_ok());
+}
+
 #[tokio::test]
 async fn procfile_only_app_builds() {
     let h = Harness::new().await;
@@ -601,6 +665,42 @@ async fn slugignore_matches_are_gone_before_compile() {
     assert!(unpacked.join("src/docs/keep.md").exists());
 }
 
+/// A `.slugignore` that is a symlink is not followed (it could name any file on the server):
+/// the build says so and deletes nothing.
+#[tokio::test]
+async fn a_slugignore_symlink_is_not_followed() {
+    let h = Harness::new().await;
+    let bp = buildpack(
+        &h.dir("bp"),
+        &[("detect", "echo Plain"), ("compile", "true")],
+    );
+    let outside = h.dir("host").join("patterns");
+    std::fs::write(&outside, "*.psd\n").unwrap();
+    let app = h.dir("app");
+    write_files(
+        &app,
+        &[
+            ("Procfile", "web: x\n", 0o644),
+            ("art/logo.psd", "big", 0o644),
+        ],
+    );
+    std::os::unix::fs::symlink(&outside, app.join(".slugignore")).unwrap();
+    common::git(&app, &["init", "-q"]);
+    common::git(&app, &["add", "-A"]);
+    common::git(&app, &["commit", "-q", "-m", "test"]);
+    let tar = common::git(&app, &["archive", "--format=tar", "HEAD"]);
+    let (result, lines) = h.build(request("linked", &[&bp]), &tar).await;
+    let slug = result.unwrap_or_else(|e| panic!("{e}\n{}", joined(&lines)));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(".slugignore is not a regular file")),
+        "{}",
+        joined(&lines)
+    );
+    assert!(h.unpack(&slug.sha256).await.join("art/logo.psd").exists());
+}
+
 #[tokio::test]
 async fn compile_past_the_timeout_is_killed_with_its_children() {
     let tmp = tempfile::tempdir().unwrap();
@@ -608,6 +708,7 @@ async fn compile_past_the_timeout_is_killed_with_its_children() {
     let builder = Builder::new(tmp.path().join("builder"), store)
         .await
         .unwrap()
+        .with_local_buildpacks(&[tmp.path().to_path_buf()])
         .with_compile_timeout(Duration::from_secs(2));
     let marker = tmp.path().join("child-survived");
     let bp_dir = tmp.path().join("bp");
@@ -659,9 +760,17 @@ async fn invalid_references_and_app_ids_are_refused() {
         matches!(result, Err(BuildError::UnknownBuildpack(_))),
         "{result:?}"
     );
-    let (result, _) = h.build(request("refs", &["/does/not/exist"]), &tar).await;
+    let missing = h.tmp.path().join("does-not-exist");
+    let (result, _) = h
+        .build(request("refs", &[missing.to_str().unwrap()]), &tar)
+        .await;
     assert!(
         matches!(result, Err(BuildError::BuildpackFetch(_))),
+        "{result:?}"
+    );
+    let (result, _) = h.build(request("refs", &["/does/not/exist"]), &tar).await;
+    assert!(
+        matches!(result, Err(BuildError::InvalidBuildpack { .. })),
         "{result:?}"
     );
     let incomplete = h.dir("incomplete");

@@ -83,6 +83,10 @@ pub struct ServerArgs {
     /// to traverse its parents [default: <data-dir>-addons].
     #[arg(long, env = "SLIPWAY_ADDONS_DIR")]
     pub addons_dir: Option<PathBuf>,
+    /// Directories whose buildpacks apps may name by path (`/dir/bp` or `file:///dir/bp.git`),
+    /// comma-separated [default: none; apps use built-in buildpacks and git URLs].
+    #[arg(long, env = "SLIPWAY_LOCAL_BUILDPACKS")]
+    pub local_buildpacks: Option<String>,
     /// Ports for add-on servers, FIRST-LAST; dynos may reach these on the bridge's gateway
     /// [default: 15400-15999].
     #[arg(long, env = "SLIPWAY_ADDON_PORTS")]
@@ -139,6 +143,7 @@ struct FileConfig {
     on_exit: Option<String>,
     drain_ca_file: Option<PathBuf>,
     addons_dir: Option<PathBuf>,
+    local_buildpacks: Option<String>,
     addon_ports: Option<String>,
     redis_server: Option<PathBuf>,
     postgres_bin: Option<PathBuf>,
@@ -194,6 +199,8 @@ pub struct Config {
     pub drain_ca_file: Option<PathBuf>,
     /// Default `<data_dir>-addons`.
     pub addons_dir: PathBuf,
+    /// Directories apps may take buildpacks from by path. Default: none.
+    pub local_buildpacks: Vec<PathBuf>,
     /// Default 15400-15999.
     pub addon_ports: (u16, u16),
     /// Default `/usr/bin/redis-server`.
@@ -367,8 +374,27 @@ impl Config {
             Some((Ok(a), Ok(b))) if a > 0 && a <= b => (a, b),
             _ => bail!("addon_ports = {ports:?} is not a port range such as 15400-15999"),
         };
+        let mut local_buildpacks = Vec::new();
+        for dir in args
+            .local_buildpacks
+            .or(file.local_buildpacks)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            let dir = PathBuf::from(dir);
+            if !dir.is_absolute() || !dir.is_dir() {
+                bail!(
+                    "local_buildpacks: {} is not an absolute path to a directory",
+                    dir.display()
+                );
+            }
+            local_buildpacks.push(dir);
+        }
         Ok(Config {
             addons_dir,
+            local_buildpacks,
             addon_ports,
             redis_server: args
                 .redis_server

@@ -651,7 +651,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let slugs = SlugStore::local(data.join("slugs"))?;
     let runtime = choose_runtime(&config).await?;
     info!("Dynos run as {}.", runtime.description);
-    let mut builder = Builder::new(data.join("build"), slugs.clone()).await?;
+    let mut builder = Builder::new(data.join("build"), slugs.clone())
+        .await?
+        .with_local_buildpacks(&config.local_buildpacks);
     match &runtime.build_sandbox {
         Some(sandbox) => {
             builder = builder.with_sandbox(sandbox.clone());

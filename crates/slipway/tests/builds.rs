@@ -88,11 +88,14 @@ async fn buildpacks_run_unprivileged_in_a_build_dyno() {
         println!("SKIPPED: build dynos need root");
         return;
     }
-    let s = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = tmp.path().join("buildpacks");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let s = TestServer::start_in(tmp, &["--local-buildpacks", allowed.to_str().unwrap()]);
     let log = s.log.lock().unwrap().join("\n");
     assert!(log.contains("Builds run in build dynos"), "{log}");
 
-    let bp = s.home().join("probe-buildpack");
+    let bp = allowed.join("probe-buildpack");
     std::fs::create_dir_all(bp.join("bin")).unwrap();
     write_buildpack(
         &bp,
@@ -176,6 +179,7 @@ async fn a_build_dyno_past_the_compile_timeout_is_stopped_with_all_it_started() 
     let builder = Builder::new(tmp.path().join("build"), slugs)
         .await
         .unwrap()
+        .with_local_buildpacks(&[tmp.path().to_path_buf()])
         .with_compile_timeout(Duration::from_secs(8))
         .with_sandbox(BuildSandbox {
             exe: BIN.into(),

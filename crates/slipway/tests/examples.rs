@@ -72,9 +72,13 @@ async fn every_example_deploys_with_its_buildpack() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buildpacks_and_formation() {
-    let s = TestServer::start();
-    // A custom buildpack from a local path, set before the first push.
-    let bp = s.home().join("my-buildpack");
+    // A custom buildpack from a local path, in a directory the operator allowed, set before
+    // the first push.
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = tmp.path().join("buildpacks");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let s = TestServer::start_in(tmp, &["--local-buildpacks", allowed.to_str().unwrap()]);
+    let bp = allowed.join("my-buildpack");
     std::fs::create_dir_all(bp.join("bin")).unwrap();
     std::fs::write(bp.join("bin/detect"), "#!/bin/sh\necho Custom\n").unwrap();
     std::fs::write(
@@ -98,6 +102,21 @@ async fn buildpacks_and_formation() {
     let dir = s.home().join("custom");
     s.repo(&dir, &[("app.py", ECHO_APP), ("worker.sh", "sleep 1000\n")]);
     s.ok(&dir, &["apps:create", "custom"]);
+    // Anywhere else on the server's disk is refused, by path or by file:// URL.
+    let elsewhere = s.home().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("bin")).unwrap();
+    for reference in [
+        elsewhere.display().to_string(),
+        format!("file://{}", elsewhere.display()),
+    ] {
+        let out = s.cli(&dir, &["buildpacks:set", &reference]);
+        assert!(!out.status.success(), "{reference}");
+        assert!(
+            text(&out.stderr).contains("must be directories inside"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
     s.ok(&dir, &["buildpacks:set", bp.to_str().unwrap()]);
     let out = s.ok(&dir, &["buildpacks"]);
     assert!(out.contains("my-buildpack"), "{out}");

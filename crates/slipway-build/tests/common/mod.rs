@@ -25,7 +25,8 @@ impl Harness {
         let store = SlugStore::local(tmp.path().join("slugs")).unwrap();
         let builder = Builder::new(tmp.path().join("builder"), store.clone())
             .await
-            .unwrap();
+            .unwrap()
+            .with_local_buildpacks(&[tmp.path().to_path_buf()]);
         Harness {
             tmp,
             builder,
