@@ -456,10 +456,13 @@ pub(crate) async fn container_runtime(config: &Config) -> Result<Runtime, String
                     Some(net)
                 }
                 (Err(reason), Choice::On) => return Err(format!("bridge networking: {reason}")),
+                // On the host's network one app's dynos could reach another's ports: that
+                // takes the operator's word (--network host), not a silent fallback.
                 (Err(reason), _) => {
-                    warn!("Dyno networking falls back to host ports on 127.0.0.1: {reason}");
-                    parts.push(format!("host network, because {reason}"));
-                    None
+                    return Err(format!(
+                        "bridge networking: {reason}; fix that, or pass --network host to let \
+                         dynos share the host's network (and reach each other's ports)"
+                    ))
                 }
             }
         }
@@ -563,10 +566,19 @@ async fn choose_runtime(config: &Config) -> anyhow::Result<Runtime> {
         Choice::On => container_runtime(config)
             .await
             .map_err(|reason| anyhow::anyhow!("cannot run container dynos: {reason}; use --runtime host to run them as plain processes")),
-        Choice::Auto => Ok(match container_runtime(config).await {
-            Ok(rt) => rt,
-            Err(reason) => host(reason),
-        }),
+        Choice::Auto => match container_runtime(config).await {
+            Ok(rt) => Ok(rt),
+            // As root, plain processes would run every app's code as root, with nothing between
+            // apps: that takes the operator's word (--runtime host), not a silent fallback.
+            Err(reason) if nix::unistd::geteuid().is_root() => Err(anyhow::anyhow!(
+                "cannot run container dynos: {reason}; fix that, or pass --runtime host to run \
+                 dynos as plain processes with no isolation between apps"
+            )),
+            Err(reason) => {
+                warn!("Dynos run as plain processes of this user, not isolated from each other: {reason}");
+                Ok(host(reason))
+            }
+        },
     }
 }
 

@@ -164,3 +164,64 @@ async fn a_dyno_cannot_reach_out() {
     );
     drop(host_service);
 }
+
+/// As root, a server that cannot give dynos their own network (here: a dyno subnet that is no
+/// subnet) does not fall back to the host's network, where one app's dynos could reach
+/// another's ports: it stops at start with the reason and what to pass to accept less.
+#[test]
+fn a_root_server_that_cannot_isolate_dynos_does_not_start() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: container dynos need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--addons-dir")
+        .arg(dir.path().join("addons"))
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--router-tls-listen",
+            "127.0.0.1:0",
+            "--rendezvous-listen",
+            "127.0.0.1:0",
+            "--api-tls-listen",
+            "127.0.0.1:0",
+            "--node-name",
+            "nofb",
+            "--dyno-subnet",
+            "10.300.0.0/16",
+        ])
+        .env("HOME", dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started (or hung) instead of refusing the host network");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("bridge networking") && err.contains("--network host"),
+        "{err}"
+    );
+    assert!(!err.contains("Slipway ready"), "{err}");
+}
