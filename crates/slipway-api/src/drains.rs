@@ -106,7 +106,10 @@ pub async fn create(
         .map(|u| u.trim().to_string())
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiError::invalid("Give the drain URL to add as \"url\"."))?;
-    let target = parse_url(&url).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let target = s
+        .drains
+        .check_url(&url)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let existing = s.store.log_drains(&app.id).await?;
     let duplicate = || ApiError::invalid("This drain URL is already added to this app.");
     if existing.iter().any(|d| d.url == url) {

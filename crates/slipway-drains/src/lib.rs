@@ -386,6 +386,8 @@ pub struct Drains {
 
 struct Inner {
     tls: Arc<ClientConfig>,
+    /// Networks no drain may connect to (checked on every address a drain's host resolves to).
+    unreachable: Arc<[Net]>,
     apps: RwLock<HashMap<String, Vec<Arc<Drain>>>>,
     runtime: tokio::runtime::Handle,
 }
@@ -429,6 +431,7 @@ impl Drains {
         Ok(Drains {
             inner: Arc::new(Inner {
                 tls: Arc::new(tls),
+                unreachable: Arc::from(LINK_LOCAL),
                 apps: RwLock::default(),
                 runtime: tokio::runtime::Handle::try_current()
                     .map_err(|_| DrainError::NoRuntime)?,
@@ -436,18 +439,48 @@ impl Drains {
         })
     }
 
+    /// Drains may not connect to `nets` either (besides link-local addresses): the dyno
+    /// network, where a drain would reach another app's dynos around the router. Call before
+    /// adding drains.
+    pub fn with_unreachable(mut self, nets: &[(std::net::Ipv4Addr, u8)]) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            let mut all: Vec<Net> = LINK_LOCAL.to_vec();
+            all.extend(nets.iter().map(|(a, p)| Net::V4(*a, *p)));
+            inner.unreachable = Arc::from(all);
+        }
+        self
+    }
+
+    /// [`parse_url`], and a host given as an address must not be on a network drains may not
+    /// reach (a name is checked on every connection, against what it resolves to then).
+    pub fn check_url(&self, raw: &str) -> Result<Target, DrainError> {
+        let target = parse_url(raw)?;
+        let host = match &target {
+            Target::Syslog { host, .. } | Target::Http { host, .. } => host,
+        };
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            if blocked(ip, &self.inner.unreachable) {
+                return Err(DrainError::InvalidUrl(UNREACHABLE.to_string()));
+            }
+        }
+        Ok(target)
+    }
+
     /// Starts sending the app's lines to the drain `url` (id `id`, token `d.<uuid>`).
     pub fn add(&self, app_id: &str, id: &str, url: &str, token: &str) -> Result<(), DrainError> {
         let target = parse_url(url)?;
         let drain = Arc::new(Drain::new(id, token));
         let stop = drain.stop.subscribe();
-        let tls = self.inner.tls.clone();
+        let reach = Reach {
+            tls: self.inner.tls.clone(),
+            unreachable: self.inner.unreachable.clone(),
+        };
         tracing::info!(app = %app_id, drain = %token, target = %target, "Log drain started.");
         let task_drain = drain.clone();
         self.inner.runtime.spawn(async move {
             match target {
-                Target::Syslog { .. } => run_syslog(task_drain, target, tls, stop).await,
-                Target::Http { .. } => run_http(task_drain, target, tls, stop).await,
+                Target::Syslog { .. } => run_syslog(task_drain, target, reach, stop).await,
+                Target::Http { .. } => run_http(task_drain, target, reach, stop).await,
             }
         });
         self.inner
@@ -513,15 +546,76 @@ impl LineSink for Drains {
 trait Stream: tokio::io::AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// Opens a TCP connection, with TLS when `tls`.
+/// A network as address and prefix length.
+#[derive(Debug, Clone, Copy)]
+enum Net {
+    V4(std::net::Ipv4Addr, u8),
+    V6(std::net::Ipv6Addr, u8),
+}
+
+/// Link-local addresses (a cloud's metadata service among them) are never a drain's.
+const LINK_LOCAL: [Net; 2] = [
+    Net::V4(std::net::Ipv4Addr::new(169, 254, 0, 0), 16),
+    Net::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+];
+
+const UNREACHABLE: &str = "Invalid drain URL: its address is on the dyno network or link-local, \
+                           which log drains may not reach. Drain to a host outside them.";
+
+fn blocked(ip: std::net::IpAddr, nets: &[Net]) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|net| match (net, ip) {
+        (Net::V4(base, len), std::net::IpAddr::V4(a)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from((*len).min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(*base) & mask
+        }
+        (Net::V6(base, len), std::net::IpAddr::V6(a)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from((*len).min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(*base) & mask
+        }
+        _ => false,
+    })
+}
+
+/// What a drain needs to connect: TLS roots, and where it may not go.
+#[derive(Clone)]
+struct Reach {
+    tls: Arc<ClientConfig>,
+    unreachable: Arc<[Net]>,
+}
+
+/// Opens a TCP connection, with TLS when `tls`, to the first address of `host` that is not on
+/// a network drains may not reach.
 async fn connect(
     host: &str,
     port: u16,
     tls: Option<&Arc<ClientConfig>>,
+    unreachable: &[Net],
 ) -> std::io::Result<Box<dyn Stream>> {
     let timeout =
         |e: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
-    let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((host, port)))
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(IO_TIMEOUT, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(timeout)??
+            .filter(|a| !blocked(a.ip(), unreachable))
+            .collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            UNREACHABLE,
+        ));
+    }
+    let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&addrs[..]))
         .await
         .map_err(timeout)??;
     let _ = tcp.set_nodelay(true);
@@ -553,7 +647,7 @@ fn report(failing: &mut bool, drain: &Drain, target: &Target, error: &dyn fmt::D
 async fn run_syslog(
     drain: Arc<Drain>,
     target: Target,
-    tls: Arc<ClientConfig>,
+    reach: Reach,
     mut stop: watch::Receiver<bool>,
 ) {
     let Target::Syslog {
@@ -572,7 +666,14 @@ async fn run_syslog(
         if *stop.borrow() {
             return;
         }
-        let mut stream = match connect(host, *port, use_tls.then_some(&tls)).await {
+        let mut stream = match connect(
+            host,
+            *port,
+            use_tls.then_some(&reach.tls),
+            &reach.unreachable,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 report(&mut failing, &drain, &target, &e);
@@ -629,7 +730,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 async fn run_http(
     drain: Arc<Drain>,
     target: Target,
-    tls: Arc<ClientConfig>,
+    reach: Reach,
     mut stop: watch::Receiver<bool>,
 ) {
     let Target::Http {
@@ -668,7 +769,12 @@ async fn run_http(
             }
             let result = post(
                 &mut sender,
-                (host, *port, use_tls.then_some(&tls)),
+                (
+                    host,
+                    *port,
+                    use_tls.then_some(&reach.tls),
+                    &reach.unreachable,
+                ),
                 &host_header,
                 path,
                 authorization.as_deref(),
@@ -709,7 +815,7 @@ async fn run_http(
 #[allow(clippy::too_many_arguments)]
 async fn post(
     sender: &mut Option<Sender>,
-    (host, port, tls): (&str, u16, Option<&Arc<ClientConfig>>),
+    (host, port, tls, unreachable): (&str, u16, Option<&Arc<ClientConfig>>, &[Net]),
     host_header: &str,
     path: &str,
     authorization: Option<&str>,
@@ -720,7 +826,9 @@ async fn post(
 ) -> Result<(), String> {
     let exchange = async {
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let stream = connect(host, port, tls).await.map_err(|e| e.to_string())?;
+            let stream = connect(host, port, tls, unreachable)
+                .await
+                .map_err(|e| e.to_string())?;
             let (s, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                     .await

@@ -220,3 +220,45 @@ async fn a_drain_that_comes_back_reports_what_it_dropped_first() {
 fn new_needs_a_runtime() {
     assert!(matches!(Drains::new(None), Err(DrainError::NoRuntime)));
 }
+
+/// Drains never reach the dyno network (another app's dynos, around the router) or
+/// link-local addresses: an address in the URL is refused when the drain is added, and a name
+/// is checked against what it resolves to on every connection.
+#[tokio::test]
+async fn drains_do_not_reach_the_dyno_network_or_link_local_addresses() {
+    let drains = Drains::new(None)
+        .unwrap()
+        .with_unreachable(&[(std::net::Ipv4Addr::new(10, 213, 0, 0), 16)]);
+    for url in [
+        "syslog://10.213.4.7:5000",
+        "http://10.213.0.1/",
+        "https://169.254.169.254/latest",
+        "http://[::ffff:10.213.0.9]:5000/",
+        "http://[fe80::1]/",
+    ] {
+        let err = drains.check_url(url).unwrap_err().to_string();
+        assert!(err.contains("dyno network or link-local"), "{url}: {err}");
+    }
+    for url in [
+        "syslog://10.214.0.1:514",
+        "syslog://127.0.0.1:514",
+        "https://logs.example.com/",
+    ] {
+        assert!(drains.check_url(url).is_ok(), "{url}");
+    }
+
+    // A name: `localhost` resolves to loopback, here made unreachable, so nothing connects,
+    // while the same listener is reached once loopback is allowed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let loopback = [
+        Net::V4(std::net::Ipv4Addr::new(127, 0, 0, 0), 8),
+        Net::V6(std::net::Ipv6Addr::LOCALHOST, 128),
+    ];
+    let err = connect("localhost", port, None, &loopback)
+        .await
+        .err()
+        .expect("loopback is unreachable");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert!(connect("localhost", port, None, &LINK_LOCAL).await.is_ok());
+}

@@ -635,8 +635,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         slipway_logs::history::History::open(&data.join("logs"))
             .context("cannot open the log history")?,
     );
+    // Dynos are reached through the router, never by a drain going around it.
+    let dyno_net = config
+        .dyno_subnet
+        .split_once('/')
+        .and_then(|(a, len)| Some((a.parse().ok()?, len.parse().ok()?)));
     let drains = slipway_drains::Drains::new(config.drain_ca_file.as_deref())
-        .context("cannot set up log drains")?;
+        .context("cannot set up log drains")?
+        .with_unreachable(dyno_net.as_slice());
     for d in store.all_log_drains().await? {
         if let Err(error) = drains.add(&d.app_id, &d.id, &d.url, &d.token) {
             tracing::warn!(drain = %d.token, %error, "Cannot start log drain.");

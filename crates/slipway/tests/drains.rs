@@ -487,6 +487,8 @@ async fn drain_validation_and_the_limit_of_five() {
         "ftp://logs.example.com:21",
         "syslog://logs.example.com",
         "not a url",
+        // Link-local (a cloud's metadata service) is never a drain's.
+        "http://169.254.169.254/latest",
     ] {
         let (status, v) = api(
             "POST",
@@ -497,6 +499,20 @@ async fn drain_validation_and_the_limit_of_five() {
         assert_eq!(status, 422, "{bad}: {v}");
         assert_eq!(v["id"], "invalid_params");
     }
+    // Nor is the dyno network, where a drain would reach dynos around the router.
+    let (net, _) = s.net.subnet.split_once('/').unwrap();
+    let dyno = net.strip_suffix(".0").unwrap().to_string() + ".7";
+    let (status, v) = api(
+        "POST",
+        "/apps/limited/log-drains",
+        Some(json!({"url": format!("syslog://{dyno}:5000")})),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("dyno network"),
+        "{v}"
+    );
     let (_, v) = api(
         "POST",
         "/apps/limited/log-drains",
