@@ -79,9 +79,11 @@ fn rollback_target(
                 ApiError::invalid(format!("--by {b:?} is not a duration such as '3 hours'."))
             })
             .and_then(|d| {
-                chrono::Duration::from_std(d).map_err(|_| ApiError::invalid("--by is too long."))
-            })
-            .map(|d| chrono::Utc::now() - d),
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+                    .ok_or_else(|| ApiError::invalid("--by is too long."))
+            }),
         _ => Err(ApiError::invalid(
             "A rollback needs either --to 'TIME' or --by 'DURATION'.",
         )),
@@ -680,29 +682,7 @@ pub async fn create(
             }
         }
     }
-    for old in &replaced {
-        s.detach(old, &who).await?;
-    }
-    let (row, _attachments) = match s
-        .store
-        .create_addon(
-            &NewAddon {
-                name: name.clone(),
-                app_id: app.id.clone(),
-                service: service.name.to_string(),
-                plan: plan.name.to_string(),
-            },
-            &names,
-        )
-        .await
-    {
-        Err(slipway_store::StoreError::Conflict(what)) => {
-            return Err(ApiError::invalid(format!(
-                "That {what} is already taken; choose another (--name, --as)."
-            )))
-        }
-        other => other?,
-    };
+    // Options are checked before anything changes: a refused create leaves the app as it was.
     // Provider options (`addons:create ... -- --key value`): strings, or true for a flag.
     let options: BTreeMap<String, String> = req
         .config
@@ -725,40 +705,49 @@ pub async fn create(
         (Some(db), None, None) => Some((Copy::Follower, db.clone())),
         (None, Some(db), None) => Some((Copy::Fork, db.clone())),
         (None, None, Some(db)) => {
-            let to = match rollback_target(options.get("to"), options.get("by")) {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = s.store.delete_addon(&row.id).await;
-                    return Err(e);
-                }
-            };
+            let to = rollback_target(options.get("to"), options.get("by"))?;
             Some((Copy::Rollback(to), db.clone()))
         }
         (None, None, None) => None,
         _ => {
-            let _ = s.store.delete_addon(&row.id).await;
             return Err(ApiError::invalid(
                 "Give one of --follow, --fork and --rollback.",
-            ));
+            ))
         }
     };
     let source = match &copy {
         Some((_, db)) if service.kind == Kind::Postgres => {
-            match s.app_database(&app, Some(db.as_str())).await {
-                Ok((_, source)) => Some(source),
-                Err(e) => {
-                    let _ = s.store.delete_addon(&row.id).await;
-                    return Err(e);
-                }
-            }
+            Some(s.app_database(&app, Some(db.as_str())).await?.1)
         }
         Some(_) => {
-            let _ = s.store.delete_addon(&row.id).await;
             return Err(ApiError::invalid(
                 "--follow and --fork are for Heroku Postgres databases.",
-            ));
+            ))
         }
         None => None,
+    };
+    for old in &replaced {
+        s.detach(old, &who).await?;
+    }
+    let (row, _attachments) = match s
+        .store
+        .create_addon(
+            &NewAddon {
+                name: name.clone(),
+                app_id: app.id.clone(),
+                service: service.name.to_string(),
+                plan: plan.name.to_string(),
+            },
+            &names,
+        )
+        .await
+    {
+        Err(slipway_store::StoreError::Conflict(what)) => {
+            return Err(ApiError::invalid(format!(
+                "That {what} is already taken; choose another (--name, --as)."
+            )))
+        }
+        other => other?,
     };
     let guard = addons.lock(&row.id).await;
     let provisioned = match (&copy, &source) {

@@ -1275,6 +1275,35 @@ async fn pg_backups_capture_download_restore_and_schedule() {
         "501"
     );
 
+    // A refused create changes nothing: its options are checked before DATABASE is replaced,
+    // and a duration past what a date can hold is a clear error, not a dropped connection.
+    for by in ["bogus", "1000000 years"] {
+        let out = s.cli(
+            &dir,
+            &[
+                "addons:create",
+                "heroku-postgresql",
+                "--as",
+                "DATABASE",
+                "--confirm",
+                "books",
+                "--rollback",
+                "DATABASE",
+                "--by",
+                by,
+                "-a",
+                "books",
+            ],
+        );
+        assert!(!out.status.success(), "--by {by}");
+        assert!(text(&out.stderr).contains("--by"), "{}", text(&out.stderr));
+        assert_eq!(
+            config(&s, &dir, "books")["DATABASE_URL"].as_str(),
+            Some(url.as_str()),
+            "--by {by}"
+        );
+    }
+
     // A daily schedule.
     let out = s.ok(
         &dir,
