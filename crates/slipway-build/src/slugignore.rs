@@ -112,26 +112,53 @@ impl SlugIgnore {
 /// Glob match where `*` and `?` stop at `/`, `**` crosses it, and `[...]` is a class
 /// (`[!...]` or `[^...]` negated, `a-z` ranges).
 fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    glob_at(pattern, text, &mut std::collections::HashSet::new())
+}
+
+/// [`glob_match`], remembering the (pattern, text) suffixes that failed: without that, stars
+/// try every split again and again (`*a*a*a*a*b` against a long name of `a`s would run for
+/// ages); with it each pair is tried once.
+fn glob_at(
+    pattern: &[u8],
+    text: &[u8],
+    failed: &mut std::collections::HashSet<(usize, usize)>,
+) -> bool {
+    let key = (pattern.len(), text.len());
+    if failed.contains(&key) {
+        return false;
+    }
+    let matched = glob_step(pattern, text, failed);
+    if !matched {
+        failed.insert(key);
+    }
+    matched
+}
+
+fn glob_step(
+    pattern: &[u8],
+    text: &[u8],
+    failed: &mut std::collections::HashSet<(usize, usize)>,
+) -> bool {
     match pattern.first() {
         None => text.is_empty(),
         Some(b'*') if pattern.get(1) == Some(&b'*') => {
             let mut rest = &pattern[2..];
             // `**/x` also matches `x` at this level.
             if let Some(after) = rest.strip_prefix(b"/") {
-                if glob_match(after, text) {
+                if glob_at(after, text, failed) {
                     return true;
                 }
                 rest = after;
                 return (0..text.len())
                     .filter(|&i| text[i] == b'/')
-                    .any(|i| glob_match(rest, &text[i + 1..]));
+                    .any(|i| glob_at(rest, &text[i + 1..], failed));
             }
-            (0..=text.len()).any(|i| glob_match(rest, &text[i..]))
+            (0..=text.len()).any(|i| glob_at(rest, &text[i..], failed))
         }
         Some(b'*') => {
             let rest = &pattern[1..];
             for i in 0..=text.len() {
-                if glob_match(rest, &text[i..]) {
+                if glob_at(rest, &text[i..], failed) {
                     return true;
                 }
                 if text.get(i) == Some(&b'/') {
@@ -141,18 +168,19 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
             false
         }
         Some(b'?') => {
-            matches!(text.first(), Some(c) if *c != b'/') && glob_match(&pattern[1..], &text[1..])
+            matches!(text.first(), Some(c) if *c != b'/')
+                && glob_at(&pattern[1..], &text[1..], failed)
         }
         Some(b'[') => match class_match(&pattern[1..], text.first().copied()) {
-            Some((true, used)) => glob_match(&pattern[1 + used..], &text[1..]),
+            Some((true, used)) => glob_at(&pattern[1 + used..], &text[1..], failed),
             Some((false, _)) => false,
             // An unclosed `[` is a literal.
-            None => text.first() == Some(&b'[') && glob_match(&pattern[1..], &text[1..]),
+            None => text.first() == Some(&b'[') && glob_at(&pattern[1..], &text[1..], failed),
         },
         Some(b'\\') if pattern.len() > 1 => {
-            text.first() == Some(&pattern[1]) && glob_match(&pattern[2..], &text[1..])
+            text.first() == Some(&pattern[1]) && glob_at(&pattern[2..], &text[1..], failed)
         }
-        Some(c) => text.first() == Some(c) && glob_match(&pattern[1..], &text[1..]),
+        Some(c) => text.first() == Some(c) && glob_at(&pattern[1..], &text[1..], failed),
     }
 }
 
@@ -195,6 +223,14 @@ mod tests {
     #[test]
     fn globs() {
         assert!(glob_match(b"*.psd", b"logo.psd"));
+        // Many stars against a long name that almost matches: each split is tried once, so
+        // this answers at once instead of after ~10^20 steps.
+        let name = vec![b'a'; 250];
+        let started = std::time::Instant::now();
+        assert!(!glob_match(b"*a*a*a*a*a*a*a*a*a*a*a*a*b", &name));
+        assert!(!glob_match(b"**a**a**a**a**a**a**a**a**a**b", &name));
+        assert!(glob_match(b"*a*a*a*a*a*a*a*a*a*a*a*a*", &name));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert!(!glob_match(b"*.psd", b"art/logo.psd"));
         assert!(glob_match(b"doc?", b"docs"));
         assert!(glob_match(b"[a-c]x", b"bx"));
