@@ -811,6 +811,9 @@ async fn run_http(
     }
 }
 
+/// The most of a receiver's answer a drain reads.
+const ANSWER_MAX: usize = 64 * 1024;
+
 /// One POST of a batch, connecting first if needed. Fails on any non-2xx answer.
 #[allow(clippy::too_many_arguments)]
 async fn post(
@@ -855,8 +858,15 @@ async fn post(
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
-        // Read the answer so the connection can be reused.
-        let _ = resp.into_body().collect().await;
+        // Read the answer so the connection can be reused, but never more than a little of it
+        // into memory: past that, the connection is dropped instead.
+        if http_body_util::Limited::new(resp.into_body(), ANSWER_MAX)
+            .collect()
+            .await
+            .is_err()
+        {
+            *sender = None;
+        }
         if status.is_success() {
             Ok(())
         } else {

@@ -262,3 +262,59 @@ async fn drains_do_not_reach_the_dyno_network_or_link_local_addresses() {
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
     assert!(connect("localhost", port, None, &LINK_LOCAL).await.is_ok());
 }
+
+/// A receiver that answers with an endless body is read only so far: the drain drops that
+/// connection and goes on with the next batch on a new one, instead of filling the server's
+/// memory until its timeout.
+#[tokio::test]
+async fn an_endless_answer_is_not_read_into_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let drains = Drains::new(None).unwrap();
+    drains
+        .add(
+            "app",
+            "id",
+            &format!("http://127.0.0.1:{port}/logs"),
+            "d.endless",
+        )
+        .unwrap();
+    // Reads one request on `sock` until `want` is in it.
+    async fn request_with(sock: &mut tokio::net::TcpStream, want: &str) {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while !String::from_utf8_lossy(&got).contains(want) {
+            let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+                .await
+                .expect("the request arrives")
+                .unwrap();
+            assert!(n > 0, "closed before {want:?} came");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    drains.line("app", &line(Source::App, "web.1", "first batch"));
+    let (mut first, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the drain connects")
+        .unwrap();
+    request_with(&mut first, "first batch").await;
+    let endless = tokio::spawn(async move {
+        let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
+        let _ = first
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        while first.write_all(chunk.as_bytes()).await.is_ok() {}
+    });
+    drains.line("app", &line(Source::App, "web.1", "second batch"));
+    let (mut second, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the next batch comes on a new connection, long before the 30 s timeout")
+        .unwrap();
+    request_with(&mut second, "second batch").await;
+    // The endless writer stops once the drain has closed its end.
+    tokio::time::timeout(Duration::from_secs(10), endless)
+        .await
+        .expect("the drain closed the endless answer's connection")
+        .unwrap();
+}
