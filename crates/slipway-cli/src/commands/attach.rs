@@ -129,14 +129,12 @@ pub async fn attach(
         .await?;
     wr.flush().await?;
     let mut rd = BufReader::new(rd);
-    let mut first = String::new();
-    rd.read_line(&mut first).await?;
-    if first.trim_end() != "rendezvous" {
-        let why = first.trim().trim_start_matches("error:").trim();
-        if why.is_empty() {
-            bail!("The rendezvous endpoint closed the connection.");
-        }
-        bail!("{}{}", why[..1].to_uppercase(), &why[1..]);
+    // The endpoint's first line, and no more than a line's worth of it (anything else on that
+    // port could send without end).
+    let mut first = Vec::new();
+    (&mut rd).take(4096).read_until(b'\n', &mut first).await?;
+    if let Some(why) = refusal(&first) {
+        bail!("{why}");
     }
     on_up()?;
 
@@ -228,9 +226,43 @@ fn write_out(out: &mut dyn Write, bytes: &[u8], crlf_to_lf: bool) -> Result<()> 
     Ok(())
 }
 
+/// What the rendezvous endpoint's first line says when it is not `rendezvous`: its error, as a
+/// sentence.
+fn refusal(first: &[u8]) -> Option<String> {
+    let first = String::from_utf8_lossy(first);
+    if first.trim_end() == "rendezvous" {
+        return None;
+    }
+    let why = first.trim().trim_start_matches("error:").trim();
+    let mut chars = why.chars();
+    Some(match chars.next() {
+        Some(initial) => format!("{}{}", initial.to_uppercase(), chars.as_str()),
+        None => "The rendezvous endpoint closed the connection.".to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_endpoints_first_line_becomes_a_sentence() {
+        assert_eq!(refusal(b"rendezvous\r\n"), None);
+        assert_eq!(
+            refusal(b"error: dyno not found\r\n").as_deref(),
+            Some("Dyno not found")
+        );
+        // Not ASCII, and not UTF-8 at all: still one line, never a panic.
+        assert_eq!(
+            refusal("error: échec\r\n".as_bytes()).as_deref(),
+            Some("Échec")
+        );
+        assert!(refusal(b"\xff\xfe oops").is_some());
+        assert_eq!(
+            refusal(b"").as_deref(),
+            Some("The rendezvous endpoint closed the connection.")
+        );
+    }
 
     #[test]
     fn attach_urls_parse() {
