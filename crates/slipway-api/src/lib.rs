@@ -161,6 +161,55 @@ async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
+/// axum answers a request it cannot take apart (a query string, a path segment, a body over
+/// the limit) in plain text; the API answers every error in Heroku's JSON. Git's own routes
+/// keep git's answers.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let git = ["/info/refs", "/git-receive-pack", "/git-upload-pack"]
+        .iter()
+        .any(|end| path.ends_with(end))
+        || path.starts_with("/internal/");
+    let resp = next.run(req).await;
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if git || !resp.status().is_client_error() || !plain {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let id = match parts.status.as_u16() {
+        413 => "request_too_large",
+        415 => "unsupported_media_type",
+        _ => "bad_request",
+    };
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.is_empty() {
+        message = parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Bad request")
+            .to_string();
+    }
+    if !message.ends_with('.') {
+        message.push('.');
+    }
+    let mut out = axum::response::IntoResponse::into_response(error::ApiError::new(
+        parts.status,
+        id,
+        message,
+    ));
+    if let Some(v) = parts.headers.get("request-id") {
+        out.headers_mut().insert("request-id", v.clone());
+    }
+    out
+}
+
 /// The API's routes.
 pub fn router(state: AppState) -> axum::Router {
     use handlers::*;
@@ -431,6 +480,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/{repo}/git-upload-pack", post(git::git_http))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -535,3 +535,30 @@ async fn sse_tail_streams_new_lines_with_ids() {
         "{event}"
     );
 }
+
+/// What the web framework refuses before a handler sees it (a path segment that is not UTF-8,
+/// a body over the limit) still gets Heroku's JSON error, not plain text.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_refused_before_a_handler_get_herokus_json_errors() {
+    let s = TestServer::start();
+    let r = s.api_get("/apps/%FF").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().contains_key("request-id"));
+    let v: Value = r.json().await.expect("a JSON body");
+    assert_eq!(v["id"], "bad_request", "{v}");
+    assert!(!v["message"].as_str().unwrap().is_empty(), "{v}");
+
+    let r = s
+        .http()
+        .post(format!("{}/apps", s.api_url()))
+        .bearer_auth(&s.key)
+        .header("Accept", ACCEPT)
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; 3 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.expect("a JSON body");
+    assert_eq!(v["id"], "request_too_large", "{v}");
+}
