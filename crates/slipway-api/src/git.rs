@@ -272,18 +272,72 @@ pub async fn internal_build(
             if ok { "ok" } else { "failed" }
         ));
     });
-    let stream =
-        tokio_stream_from(rx).map(|line| Ok::<_, std::io::Error>(Bytes::from(format!("{line}\n"))));
+    let stream = held_back(rx, OUTPUT_HELD_MAX, 16)
+        .map(|line| Ok::<_, std::io::Error>(Bytes::from(format!("{line}\n"))));
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-fn tokio_stream_from(
+/// How much build output may wait for a pusher that reads slowly (or not at all, as a
+/// suspended `git push`): past it, lines are dropped, and counted in a line of their own.
+const OUTPUT_HELD_MAX: usize = 4 * 1024 * 1024;
+
+/// The build's lines as the pusher takes them, holding at most `max_bytes` (plus `lines`
+/// lines in flight) for it; the ones past that are dropped and reported once the pusher
+/// catches up. The status marker always gets through, last.
+fn held_back(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    max_bytes: usize,
+    lines: usize,
 ) -> impl futures_util::Stream<Item = String> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    let (out, mut taken) = tokio::sync::mpsc::channel::<String>(lines.max(1));
+    tokio::spawn(async move {
+        let mut queue = std::collections::VecDeque::<String>::new();
+        let mut held = 0usize;
+        let mut dropped = 0u64;
+        let notice = |n: u64| {
+            format!(
+                " !     {n} line{} of build output dropped: the push was not reading them.",
+                if n == 1 { "" } else { "s" }
+            )
+        };
+        loop {
+            tokio::select! {
+                line = rx.recv() => {
+                    let Some(line) = line else { break };
+                    let marker = line.starts_with(STATUS_MARKER);
+                    if marker || held + line.len() <= max_bytes {
+                        if dropped > 0 {
+                            queue.push_back(notice(dropped));
+                            dropped = 0;
+                        }
+                        held += line.len();
+                        queue.push_back(line);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                permit = out.reserve(), if !queue.is_empty() => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(line) = queue.pop_front() {
+                        held = held.saturating_sub(line.len());
+                        permit.send(line);
+                    }
+                }
+            }
+        }
+        if dropped > 0 {
+            queue.push_back(notice(dropped));
+        }
+        for line in queue {
+            if out.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| taken.poll_recv(cx))
 }
 
 /// Builds, stores the slug and makes the release. Returns whether it all worked.
@@ -400,5 +454,37 @@ async fn run_build(
             say(&format!(" !     Push failed: {}", e.message));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    /// Nobody reads while a build prints 1,000 lines: only about `max_bytes` of them are
+    /// kept, the rest are counted in one line, and the status marker still comes last.
+    #[tokio::test]
+    async fn output_a_pusher_does_not_read_is_held_back_only_so_far() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = held_back(rx, 10_000, 4);
+        for i in 0..1000 {
+            tx.send(format!("{i:04} {}", "x".repeat(95))).unwrap();
+            // The relay takes each line as it comes; the stream is not read until the end.
+            tokio::task::yield_now().await;
+        }
+        tx.send(format!("{STATUS_MARKER}ok")).unwrap();
+        drop(tx);
+        let got: Vec<String> = stream.collect().await;
+        assert!(got.len() < 120, "{} lines held", got.len());
+        assert!(got[0].starts_with("0000 "), "{:?}", got[0]);
+        let notice = &got[got.len() - 2];
+        assert!(notice.contains("lines of build output dropped"), "{notice}");
+        let n: usize = notice.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(
+            n + got.len() - 2,
+            1000,
+            "every line is either sent or counted"
+        );
+        assert_eq!(got.last().unwrap(), &format!("{STATUS_MARKER}ok"));
     }
 }
