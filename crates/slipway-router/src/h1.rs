@@ -232,6 +232,16 @@ impl Name {
         )
     }
 
+    /// Whether a `Connection` header may name it for removal. Not the framing or the Host: a
+    /// client naming `content-length` would otherwise have its body forwarded with no length,
+    /// for the dyno to read as the start of the next request on a pooled connection.
+    pub(crate) fn nameable(self) -> bool {
+        !matches!(
+            self,
+            Name::ContentLength | Name::TransferEncoding | Name::Host
+        )
+    }
+
     /// Never forwarded as the client sent it.
     fn replaced(self) -> bool {
         self.hop_by_hop()
@@ -320,6 +330,7 @@ pub(crate) fn encode_head_from<'a>(
         let kind = Name::of(name);
         if kind.replaced()
             || (!named.is_empty()
+                && kind.nameable()
                 && named
                     .iter()
                     .any(|n| n.eq_ignore_ascii_case(name.as_bytes())))
@@ -489,6 +500,7 @@ fn parse_head<'h, 'b>(
     let reason = parsed.reason.unwrap_or("");
     let headers: &'h [httparse::Header<'b>] = parsed.headers;
     let (mut length, mut chunked, mut close) = (None, false, http10);
+    let mut coded = false;
     let mut named = Vec::new();
     let mut kinds = [Name::Other; MAX_HEADERS];
     for (h, slot) in headers.iter().zip(kinds.iter_mut()) {
@@ -507,8 +519,11 @@ fn parse_head<'h, 'b>(
             }
             length = Some(n);
         } else if kind == Name::TransferEncoding {
-            let v = h.value.trim_ascii_end();
-            chunked = v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
+            // Chunked when it is the last coding named (`gzip, chunked`), not a name that ends
+            // the same way (`xchunked`).
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            coded = true;
         } else if kind == Name::Connection {
             for token in h.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -526,7 +541,13 @@ fn parse_head<'h, 'b>(
         if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Done
         } else if chunked {
+            // With a Content-Length as well, the chunks win and the connection is not reused
+            // (RFC 9112 §6.3): the dyno's framing is in doubt.
+            close |= length.is_some();
             Framing::Chunked(Chunk::Size)
+        } else if coded {
+            // A transfer coding that does not end in chunked: the body runs to the close.
+            Framing::Close
         } else if let Some(n) = length {
             if n == 0 {
                 Framing::Done

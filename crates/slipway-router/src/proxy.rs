@@ -291,7 +291,8 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             })
 }
 
-/// Removes hop-by-hop headers, and those the `Connection` header names.
+/// Removes hop-by-hop headers, and those the `Connection` header names (never the request's
+/// framing or its Host: see [`crate::h1::Name::nameable`]).
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(CONNECTION)
@@ -299,6 +300,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| crate::h1::Name::of(n.as_str()).nameable())
         .collect();
     for n in named {
         h.remove(n);
@@ -327,7 +329,8 @@ pub(crate) async fn handle(
     info: &ConnInfo,
 ) -> Response<RespBody> {
     let received = Instant::now();
-    if too_long(&req) {
+    // Two Host headers: the dyno might read the other one than the router routed by.
+    if too_long(&req) || req.headers().get_all(HOST).iter().nth(1).is_some() {
         return page::bad_request();
     }
     let Some(host) = host_of(&req) else {

@@ -1074,6 +1074,15 @@ async fn malformed_and_oversized_requests_get_400() {
         raw_status(r.http, b"NOT A REQUEST\r\n\r\n").await,
         "HTTP/1.1 400 Bad Request"
     );
+    // Two Host headers: the dyno might read the other one than the router routed by.
+    assert_eq!(
+        raw_status(
+            r.http,
+            b"GET / HTTP/1.1\r\nhost: demo.apps.test\r\nhost: other.apps.test\r\n\r\n"
+        )
+        .await,
+        "HTTP/1.1 400 Bad Request"
+    );
     // Just under the limits is fine.
     let fine = format!(
         "GET /{} HTTP/1.1\r\nhost: demo.apps.test\r\nx-big: {}\r\n\r\n",
@@ -1307,6 +1316,12 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
             b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 50\r\n\r\nx"
         } else if head.starts_with("GET /plus-length") {
             b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello"
+        } else if head.starts_with("GET /x-chunked") {
+            // A coding that only ends like `chunked`: the body runs to the close.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: xchunked\r\nx-kept: yes\r\n\r\nuntil the dyno closes"
+        } else if head.starts_with("GET /both") {
+            // Chunks and a length: the chunks win.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\nx-kept: yes\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
         } else if head.starts_with("GET /empty") {
             b"HTTP/1.1 204 No Content\r\nx-kept: yes\r\n\r\n"
         } else {
@@ -1322,6 +1337,8 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
         ("/empty", 204, "", 0),
         ("/length", 200, "hello world", 11),
         ("/named-length", 200, "hello", 5),
+        ("/x-chunked", 200, "until the dyno closes", 21),
+        ("/both", 200, "hello", 5),
     ] {
         let reply =
             tokio::time::timeout(Duration::from_secs(5), get_ok(&r, "demo.apps.test", path))
@@ -1970,6 +1987,20 @@ async fn request_bodies_reach_the_dyno_whatever_their_framing() {
     // Chunked, from a raw client.
     let mut s = TcpStream::connect(r.http).await.unwrap();
     s.write_all(b"POST /c HTTP/1.1\r\nhost: demo.apps.test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("body-bytes: 11"), "{out}");
+    // A `Connection` header naming the framing (or the Host) does not take it away: the dyno
+    // still gets the length, so the body is not read as the next request on a kept-alive
+    // connection to it.
+    let mut s = TcpStream::connect(r.http).await.unwrap();
+    s.write_all(b"POST /n HTTP/1.1\r\nhost: demo.apps.test\r\nconnection: content-length, host, close\r\ncontent-length: 11\r\n\r\nhello world")
         .await
         .unwrap();
     let mut out = Vec::new();
