@@ -432,6 +432,12 @@ impl AppState {
     pub(crate) async fn destroy_addon(&self, addon: &AddonRow, who: &AccountRow) -> ApiResult<()> {
         let addons = self.addons()?.clone();
         let _guard = addons.lock(&addon.id).await;
+        // As it is now, not as it was before the lock: a provisioning that finished meanwhile
+        // gave it what deprovisioning needs (a partner's id, its config).
+        let Some(addon) = self.store.addon(&addon.id).await? else {
+            return Ok(());
+        };
+        let addon = &addon;
         for a in self.store.attachments_of_addon(&addon.id).await? {
             self.detach(&a, who).await?;
         }
@@ -872,17 +878,15 @@ pub async fn update(
     }
     let plan = plan.clone();
     let full = service.plan_full_name(&plan);
-    let new_config = {
+    {
+        // The releases under the add-on's lock, as for a rotation.
         let _guard = addons.lock(&addon.id).await;
         let new_config = addons.change_plan(&addon, &plan).await?;
         s.store.set_addon_plan(&addon.id, &plan.name).await?;
         if let Some(c) = &new_config {
             s.store.set_addon_config(&addon.id, c).await?;
+            s.release_new_config(&addon, c, &who).await?;
         }
-        new_config
-    };
-    if let Some(config) = new_config {
-        s.release_new_config(&addon, &config, &who).await?;
     }
     s.api_log(
         &addon.app_id,
@@ -1078,6 +1082,15 @@ pub async fn attach(
         .ok_or_else(|| ApiError::invalid("Give the add-on to attach as \"addon\"."))?;
     let addon = s.find_addon(&who, which, None).await?;
     s.must_manage(&who, &addon).await?;
+    // Under the add-on's lock, and as it is then: a rotation, plan change or destroy running
+    // meanwhile finishes first, so the new attachment gets the current values (or none).
+    let addons = s.addons()?.clone();
+    let _guard = addons.lock(&addon.id).await;
+    let addon = s
+        .store
+        .addon(&addon.id)
+        .await?
+        .ok_or_else(addon_not_found)?;
     if addon.state != "provisioned" {
         return Err(ApiError::invalid(format!(
             "{} is {}; it can be attached once provisioned.",
@@ -1526,13 +1539,14 @@ pub async fn pg_rotate(
         ));
     }
     let addons = s.addons()?.clone();
-    let config = {
+    {
+        // The releases too, under the add-on's lock: two rotations at once must not leave the
+        // apps with the older password, which no longer works.
         let _guard = addons.lock(&addon.id).await;
         let config = addons.pg_rotate(&addon).await?;
         s.store.set_addon_config(&addon.id, &config).await?;
-        config
-    };
-    s.release_new_config(&addon, &config, &who).await?;
+        s.release_new_config(&addon, &config, &who).await?;
+    }
     s.api_log(
         &addon.app_id,
         &format!("Rotate credentials of {} by user {}", addon.name, who.email),

@@ -473,6 +473,15 @@ pub async fn create_app(
     let app = match req.name {
         Some(name) => {
             validate_app_name(&name).map_err(ApiError::invalid)?;
+            if s.destroying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&name)
+            {
+                return Err(ApiError::invalid(format!(
+                    "Name {name} belongs to an app still being destroyed; try again in a moment."
+                )));
+            }
             match s.store.create_app(&name, &who).await {
                 Err(slipway_store::StoreError::Conflict(_)) => {
                     return Err(ApiError::invalid(format!("Name {name} is already taken")))
@@ -642,11 +651,35 @@ pub async fn delete_app(
             s.destroy_addon(&addon, &who).await?;
         }
     }
+    // The name stays taken until its repository and route are gone (they go by the name).
+    struct Destroying<'a>(&'a AppState, String);
+    impl Drop for Destroying<'_> {
+        fn drop(&mut self) {
+            self.0
+                .destroying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.1);
+        }
+    }
+    s.destroying
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(app.name.clone());
+    let _destroying = Destroying(&s, app.name.clone());
     // The row goes first, so a reconcile that runs meanwhile finds no app to start dynos for.
     s.store.delete_app(&app.id).await?;
     s.manager.remove_app(&app.id, &app.name).await;
     s.logs.remove_app(&app.id);
     crate::git::remove_repo(&s, &app.name).await;
+    // Its build cache too, once a build still running for it has stopped.
+    let builder = s.builder.clone();
+    let app_id = app.id.clone();
+    tokio::spawn(async move {
+        if let Err(error) = builder.purge_cache(&app_id).await {
+            tracing::warn!(app_id = %app_id, %error, "Could not remove a destroyed app's build cache.");
+        }
+    });
     Ok(Json(json))
 }
 
@@ -675,9 +708,12 @@ pub async fn patch_config(
 ) -> ApiResult<Json<ConfigVars>> {
     let app = s.load_app(&who, &app).await?;
     let changes: BTreeMap<String, serde_json::Value> = parse_json(&body)?;
+    // What is a change is judged against what the new release will be built on: the newest
+    // one not failed, which may still be in its release phase (an unset of a var set there
+    // is a change, not a no-op).
     let current = s
         .store
-        .current_release(&app.id)
+        .newest_release(&app.id)
         .await?
         .ok_or_else(|| ApiError::internal("app has no release"))?;
     let config = current.config;
@@ -927,6 +963,9 @@ async fn apply_formation(
     updates: Vec<FormationUpdate>,
 ) -> ApiResult<Vec<String>> {
     let types = s.process_types(app).await?;
+    // One change at a time: two `web+1` at once make 2 more, not 1, and a size change does not
+    // write back a quantity another change has just replaced.
+    let _serial = s.formation_lock.lock().await;
     let current = s.store.formation(&app.id).await?;
     let mut rows = Vec::new();
     for u in updates {

@@ -100,6 +100,11 @@ pub struct AppState {
     pushes: Arc<Mutex<HashMap<String, PendingPush>>>,
     /// Serialises [`AppState::refresh_routes`].
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises formation changes, which are read, computed (`web+1`) and written.
+    pub(crate) formation_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Names of apps being destroyed: their repository and route still go by the name until
+    /// the destroy is done, so a new app may not take it before.
+    pub(crate) destroying: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Dataclip runs per client address.
     clip_limiter: Arc<dataclips::RateLimiter>,
 }
@@ -126,6 +131,8 @@ impl AppState {
             addons: None,
             pushes: Arc::default(),
             refresh_lock: Arc::default(),
+            formation_lock: Arc::default(),
+            destroying: Arc::default(),
             clip_limiter: Arc::default(),
         }
     }

@@ -707,6 +707,13 @@ impl Manager {
             .await?
             .ok_or(ManagerError::NotDeployed)?;
         let slug_dir = self.unpacked(&slug.sha256).await?;
+        // Registered under the app's lock, once the app is known to be still there: a destroy,
+        // which takes the lock to stop every dyno, cannot miss one started meanwhile.
+        let app_lock = self.app_lock(app_id);
+        let _app_guard = app_lock.lock().await;
+        if store.app(app_id).await?.is_none() {
+            return Err(ManagerError::NotDeployed);
+        }
         let mut apps = lock(&self.inner.apps);
         let entry = apps.entry(app_id.to_string()).or_default();
         entry.app_name = app.name.clone();
@@ -810,8 +817,13 @@ impl Manager {
         store
             .set_release_status(&release.id, if ok { "succeeded" } else { "failed" })
             .await?;
+        // The release has passed (its migrations have run): a failure to start its dynos now is
+        // the dyno manager's to retry, not a reason to call the release failed.
         if ok {
-            self.reconcile(app_id).await?;
+            if let Err(error) = self.reconcile(app_id).await {
+                tracing::warn!(app_id = %app_id, %error, "Starting the new release's dynos failed; retrying.");
+                self.schedule(app_id);
+            }
         }
         Ok(ok)
     }

@@ -1224,6 +1224,18 @@ impl Store {
         rows.iter().map(Self::release_row).collect()
     }
 
+    /// The newest release that has not failed: the one the next release is built on (see
+    /// [`Store::create_release`]), which may still be in its release phase.
+    pub async fn newest_release(&self, app_id: &str) -> Result<Option<ReleaseRow>> {
+        let row = sqlx::query(
+            "SELECT * FROM releases WHERE app_id = ? AND status != 'failed' ORDER BY version DESC LIMIT 1",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::release_row).transpose()
+    }
+
     /// The newest succeeded release; every app has one from creation on.
     pub async fn current_release(&self, app_id: &str) -> Result<Option<ReleaseRow>> {
         let row = sqlx::query(

@@ -77,9 +77,25 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     }
 }
 
+/// Writes a secret file whole or not at all: made 0600 from the start (never readable by
+/// others, even briefly), synced, then renamed into place.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = || format!("cannot write {}", path.display());
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(fail)?;
+    file.write_all(contents.as_bytes()).with_context(fail)?;
+    file.sync_all().with_context(fail)?;
+    std::fs::rename(&tmp, path).with_context(fail)?;
     Ok(())
 }
 
@@ -98,7 +114,8 @@ async fn ensure_owner(store: &Store, config: &Config) -> anyhow::Result<()> {
         }
         None => return Ok(()),
     };
-    if !key_file.exists() {
+    // Missing, or left empty by an older version killed while writing it.
+    if std::fs::metadata(&key_file).map_or(true, |m| m.len() == 0) {
         let key = generate_key();
         store
             .add_api_key(&owner.id, &hash_key(&key), "owner key (local CLI)")

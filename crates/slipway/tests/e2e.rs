@@ -573,3 +573,68 @@ async fn one_off_dynos_run_detached_and_stop() {
     })
     .await;
 }
+
+/// While an app is being destroyed (here: its web dyno ignores SIGTERM, so stopping it takes
+/// the grace period), its name is not free yet: its repository and route still go by it, and a
+/// new app of that name would lose them to the destroy. Once the destroy is done, it is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_is_free_again_only_once_its_app_is_destroyed() {
+    let s = TestServer::start();
+    let dir = s.home().join("again");
+    s.repo(
+        &dir,
+        &[
+            ("Procfile", "web: trap '' TERM; exec python3 app.py\n"),
+            ("app.py", ECHO_APP),
+        ],
+    );
+    s.ok(&dir, &["apps:create", "again"]);
+    let (ok, out) = push(&s, &dir);
+    assert!(ok, "{out}");
+    eventually(60, "web.1 up", || async {
+        let v = json(s.api_get("/apps/again/dynos").await).await;
+        v.as_array()?
+            .iter()
+            .any(|d| d["name"] == "web.1" && d["state"] == "up")
+            .then_some(())
+    })
+    .await;
+
+    let destroy = {
+        let req = s
+            .http()
+            .delete(format!("{}/apps/again", s.api_url()))
+            .bearer_auth(&s.key)
+            .header("Accept", "application/vnd.heroku+json; version=3");
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    // Until the row is gone the name is "already taken"; after that, until the destroy is
+    // done, it is still being destroyed.
+    let create = || async {
+        let r = s
+            .http()
+            .post(format!("{}/apps", s.api_url()))
+            .bearer_auth(&s.key)
+            .header("Accept", "application/vnd.heroku+json; version=3")
+            .json(&serde_json::json!({"name": "again"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), json(r).await)
+    };
+    let refused = eventually(10, "the old app's row is gone", || async {
+        let (status, v) = create().await;
+        let message = v["message"].as_str().unwrap_or("").to_string();
+        (!message.contains("already taken")).then_some((status, message))
+    })
+    .await;
+    assert_eq!(refused.0, 422, "{}", refused.1);
+    assert!(refused.1.contains("still being destroyed"), "{}", refused.1);
+    assert_eq!(destroy.await.unwrap(), 200);
+
+    // Now it is free, and the new app's repository is its own.
+    let (status, v) = create().await;
+    assert_eq!(status, 201, "{v}");
+    let (ok, out) = push(&s, &dir);
+    assert!(ok, "{out}");
+}

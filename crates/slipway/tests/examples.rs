@@ -176,6 +176,28 @@ async fn buildpacks_and_formation() {
     );
     assert_eq!(by_type("worker")["quantity"], 1);
     assert_eq!(by_type("worker")["command"], "sh worker.sh");
+    // Relative changes made at the same moment all count: six `+1` make 7, six `-1` make 1.
+    for (change, want) in [("+1", 7), ("-1", 1)] {
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let req = s
+                .http()
+                .patch(format!("{}/apps/custom/formation/worker", s.api_url()))
+                .bearer_auth(&s.key)
+                .json(&serde_json::json!({ "quantity": change }));
+            all.spawn(async move { req.send().await.unwrap().status().as_u16() });
+        }
+        while let Some(status) = all.join_next().await {
+            assert_eq!(status.unwrap(), 200);
+        }
+        let f: Value = s
+            .api_get("/apps/custom/formation/worker")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(f["quantity"], want, "after six {change}: {f}");
+    }
     let r = s
         .http()
         .patch(format!("{}/apps/custom/formation", s.api_url()))
@@ -305,6 +327,22 @@ HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n";
     let out = s.git(&node, &["push", "slipway", "main"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     serves(&s, "node-deps", "hello from an npm package").await;
+
+    // Destroying an app removes the build cache its pushes filled.
+    let app: Value = s.api_get("/apps/py-deps").await.json().await.unwrap();
+    let cache = s
+        .data_dir()
+        .join("build/cache")
+        .join(app["id"].as_str().unwrap());
+    assert!(cache.is_dir(), "{}", cache.display());
+    s.ok(
+        &py,
+        &["apps:destroy", "--confirm", "py-deps", "-a", "py-deps"],
+    );
+    eventually(30, "the destroyed app's build cache is removed", || async {
+        (!cache.exists()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -99,7 +99,7 @@ async fn the_release_phase_gates_deploys() {
     let dir = new_app(
         &s,
         "phase",
-        "web: python3 app.py\nrelease: echo \"migrating to $(cat VERSION)\" && test \"$(cat VERSION)\" != broken\n",
+        "web: python3 app.py\nrelease: test -z \"$HOLD\" || sleep 5; echo \"migrating to $(cat VERSION)\" && test \"$(cat VERSION)\" != broken\n",
     );
     let (ok, out) = push(&s, &dir);
     assert!(ok, "{out}");
@@ -147,6 +147,21 @@ async fn the_release_phase_gates_deploys() {
     })
     .await;
     assert_eq!(s.logs("phase").matches("migrating to one").count(), 2);
+
+    // A var set by a release still in its release phase can be unset at once: the unset is a
+    // change to that release, not a no-op against the last one that finished.
+    s.ok(&dir, &["config:set", "HOLD=1"]);
+    s.ok(&dir, &["config:unset", "HOLD"]);
+    eventually(60, "no release is pending", || async {
+        let v: Value = serde_json::from_str(&s.ok(&dir, &["releases", "--json"])).ok()?;
+        v.as_array()?
+            .iter()
+            .all(|r| r["status"] != "pending")
+            .then_some(())
+    })
+    .await;
+    let config: Value = serde_json::from_str(&s.ok(&dir, &["config", "--json"])).unwrap();
+    assert!(config.get("HOLD").is_none(), "{config}");
 }
 
 /// Sends requests in a loop until told to stop; gives (total, failed, bodies seen).
