@@ -496,6 +496,11 @@ fn parse_head<'h, 'b>(
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(SendError::Invalid)?;
+    // Upgrades go over a connection of their own, never a pooled one: a 101 here was not asked
+    // for, and what follows it on the connection is not HTTP.
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(SendError::Invalid);
+    }
     let http10 = parsed.version == Some(0);
     let reason = parsed.reason.unwrap_or("");
     let headers: &'h [httparse::Header<'b>] = parsed.headers;

@@ -1322,6 +1322,8 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
         } else if head.starts_with("GET /both") {
             // Chunks and a length: the chunks win.
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\nx-kept: yes\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        } else if head.starts_with("POST /switch") {
+            b"HTTP/1.1 101 Switching Protocols\r\ncontent-length: 0\r\n\r\n"
         } else if head.starts_with("GET /empty") {
             b"HTTP/1.1 204 No Content\r\nx-kept: yes\r\n\r\n"
         } else {
@@ -1367,6 +1369,18 @@ async fn dyno_answers_are_relayed_whatever_their_framing() {
         r.line("demo", &[&format!("path=\"{path}\""), "code=H17"])
             .await;
     }
+    // A 101 nobody asked for (to a request with a body, which takes the general path): H17,
+    // and the connection is not kept for the next request.
+    let reply = send(
+        r.http,
+        Request::post("/switch")
+            .header("host", "demo.apps.test")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    r.line("demo", &["path=\"/switch\"", "code=H17"]).await;
 }
 
 #[tokio::test]
