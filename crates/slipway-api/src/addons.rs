@@ -310,6 +310,53 @@ impl AppState {
         Ok(r.version)
     }
 
+    /// Brings every app's config in line with its attachments, after a stop that fell between
+    /// an add-on's change (provisioned, credentials rotated) and the release that carries it:
+    /// the vars an attachment owns get the add-on's current values, one release per app that
+    /// needs it. Run at start.
+    pub async fn repair_attachment_config(&self) -> ApiResult<()> {
+        for app in self.store.apps().await? {
+            let Some(current) = self.store.newest_release(&app.id).await? else {
+                continue;
+            };
+            let mut vars = BTreeMap::new();
+            let mut names = Vec::new();
+            for a in self.store.attachments_of_app(&app.id).await? {
+                let Some(addon) = self.store.addon(&a.addon_id).await? else {
+                    continue;
+                };
+                if addon.state != "provisioned" {
+                    continue;
+                }
+                let mut stale = false;
+                for (k, v) in &addon.config {
+                    let var = format!("{}_{k}", a.name);
+                    stale |= current.config.get(&var) != Some(v);
+                    vars.insert(var, v.clone());
+                }
+                if stale {
+                    names.push(a.name.clone());
+                }
+            }
+            if names.is_empty() {
+                continue;
+            }
+            let Some(owner) = self.store.account(&app.owner_id).await? else {
+                continue;
+            };
+            tracing::warn!(app = %app.name, attachments = %names.join(", "), "Config of attachments was behind its add-ons; releasing their current values.");
+            self.attachment_release(
+                &app,
+                &owner,
+                &vars,
+                true,
+                format!("Update {} (after an interrupted change)", names.join(", ")),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Gives every app the add-on is attached to its new config values, one release each.
     async fn release_new_config(
         &self,

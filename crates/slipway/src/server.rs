@@ -765,6 +765,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     // Add-on servers first: dynos starting now connect to them.
     addons.start_all().await;
+    if let Err(error) = state.repair_attachment_config().await {
+        warn!(error = %error.message, "Could not bring the apps' add-on config up to date.");
+    }
     // Dynos the previous server left running carry on under this one.
     let adopted = manager.adopt_all().await;
     if let Some(net) = &runtime.network {
