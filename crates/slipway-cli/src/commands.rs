@@ -50,6 +50,9 @@ pub struct Ctx<'a> {
     /// API base URL, resolved once.
     pub api_url: String,
     pub now: DateTime<Utc>,
+    /// Action lines (`Adding x... done`) go to the error writer: set for `--json`, so that
+    /// standard output is the JSON alone.
+    pub labels_to_err: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -60,7 +63,23 @@ impl<'a> Ctx<'a> {
             out,
             err,
             now: Utc::now(),
+            labels_to_err: false,
         }
+    }
+
+    /// Where action lines go (see [`Ctx::labels_to_err`]).
+    fn labels(&mut self) -> &mut dyn Write {
+        if self.labels_to_err {
+            &mut *self.err
+        } else {
+            &mut *self.out
+        }
+    }
+
+    /// Ends an action's line with `done`.
+    pub fn done(&mut self) -> Result<()> {
+        writeln!(self.labels(), "done")?;
+        Ok(())
     }
 
     /// The API key in use, or the "not logged in" error.
@@ -136,12 +155,12 @@ impl<'a> Ctx<'a> {
         label: &str,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        write!(self.out, "{label}... ")?;
-        self.out.flush()?;
+        write!(self.labels(), "{label}... ")?;
+        self.labels().flush()?;
         match work.await {
             Ok(v) => Ok(v),
             Err(e) => {
-                writeln!(self.out, "!")?;
+                writeln!(self.labels(), "!")?;
                 Err(e)
             }
         }

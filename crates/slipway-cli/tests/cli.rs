@@ -1019,8 +1019,7 @@ async fn addons_destroy_refuses_without_confirm_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let env = env_for(&api, dir.path());
     let expected =
-        " ▸    This will destroy postgresql-concave-52656 on shop and its data. To proceed, run\n \
-                    ▸    slipway addons:destroy postgresql-concave-52656 -a shop --confirm shop\n";
+        " ▸    This will destroy postgresql-concave-52656 on shop and its data. To proceed, run: slipway addons:destroy postgresql-concave-52656 -a shop --confirm shop\n";
     let r = cli(
         &env,
         &["addons:destroy", "postgresql-concave-52656", "-a", "shop"],
@@ -2052,8 +2051,7 @@ Connection URL:
 
     // Without the app's name as --confirm: refused before any request.
     let before = api.seen().len();
-    let expected = " ▸    This will change the password of the default credential of DATABASE on shop and close its connections. To proceed, run\n \
-                    ▸    slipway pg:credentials:rotate -a shop --confirm shop\n";
+    let expected = " ▸    This will change the password of the default credential of DATABASE on shop and close its connections. To proceed, run: slipway pg:credentials:rotate -a shop --confirm shop\n";
     let r = cli(&env, &["pg:credentials:rotate", "-a", "shop"]).await;
     assert_eq!(r.code, 1);
     assert_eq!(r.out, "");
@@ -2078,8 +2076,7 @@ Connection URL:
     assert_eq!(r.code, 1);
     assert_eq!(
         r.err,
-        " ▸    This will change the password of the default credential of HEROKU_POSTGRESQL_ONYX on shop and close its connections. To proceed, run\n \
-         ▸    slipway pg:credentials:rotate HEROKU_POSTGRESQL_ONYX -a shop --confirm shop\n"
+        " ▸    This will change the password of the default credential of HEROKU_POSTGRESQL_ONYX on shop and close its connections. To proceed, run: slipway pg:credentials:rotate HEROKU_POSTGRESQL_ONYX -a shop --confirm shop\n"
     );
     assert_eq!(api.seen().len(), before, "{:?}", api.seen());
 
@@ -2852,8 +2849,7 @@ async fn pg_backups_restore_needs_confirm_then_restores() {
     assert_eq!(r.out, "");
     assert_eq!(
         r.err,
-        " ▸    This will replace all data in DATABASE on shop with the latest completed backup. To proceed, run\n \
-         ▸    slipway pg:backups:restore -a shop --confirm shop\n"
+        " ▸    This will replace all data in DATABASE on shop with the latest completed backup. To proceed, run: slipway pg:backups:restore -a shop --confirm shop\n"
     );
     let r = cli(
         &env,
@@ -2871,16 +2867,14 @@ async fn pg_backups_restore_needs_confirm_then_restores() {
     assert_eq!(r.code, 1);
     assert_eq!(
         r.err,
-        " ▸    This will replace all data in HEROKU_POSTGRESQL_ONYX on shop with backup b002. To proceed, run\n \
-         ▸    slipway pg:backups:restore b002 HEROKU_POSTGRESQL_ONYX -a shop --confirm shop\n"
+        " ▸    This will replace all data in HEROKU_POSTGRESQL_ONYX on shop with backup b002. To proceed, run: slipway pg:backups:restore b002 HEROKU_POSTGRESQL_ONYX -a shop --confirm shop\n"
     );
     // A lone upper-case argument is the database.
     let r = cli(&env, &["pg:backups:restore", "DATABASE_URL", "-a", "shop"]).await;
     assert_eq!(r.code, 1);
     assert_eq!(
         r.err,
-        " ▸    This will replace all data in DATABASE_URL on shop with the latest completed backup. To proceed, run\n \
-         ▸    slipway pg:backups:restore DATABASE_URL -a shop --confirm shop\n"
+        " ▸    This will replace all data in DATABASE_URL on shop with the latest completed backup. To proceed, run: slipway pg:backups:restore DATABASE_URL -a shop --confirm shop\n"
     );
     assert!(api.seen().is_empty(), "{:?}", api.seen());
 
@@ -2973,8 +2967,7 @@ async fn pg_backups_delete_needs_confirm() {
     assert_eq!(r.code, 1);
     assert_eq!(
         r.err,
-        " ▸    This will permanently delete backup b001 of shop. To proceed, run\n \
-         ▸    slipway pg:backups:delete b001 -a shop --confirm shop\n"
+        " ▸    This will permanently delete backup b001 of shop. To proceed, run: slipway pg:backups:delete b001 -a shop --confirm shop\n"
     );
     assert!(api.seen().is_empty());
     let r = cli(
@@ -3185,4 +3178,62 @@ async fn pg_backups_url_and_download() {
         .filter(|n| n.ends_with(".partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// With `--json`, standard output is the JSON alone: the action line (`Adding ... done`) goes
+/// to standard error, so the output can be piped into a JSON tool.
+#[tokio::test]
+async fn json_output_is_only_json() {
+    let domain = json!({
+        "id": "d1", "hostname": "www.example.com", "kind": "custom",
+        "cname": "fair-meadow-1a2b3c.apps.test", "status": "none", "acm_status": null,
+        "app": {"id": "a1", "name": "demo"}, "sni_endpoint": null,
+        "created_at": "2026-11-27T00:00:00Z", "updated_at": "2026-11-27T00:00:00Z"
+    });
+    let answer = domain.clone();
+    let api = FakeApi::start(move |req, _| match req.method.as_str() {
+        "POST" | "DELETE" => reply(201, answer.clone()),
+        _ => reply(
+            200,
+            json!([
+                formation_json("web", 1, "basic"),
+                formation_json("worker", 0, "basic")
+            ]),
+        ),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&api, dir.path());
+    for args in [
+        &["domains:add", "www.example.com", "--json", "-a", "demo"][..],
+        &["domains:remove", "www.example.com", "--json", "-a", "demo"][..],
+        &["ps:type", "--json", "-a", "demo"][..],
+    ] {
+        let r = cli(&env, args).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.err);
+        let parsed: Result<Value, _> = serde_json::from_str(&r.out);
+        assert!(
+            parsed.is_ok(),
+            "{args:?}: stdout is not JSON alone:\n{}",
+            r.out
+        );
+    }
+    let r = cli(
+        &env,
+        &["domains:add", "www.example.com", "--json", "-a", "demo"],
+    )
+    .await;
+    assert!(
+        r.err.contains("Adding www.example.com to ⬢ demo... done"),
+        "{}",
+        r.err
+    );
+    // Without --json the action line is on standard output, as before.
+    let r = cli(&env, &["domains:add", "www.example.com", "-a", "demo"]).await;
+    assert!(
+        r.out
+            .starts_with("Adding www.example.com to ⬢ demo... done\n"),
+        "{}",
+        r.out
+    );
 }

@@ -685,13 +685,8 @@ pub async fn destroy(ctx: &mut Ctx<'_>, a: AddonsDestroy) -> Result<()> {
         let force = if a.force { " --force" } else { "" };
         writeln!(
             ctx.err,
-            " ▸    This will destroy {} on {app} and {what}. To proceed, run",
-            a.addons.join(", ")
-        )?;
-        writeln!(
-            ctx.err,
-            " ▸    slipway addons:destroy {} -a {app} --confirm {app}{force}",
-            a.addons.join(" ")
+            " ▸    This will destroy {} on {app} and {what}. To proceed, run: slipway addons:destroy {} -a {app} --confirm {app}{force}",
+            a.addons.join(", "), a.addons.join(" ")
         )?;
         ctx.err.flush()?;
         return Err(ExitStatus(1).into());

@@ -125,9 +125,14 @@ pub async fn attach(
         .await
         .with_context(|| format!("TLS with the rendezvous endpoint {host}:{port} failed"))?;
     let (rd, mut wr) = tokio::io::split(tls);
+    // Not a broken pipe on our own output (which ends quietly): the dyno's connection.
+    let broke = |e: std::io::Error| {
+        anyhow!("The connection to the dyno's rendezvous endpoint broke ({e}).")
+    };
     wr.write_all(format!("{secret};{OPT_FRAMES}\r\n").as_bytes())
-        .await?;
-    wr.flush().await?;
+        .await
+        .map_err(broke)?;
+    wr.flush().await.map_err(broke)?;
     let mut rd = BufReader::new(rd);
     // The endpoint's first line, and no more than a line's worth of it (anything else on that
     // port could send without end).
@@ -147,8 +152,8 @@ pub async fn attach(
     };
     if tty {
         if let Some(size) = terminal_size() {
-            wr.write_all(&resize_frame(size)).await?;
-            wr.flush().await?;
+            wr.write_all(&resize_frame(size)).await.map_err(broke)?;
+            wr.flush().await.map_err(broke)?;
         }
     }
     use std::io::IsTerminal;
@@ -159,7 +164,18 @@ pub async fn attach(
     loop {
         tokio::select! {
             n = rd.read(&mut buf) => {
-                let n = n.unwrap_or(0);
+                let n = match n {
+                    Ok(n) => n,
+                    // A close without TLS's close_notify is still a close.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                    Err(e) => {
+                        write_out(out, &held, crlf_to_lf)?;
+                        bail!(
+                            "The connection to the dyno broke ({e}); the command may still be \
+                             running: see slipway ps."
+                        );
+                    }
+                };
                 if n == 0 {
                     // Closed without a status: as Heroku's CLI, success.
                     write_out(out, &held, crlf_to_lf)?;

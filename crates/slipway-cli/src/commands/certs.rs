@@ -157,6 +157,7 @@ fn read_files(a: &CertFiles) -> Result<Value> {
 
 /// `certs:add CRT KEY`.
 pub async fn add(ctx: &mut Ctx<'_>, a: CertFiles) -> Result<()> {
+    ctx.labels_to_err = a.json;
     let app = ctx.app(&a.app)?;
     let body = read_files(&a)?;
     let api = ctx.api()?;
@@ -170,7 +171,7 @@ pub async fn add(ctx: &mut Ctx<'_>, a: CertFiles) -> Result<()> {
             ),
         )
         .await?;
-    writeln!(ctx.out, "done")?;
+    ctx.done()?;
     if a.json {
         return ctx.print_json(&value);
     }
@@ -181,6 +182,7 @@ pub async fn add(ctx: &mut Ctx<'_>, a: CertFiles) -> Result<()> {
 
 /// `certs:info [--name NAME]`.
 pub async fn info(ctx: &mut Ctx<'_>, a: CertName) -> Result<()> {
+    ctx.labels_to_err = a.json;
     let app = ctx.app(&a.app)?;
     let api = ctx.api()?;
     let name = pick(&api, &app, a.name.as_deref()).await?;
@@ -191,7 +193,7 @@ pub async fn info(ctx: &mut Ctx<'_>, a: CertName) -> Result<()> {
             api.get(&path),
         )
         .await?;
-    writeln!(ctx.out, "done")?;
+    ctx.done()?;
     if a.json {
         return ctx.print_json(&value);
     }
@@ -202,6 +204,7 @@ pub async fn info(ctx: &mut Ctx<'_>, a: CertName) -> Result<()> {
 
 /// `certs:update CRT KEY [--name NAME]`.
 pub async fn update(ctx: &mut Ctx<'_>, a: CertFiles) -> Result<()> {
+    ctx.labels_to_err = a.json;
     let app = ctx.app(&a.app)?;
     let body = read_files(&a)?;
     let api = ctx.api()?;
@@ -213,7 +216,7 @@ pub async fn update(ctx: &mut Ctx<'_>, a: CertFiles) -> Result<()> {
             api.call(Method::PATCH, &path, Some(&body)),
         )
         .await?;
-    writeln!(ctx.out, "done")?;
+    ctx.done()?;
     if a.json {
         return ctx.print_json(&value);
     }

@@ -347,13 +347,8 @@ pub async fn destroy(ctx: &mut Ctx<'_>, a: DataclipsDestroy) -> Result<()> {
     if a.confirm.as_deref() != Some(app.as_str()) {
         writeln!(
             ctx.err,
-            " ▸    This will permanently destroy dataclip {} on {app}; its link will stop working. To proceed, run",
-            a.clip
-        )?;
-        writeln!(
-            ctx.err,
-            " ▸    slipway dataclips:destroy {} -a {app} --confirm {app}",
-            shell_quote(&a.clip)
+            " ▸    This will permanently destroy dataclip {} on {app}; its link will stop working. To proceed, run: slipway dataclips:destroy {} -a {app} --confirm {app}",
+            a.clip, shell_quote(&a.clip)
         )?;
         ctx.err.flush()?;
         return Err(ExitStatus(1).into());

@@ -81,6 +81,7 @@ pub async fn list(ctx: &mut Ctx<'_>, a: AppJson) -> Result<()> {
 
 /// `domains:add HOSTNAME`: adds it and says which DNS record to make.
 pub async fn add(ctx: &mut Ctx<'_>, a: DomainAdd) -> Result<()> {
+    ctx.labels_to_err = a.json;
     let app = ctx.app(&a.app)?;
     let api = ctx.api()?;
     let hostname = a.hostname.trim().to_ascii_lowercase();
@@ -95,7 +96,7 @@ pub async fn add(ctx: &mut Ctx<'_>, a: DomainAdd) -> Result<()> {
             ),
         )
         .await?;
-    writeln!(ctx.out, "done")?;
+    ctx.done()?;
     if a.json {
         return ctx.print_json(&value);
     }
@@ -148,6 +149,7 @@ pub async fn info(ctx: &mut Ctx<'_>, a: DomainArgs) -> Result<()> {
 
 /// `domains:remove HOSTNAME`.
 pub async fn remove(ctx: &mut Ctx<'_>, a: DomainArgs) -> Result<()> {
+    ctx.labels_to_err = a.json;
     let app = ctx.app(&a.app)?;
     let api = ctx.api()?;
     let path = format!("/apps/{}/domains/{}", seg(&app), seg(&a.hostname));
@@ -157,7 +159,7 @@ pub async fn remove(ctx: &mut Ctx<'_>, a: DomainArgs) -> Result<()> {
             api.call(Method::DELETE, &path, None),
         )
         .await?;
-    writeln!(ctx.out, "done")?;
+    ctx.done()?;
     if a.json {
         return ctx.print_json(&value);
     }

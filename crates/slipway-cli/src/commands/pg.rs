@@ -552,10 +552,9 @@ pub async fn credentials_rotate(ctx: &mut Ctx<'_>, a: PgCredentialsRotate) -> Re
         }
         writeln!(
             ctx.err,
-            " ▸    This will change the password of the {} credential of {database} on {app} and close its connections. To proceed, run",
+            " ▸    This will change the password of the {} credential of {database} on {app} and close its connections. To proceed, run: {command} -a {app} --confirm {app}",
             a.name
         )?;
-        writeln!(ctx.err, " ▸    {command} -a {app} --confirm {app}")?;
         ctx.err.flush()?;
         return Err(ExitStatus(1).into());
     }
@@ -578,13 +577,8 @@ pub async fn unfollow(ctx: &mut Ctx<'_>, a: PgUnfollow) -> Result<()> {
     if a.confirm.as_deref() != Some(app.as_str()) {
         writeln!(
             ctx.err,
-            " ▸    This will stop {} from following its leader and make it writable. To proceed, run",
-            a.database
-        )?;
-        writeln!(
-            ctx.err,
-            " ▸    slipway pg:unfollow {} -a {app} --confirm {app}",
-            a.database
+            " ▸    This will stop {} from following its leader and make it writable. To proceed, run: slipway pg:unfollow {} -a {app} --confirm {app}",
+            a.database, a.database
         )?;
         ctx.err.flush()?;
         return Err(ExitStatus(1).into());

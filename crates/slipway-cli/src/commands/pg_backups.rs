@@ -492,10 +492,9 @@ pub async fn restore(ctx: &mut Ctx<'_>, a: PgBackupsRestore) -> Result<()> {
         }
         writeln!(
             ctx.err,
-            " ▸    This will replace all data in {} on {app} with {what}. To proceed, run",
+            " ▸    This will replace all data in {} on {app} with {what}. To proceed, run: {command} -a {app} --confirm {app}",
             database.unwrap_or(DEFAULT_ATTACHMENT)
         )?;
-        writeln!(ctx.err, " ▸    {command} -a {app} --confirm {app}")?;
         ctx.err.flush()?;
         return Err(ExitStatus(1).into());
     }
@@ -529,13 +528,8 @@ pub async fn delete(ctx: &mut Ctx<'_>, a: PgBackupsDelete) -> Result<()> {
     if a.confirm.as_deref() != Some(app.as_str()) {
         writeln!(
             ctx.err,
-            " ▸    This will permanently delete backup {} of {app}. To proceed, run",
-            a.backup
-        )?;
-        writeln!(
-            ctx.err,
-            " ▸    slipway pg:backups:delete {} -a {app} --confirm {app}",
-            a.backup
+            " ▸    This will permanently delete backup {} of {app}. To proceed, run: slipway pg:backups:delete {} -a {app} --confirm {app}",
+            a.backup, a.backup
         )?;
         ctx.err.flush()?;
         return Err(ExitStatus(1).into());

@@ -155,6 +155,7 @@ pub async fn scale(ctx: &mut Ctx<'_>, a: PsScale) -> Result<()> {
 
 /// `ps:type [TYPE=SIZE...|SIZE]`: changes dyno sizes; without arguments shows them.
 pub async fn resize(ctx: &mut Ctx<'_>, a: PsType) -> Result<()> {
+    ctx.labels_to_err = a.json;
     let app = ctx.app(&a.app)?;
     let api = ctx.api()?;
     let path = format!("/apps/{}/formation", seg(&app));
@@ -189,6 +190,9 @@ pub async fn resize(ctx: &mut Ctx<'_>, a: PsType) -> Result<()> {
             .await?;
         formation_list(value)?
     };
+    if !updates.is_empty() {
+        ctx.done()?;
+    }
     if a.json {
         writeln!(ctx.out, "{}", serde_json::to_string_pretty(&formation)?)?;
         return Ok(());
@@ -303,17 +307,25 @@ pub async fn run(ctx: &mut Ctx<'_>, a: Run, attach: bool) -> Result<()> {
             .ok_or_else(|| anyhow::anyhow!("The server did not give an attach URL for {name}."))?
             .to_string();
         let err = &mut *ctx.err;
-        let code = super::attach::attach(&url, &ca_file, tty, &mut *ctx.out, || {
+        let mut up = false;
+        let attached = super::attach::attach(&url, &ca_file, tty, &mut *ctx.out, || {
+            up = true;
             writeln!(err, "up, {name} ({size})")?;
             err.flush()?;
             Ok(())
         })
-        .await?;
+        .await;
+        // A failure before the dyno came up ends the `Running ...` line first.
+        if attached.is_err() && !up {
+            writeln!(ctx.err, "!")?;
+        }
+        let code = attached?;
         if code != 0 {
             return Err(super::ExitStatus(code).into());
         }
         return Ok(());
     }
+    ctx.labels_to_err = a.json;
     let dyno = ctx
         .action(
             &format!("Running {command} on {app}"),
@@ -321,6 +333,7 @@ pub async fn run(ctx: &mut Ctx<'_>, a: Run, attach: bool) -> Result<()> {
         )
         .await?;
     if a.json {
+        ctx.done()?;
         writeln!(ctx.out, "{}", serde_json::to_string_pretty(&dyno)?)?;
         return Ok(());
     }
