@@ -922,6 +922,15 @@ impl Manager {
         self.reconcile_locked(app_id).await
     }
 
+    /// Keeps a task that is stopping a restarted dyno's old process with the app's draining
+    /// ones, so that a destroy or a shutdown waits for it.
+    pub(crate) fn track_stopping(&self, app_id: &str, task: tokio::task::JoinHandle<()>) {
+        let mut apps = lock(&self.inner.apps);
+        let entry = apps.entry(app_id.to_string()).or_default();
+        entry.draining.retain(|t| !t.is_finished());
+        entry.draining.push(task);
+    }
+
     /// Stops every dyno of an app that is being destroyed and forgets it.
     pub async fn remove_app(&self, app_id: &str, app_name: &str) {
         let lock = self.app_lock(app_id);

@@ -264,12 +264,22 @@ async fn run(
                 if is_web {
                     drain().await;
                 }
-                graceful_stop(&m, &app_id, &name, &mut dyno).await;
-                m.unrecord(&instance);
                 if oneoff {
+                    graceful_stop(&m, &app_id, &name, &mut dyno).await;
+                    m.unrecord(&instance);
                     m.forget(&app_id, &status);
                     return;
                 }
+                // As on Heroku, the new process starts as soon as the old one is signalled: the
+                // old one has its grace period meanwhile, and a web dyno is back after its boot
+                // time, not after the old one's shutdown plus that.
+                signal_stop(&m, &app_id, &name, &mut dyno);
+                let (m2, app2, name2) = (m.clone(), app_id.clone(), name.clone());
+                let stopping = tokio::spawn(async move {
+                    finish_stop(&m2, &app2, &name2, &mut dyno).await;
+                    m2.unrecord(&instance);
+                });
+                m.track_stopping(&app_id, stopping);
                 crashes = 0;
                 continue;
             }
@@ -411,8 +421,18 @@ async fn drain() {
 
 /// SIGTERM to every process, the grace period, then SIGKILL (R12).
 pub(crate) async fn graceful_stop(m: &Manager, app_id: &str, name: &str, dyno: &mut RunningDyno) {
+    signal_stop(m, app_id, name, dyno);
+    finish_stop(m, app_id, name, dyno).await;
+}
+
+/// The first half of [`graceful_stop`]: SIGTERM to every process.
+fn signal_stop(m: &Manager, app_id: &str, name: &str, dyno: &mut RunningDyno) {
     m.log(app_id, name, "Stopping all processes with SIGTERM");
     dyno.terminate();
+}
+
+/// The second half of [`graceful_stop`]: the grace period, then SIGKILL (R12).
+async fn finish_stop(m: &Manager, app_id: &str, name: &str, dyno: &mut RunningDyno) {
     let grace = m.inner.config.stop_timeout;
     let code = match tokio::time::timeout(grace, dyno.wait()).await {
         Ok(code) => code,
@@ -421,7 +441,7 @@ pub(crate) async fn graceful_stop(m: &Manager, app_id: &str, name: &str, dyno: &
                 "Error R12 (Exit timeout) -> At least one process failed to exit within {} seconds of SIGTERM",
                 grace.as_secs()
             ));
-            m.log(app_id, name, "Stopping all processes with SIGKILL");
+            m.log(app_id, name, "Stopping remaining processes with SIGKILL");
             dyno.kill();
             dyno.wait().await
         }

@@ -377,7 +377,7 @@ async fn stopping_gives_the_grace_period_then_sigkill_with_r12() {
     assert!((29..=31).contains(&t.elapsed().as_secs()));
     let log = w.log();
     assert!(log.contains("heroku[stubborn.1]: Error R12 (Exit timeout) -> At least one process failed to exit within 30 seconds of SIGTERM"), "{log}");
-    assert!(log.contains("heroku[stubborn.1]: Stopping all processes with SIGKILL"));
+    assert!(log.contains("heroku[stubborn.1]: Stopping remaining processes with SIGKILL"));
     assert!(log.contains("heroku[stubborn.1]: Process exited with status 137"));
     assert!(!log.contains("heroku[worker.1]: Error R12"));
 }
@@ -464,4 +464,37 @@ async fn the_release_phase_decides_whether_a_release_goes_live() {
         .unwrap();
     assert_eq!(v5.slug_id, current.slug_id);
     assert_eq!(v5.status, "pending", "v3's slug has a release phase");
+}
+
+/// A restart starts the new process as soon as the old one has SIGTERM, as on Heroku: a dyno
+/// whose old process takes its whole grace period to stop is up again long before that.
+#[tokio::test]
+async fn a_restart_starts_the_new_process_while_the_old_one_stops() {
+    let w = World::new(&[("stubborn", "stubborn")], &[("stubborn", 1)]).await;
+    w.m.reconcile(&w.app_id).await.unwrap();
+    w.until(Duration::from_secs(15), "up", |w| {
+        w.m.dynos(&w.app_id)
+            .iter()
+            .any(|d| d.state == DynoState::Up)
+    })
+    .await;
+    w.m.restart(&w.app_id, RestartTarget::All).await.unwrap();
+    w.until(Duration::from_secs(10), "the new process up", |w| {
+        w.log()
+            .matches("heroku[stubborn.1]: Starting process")
+            .count()
+            == 2
+            && w.m
+                .dynos(&w.app_id)
+                .iter()
+                .any(|d| d.state == DynoState::Up)
+    })
+    .await;
+    let log = w.log();
+    assert!(
+        log.contains("heroku[stubborn.1]: Stopping all processes with SIGTERM"),
+        "{log}"
+    );
+    // The old process is still in its 30 s grace period.
+    assert!(!log.contains("R12"), "{log}");
 }
