@@ -238,7 +238,12 @@ async fn run(
                         if c.stop { Outcome::Stop } else { Outcome::Restart }
                     }
                     _ = sleep_long(cycle) => Outcome::Cycle,
-                    never = watch_memory(&m, &app_id, &name, &monitor) => match never {},
+                    // R15: the kernel killed one of its processes at the hard limit (a worker
+                    // of a server, say); the whole dyno goes, as on Heroku.
+                    () = watch_memory(&m, &app_id, &name, &monitor) => {
+                        dyno.kill();
+                        Outcome::Exited(dyno.wait().await)
+                    }
                 }
             }
         };
@@ -379,19 +384,23 @@ fn rand_unit() -> f64 {
 const MEMORY_CHECK: Duration = Duration::from_secs(5);
 const R14_REPEAT: Duration = Duration::from_secs(60);
 
-/// Logs R14 whenever a dyno goes over its memory quota, as Heroku does. Never returns.
+/// Logs R14 whenever a dyno goes over its memory quota, as Heroku does. Returns once the
+/// kernel has killed one of the dyno's processes for memory (R15).
 async fn watch_memory(
     m: &Manager,
     app_id: &str,
     name: &str,
     monitor: &slipway_runtime::DynoMonitor,
-) -> std::convert::Infallible {
+) {
     let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         tokio::time::sleep(MEMORY_CHECK).await;
         let Some(stats) = monitor.memory() else {
             continue;
         };
+        if stats.oom_kills > 0 {
+            return;
+        }
         if stats.usage > stats.quota {
             let due = last_warning.is_none_or(|t| t.elapsed() >= R14_REPEAT);
             if due {

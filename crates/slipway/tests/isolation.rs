@@ -81,7 +81,7 @@ async fn a_dyno_cannot_reach_out() {
             (
                 "Procfile",
                 "probe: python3 probe.py; sleep 3600\n\
-                 hog: python3 -c \"x = b'x' * (1536 * 1024 * 1024); import time; time.sleep(600)\"\n\
+                 hog: python3 -c \"x = b'x' * (1536 * 1024 * 1024); import time; time.sleep(600)\" & exec sleep 600\n\
                  heavy: python3 -c \"x = b'x' * (700 * 1024 * 1024); import time; time.sleep(600)\"\n",
             ),
             ("probe.py", &probe),
@@ -128,7 +128,8 @@ async fn a_dyno_cannot_reach_out() {
         checks.len()
     );
 
-    // Over the quota: R14. Over the hard limit: killed, R15; app B keeps serving.
+    // Over the quota: R14. Over the hard limit: killed, R15, the whole dyno even when the
+    // process the kernel killed was not its main one (hog's is a child); app B keeps serving.
     s.ok(&a, &["ps:scale", "heavy=1", "hog=1"]);
     eventually(90, "R14 and R15", || async {
         let logs = s.logs("app-a");
