@@ -976,29 +976,53 @@ impl Addons {
         // What only the superuser may do, and which runs none of the app's code: the app's
         // sessions end, and whatever the row limit gave to the holder role comes back.
         let restricted = row.settings.get(ROW_STATE).map(String::as_str) == Some("restricted");
+        let store = &self.inner.store;
+        if restricted {
+            // The hold is lifted for the restore. Recorded first: should the restore be cut
+            // short (a client gone, a crash), the next limit check finds the database over its
+            // limit, not restricted, past its grace, and revokes INSERT again.
+            let mut settings = row.settings.clone();
+            settings.remove(ROW_STATE);
+            store
+                .set_addon_server(&addon.id, &row.secrets, &settings)
+                .await?;
+        }
         let psql = self.psql(addon, &row);
         let prepare = format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{user}';\n{}",
             postgres::restore_sql(&user, &holder)
         );
-        if let Err(e) = psql.exec(&db, &prepare).await {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
-        }
-        let mut apply = tokio::process::Command::new(bin.join("psql"));
-        apply
-            .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &row.port.to_string(), "-U", &user, "-d", &db, "-f"])
-            .arg(&wipe)
-            .arg("-f")
-            .arg(&script)
-            .stdout(std::process::Stdio::null());
-        run(&mut apply);
-        apply.env("PGPASSWORD", secret(&row, "password"));
-        let out = apply
-            .output()
-            .await
-            .map_err(|e| fail("cannot run psql", e.to_string()));
+        let mut attempt = 0;
+        let out = loop {
+            attempt += 1;
+            if let Err(e) = psql.exec(&db, &prepare).await {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(e);
+            }
+            let mut apply = tokio::process::Command::new(bin.join("psql"));
+            apply
+                .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+                .args(["-p", &row.port.to_string(), "-U", &user, "-d", &db, "-f"])
+                .arg(&wipe)
+                .arg("-f")
+                .arg(&script)
+                .stdout(std::process::Stdio::null());
+            run(&mut apply);
+            apply.env("PGPASSWORD", secret(&row, "password"));
+            let out = apply
+                .output()
+                .await
+                .map_err(|e| fail("cannot run psql", e.to_string()));
+            // The app's pools may have taken every connection its role has again in between:
+            // their sessions are ended once more and the restore tried again.
+            let crowded = out.as_ref().is_ok_and(|o| {
+                !o.status.success()
+                    && String::from_utf8_lossy(&o.stderr).contains("too many connections")
+            });
+            if !crowded || attempt >= 3 {
+                break out;
+            }
+        };
         let _ = std::fs::remove_dir_all(&work);
         let failed = match out {
             Ok(o) if o.status.success() => None,
@@ -1010,9 +1034,14 @@ impl Addons {
         };
         if let Some(e) = failed {
             // The database is as it was; so must the row limit's hold on it be.
-            if restricted {
-                let _ = psql
+            if restricted
+                && psql
                     .exec(&db, &postgres::restrict_sql(&user, &holder, &db))
+                    .await
+                    .is_ok()
+            {
+                let _ = store
+                    .set_addon_server(&addon.id, &row.secrets, &row.settings)
                     .await;
             }
             return Err(e);

@@ -482,12 +482,25 @@ pub async fn create_app(
                     "Name {name} belongs to an app still being destroyed; try again in a moment."
                 )));
             }
-            match s.store.create_app(&name, &who).await {
+            let app = match s.store.create_app(&name, &who).await {
                 Err(slipway_store::StoreError::Conflict(_)) => {
                     return Err(ApiError::invalid(format!("Name {name} is already taken")))
                 }
                 other => other?,
+            };
+            // A destroy that took the name between the check above and the insert: it marks
+            // the name before it frees it, so it is seen here.
+            if s.destroying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&name)
+            {
+                s.store.delete_app(&app.id).await?;
+                return Err(ApiError::invalid(format!(
+                    "Name {name} belongs to an app still being destroyed; try again in a moment."
+                )));
             }
+            app
         }
         None => {
             let mut tries = 0;

@@ -182,7 +182,10 @@ impl Builder {
             }
             Err(_) => None,
         };
+        // git decodes a file:// URL's %-escapes (`%2e%2e` is `..`): none are taken.
+        let encoded = path.as_os_str().as_encoded_bytes().contains(&b'%');
         let allowed = path.is_absolute()
+            && !encoded
             && real.is_some_and(|real| self.local_buildpacks.iter().any(|d| real.starts_with(d)));
         if allowed {
             return Ok(());

@@ -60,6 +60,7 @@ async fn buildpacks_on_the_server_come_only_from_allowed_directories() {
         (outside.clone(), false),
         (format!("file://{outside}"), false),
         (format!("{inside}/../../outside"), false),
+        (format!("file://{inside}/%2e%2e/%2e%2e/outside"), false),
         (link, false),
     ] {
         assert_eq!(

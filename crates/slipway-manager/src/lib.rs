@@ -257,7 +257,20 @@ impl Manager {
             .map(|e| e.path())
             .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("dyno"))
             .collect();
-        for path in entries {
+        // Newest first: a dyno restarted just before the stop has its old process's record too
+        // (still in its grace period); only the newest of a name is taken over.
+        let mut entries: Vec<(PathBuf, std::time::SystemTime)> = entries
+            .into_iter()
+            .map(|p| {
+                let at = std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (p, at)
+            })
+            .collect();
+        entries.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut taken: std::collections::HashSet<(String, String)> = Default::default();
+        for (path, _) in entries {
             let record: Option<DynoRecord> = std::fs::read(&path)
                 .ok()
                 .and_then(|t| serde_json::from_slice(&t).ok());
@@ -265,6 +278,14 @@ impl Manager {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
+            if !taken.insert((record.app_id.clone(), record.name.clone())) {
+                let sink = self.output_sink(&record.app_id, &record.name, None);
+                if let Ok(old) = self.inner.runtime.adopt(&record.instance, sink).await {
+                    old.kill();
+                }
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
             match self.adopt(&record).await {
                 Ok(()) => adopted += 1,
                 Err(error) => {
@@ -626,8 +647,9 @@ impl Manager {
         }
     }
 
-    /// Restarts dynos where they are: SIGTERM, the grace period, then a fresh start on the same
-    /// release (a crashed dyno waiting out its cool-off starts at once). Logged `Restarting`.
+    /// Restarts dynos where they are: SIGTERM, and at once a fresh start on the same release
+    /// while the old process has its grace period (a crashed dyno waiting out its cool-off
+    /// starts at once). Logged `Restarting`.
     pub async fn restart(&self, app_id: &str, target: RestartTarget) -> Result<(), ManagerError> {
         let lock_ = self.app_lock(app_id);
         let _guard = lock_.lock().await;

@@ -203,3 +203,62 @@ async fn a_stopped_server_leaves_its_dynos_running() {
         .join("\n")
         .contains("Took over 1 running dynos"));
 }
+
+/// Processes whose command line is exactly `needle`.
+fn host_pids_of(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).replace('\0', " ").trim() == needle {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A restart starts the new process while the old one has its grace period. A server killed
+/// in that moment leaves both running; the next one takes over the new one only, and the old
+/// one is killed: one dyno of the name, one process.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_during_a_restart_takes_over_only_the_new_process() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: container dynos need root");
+        return;
+    }
+    let mut s = TestServer::start();
+    let dir = s.home().join("keep");
+    s.repo(
+        &dir,
+        &[("Procfile", "stubborn: trap '' TERM; exec sleep 7272\n")],
+    );
+    s.ok(&dir, &["apps:create", "keep"]);
+    let out = s.git(&dir, &["push", "slipway", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    s.ok(&dir, &["ps:scale", "stubborn=1"]);
+    let first = eventually(60, "the dyno runs", || async {
+        let pids = host_pids_of("sleep 7272");
+        (pids.len() == 1).then(|| pids[0])
+    })
+    .await;
+    s.ok(&dir, &["ps:restart", "stubborn"]);
+    // Both run for a moment (the old one ignores SIGTERM for its 3 s grace): kill the server
+    // then.
+    eventually(10, "the new process beside the old", || async {
+        (host_pids_of("sleep 7272").len() == 2).then_some(())
+    })
+    .await;
+    s.kill_hard();
+    let s = s.restart_after_kill();
+    eventually(60, "one process left, not the old one", || async {
+        let pids = host_pids_of("sleep 7272");
+        (pids.len() == 1 && pids[0] != first).then_some(())
+    })
+    .await;
+    let ds = dynos(&s, &dir);
+    let named: Vec<&Value> = ds.iter().filter(|d| d["name"] == "stubborn.1").collect();
+    assert_eq!(named.len(), 1, "{ds:?}");
+    drop(s);
+}
