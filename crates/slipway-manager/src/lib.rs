@@ -268,7 +268,7 @@ impl Manager {
                 (p, at)
             })
             .collect();
-        entries.sort_by(|a, b| b.1.cmp(&a.1));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.1));
         let mut taken: std::collections::HashSet<(String, String)> = Default::default();
         for (path, _) in entries {
             let record: Option<DynoRecord> = std::fs::read(&path)
